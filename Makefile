@@ -1,0 +1,18 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test lint bench
+
+install:
+	bash scripts/install.sh
+
+test:
+	$(PY) -m pytest
+
+lint:
+	$(PY) -m ruff check src integrations tests bench
+	$(PY) -m ruff format --check src integrations tests bench
+	$(PY) -m mypy
+
+bench:
+	$(PY) bench/engine_overhead.py

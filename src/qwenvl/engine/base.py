@@ -1,0 +1,199 @@
+"""The `Engine` protocol, and the request preparation every engine shares.
+
+Preparation turns a `ChatRequest` into what a backend runs: media loaded under the media policy, every image
+resized to its own pixel budget (so the token cost is known here, before anything runs, and per-image limits
+hold even inside one request), images shrunk further when the prompt would not fit the context, and the
+prompt rendered through the model's chat template.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from qwenvl import budget, media
+from qwenvl.errors import QwenVLError, RequestError
+from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage, Video
+from qwenvl.prompt import ChatTemplate, PromptRenderer
+
+if TYPE_CHECKING:
+    import numpy as np
+    import PIL.Image
+
+__all__ = ["Engine", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result"]
+
+_log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every qwenvl engine does. Results come back in request order; a request that fails gets a
+    `ChatResult` with ``error`` set while the others complete."""
+
+    @property
+    def model_name(self) -> str:
+        """The model's name (hub id or folder)."""
+
+    @property
+    def max_model_len(self) -> int:
+        """The context length in tokens (prompt plus answer)."""
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Run a batch of requests; one result per request, in order."""
+
+    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Run a batch of requests without blocking the event loop."""
+
+    def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
+        """Yield the answer as it is generated; the last chunk carries finish_reason and usage."""
+
+    def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Async version of `stream`; stopping the iteration cancels the request."""
+
+    def count_tokens(self, request: ChatRequest) -> Usage:
+        """The prompt's token counts, computed before anything runs."""
+
+    def close(self) -> None:
+        """Free the engine's resources."""
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """Per-engine defaults applied to requests that do not set their own."""
+
+    min_pixels: int = budget.MIN_PIXELS
+    max_pixels: int = 1280 * budget.IMAGE_FACTOR**2
+    video_min_pixels: int = budget.VIDEO_MIN_PIXELS
+    video_max_pixels: int = budget.VIDEO_MAX_PIXELS
+    limit_images: int = 4
+    limit_videos: int = 1
+    #: shrink images to fit the context rather than fail
+    fit_to_context: bool = True
+    policy: media.MediaPolicy = field(default_factory=media.MediaPolicy)
+
+
+@dataclass
+class PreparedRequest:
+    """A request ready for a backend: prompt text, resized media and the token counts they cost."""
+
+    request: ChatRequest
+    prompt: str
+    images: list[PIL.Image.Image]
+    videos: list[np.ndarray]
+    image_tokens: list[int]
+    video_tokens: list[int]
+    prompt_tokens: int
+
+    @property
+    def mm_data(self) -> dict[str, Any]:
+        """The multimodal data in vLLM's ``multi_modal_data`` form."""
+        data: dict[str, Any] = {}
+        if self.images:
+            data["image"] = self.images
+        if self.videos:
+            data["video"] = self.videos
+        return data
+
+    @property
+    def mm_processor_kwargs(self) -> dict[str, Any]:
+        """Pixel limits that bracket every (already resized) item, so the processor keeps their sizes."""
+        areas = [im.width * im.height for im in self.images] + [v.shape[1] * v.shape[2] for v in self.videos]
+        if not areas:
+            return {}
+        return {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+
+
+class RequestPreparer:
+    """Loads, resizes, fits and renders requests for one model."""
+
+    def __init__(
+        self,
+        template: ChatTemplate,
+        tokenizer: Any,
+        *,
+        defaults: EngineDefaults,
+        max_model_len: int,
+        image_token_id: int,
+        video_token_id: int,
+    ) -> None:
+        self.renderer = PromptRenderer(template)
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+        self.max_model_len = max_model_len
+        self.image_token_id = image_token_id
+        self.video_token_id = video_token_id
+
+    def prepare(self, request: ChatRequest, *, system_prompt: str | None = None) -> PreparedRequest:
+        """Prepare one request; raises a `QwenVLError` naming the input when it cannot run."""
+        d = self.defaults
+        images, videos = request.images(), request.videos()
+        if len(images) > d.limit_images:
+            raise RequestError(
+                f"the request has {len(images)} images but the engine allows {d.limit_images} per prompt; "
+                "send fewer or raise the engine's limit_images."
+            )
+        if len(videos) > d.limit_videos:
+            raise RequestError(
+                f"the request has {len(videos)} videos but the engine allows {d.limit_videos} per prompt; "
+                "send fewer or raise the engine's limit_videos."
+            )
+        loaded = iter([media.load_image(img.source, d.policy) for img in images])
+        request = request.map_images(lambda img: replace(img, source=next(loaded)))
+        frames = [self._load_video(v) for v in videos]
+        video_tokens = [budget.video_tokens(f.shape[0], f.shape[1], f.shape[2]) for f in frames]
+
+        prompt = self.renderer.render(request, system_prompt=system_prompt)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        text_tokens = sum(1 for t in ids if t not in (self.image_token_id, self.video_token_id))
+        if d.fit_to_context:
+            request = budget.fit_to_context(
+                request,
+                self.max_model_len,
+                text_tokens=text_tokens,
+                video_tokens=sum(video_tokens),
+                min_pixels=d.min_pixels,
+                max_pixels=d.max_pixels,
+            )
+        resized = [
+            media.resize_image(img.source, img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels)  # type: ignore[arg-type]
+            for img in request.images()
+        ]
+        image_tokens = [(im.height // budget.IMAGE_FACTOR) * (im.width // budget.IMAGE_FACTOR) for im in resized]
+        prompt_tokens = text_tokens + sum(image_tokens) + sum(video_tokens)
+        return PreparedRequest(
+            request=request,
+            prompt=prompt,
+            images=resized,
+            videos=frames,
+            image_tokens=image_tokens,
+            video_tokens=video_tokens,
+            prompt_tokens=prompt_tokens,
+        )
+
+    def _load_video(self, video: Video) -> np.ndarray:
+        d = self.defaults
+        frames, _ = media.load_video(
+            video.source, fps=video.fps, nframes=video.nframes, sample_fps=video.sample_fps, policy=d.policy
+        )
+        lo = video.min_pixels or d.video_min_pixels
+        hi = video.max_pixels or d.video_max_pixels
+        # As qwen-vl-utils: a total pixel budget spread over the frames, never below min_pixels.
+        total = self.max_model_len // 2 * budget.IMAGE_FACTOR**2
+        hi = max(min(hi, total // len(frames) * budget.FRAME_FACTOR), min(int(lo * 1.05), hi))
+        lo = min(lo, hi)
+        resized = [media.resize_image(f, lo, hi) for f in frames]
+        return media.frames_to_array(resized)
+
+
+def error_result(request: ChatRequest, error: BaseException) -> ChatResult:
+    """A failed `ChatResult` for ``request``; non-qwenvl errors are wrapped in `EngineError`."""
+    from qwenvl.errors import EngineError
+
+    if not isinstance(error, QwenVLError):
+        wrapped = EngineError(f"request {request.request_id} failed: {type(error).__name__}: {error}")
+        wrapped.__cause__ = error
+        error = wrapped
+    return ChatResult(error=error, request_id=request.request_id, finish_reason="error")  # type: ignore[arg-type]
+

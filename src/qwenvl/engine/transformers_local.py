@@ -1,0 +1,292 @@
+"""`TransformersEngine`: Qwen2-VL on transformers' `Qwen2VLForConditionalGeneration`.
+
+For machines without vLLM, and as the reference the vLLM engines are checked against. It shares request
+preparation with the vLLM engines, so both see the same prompt text and the same resized pixels. Its async
+methods run the blocking model in a worker thread (transformers has no async engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from qwenvl._lazy import require
+from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result
+from qwenvl.errors import EngineClosedError, QwenVLError
+from qwenvl.media import MediaPolicy
+from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
+
+__all__ = ["TransformersEngine"]
+
+
+class TransformersEngine:
+    """Qwen2-VL on transformers, in this process (CPU or GPU).
+
+    Arguments match `VLLMEngine` where they mean the same; ``device`` picks where the model runs (default:
+    CUDA when available) and ``batch_size`` how many requests go through `generate` at once.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        max_model_len: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        limit_images: int = 4,
+        limit_videos: int = 1,
+        batch_size: int = 8,
+        media_policy: MediaPolicy | None = None,
+        fit_to_context: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        torch = require("torch", "transformers")
+        transformers = require("transformers", "transformers")
+        self._torch = torch
+        self._model_name = os.fspath(model)
+        self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+        self._model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+            self._model_name, dtype=torch_dtype, **(model_kwargs or {})
+        ).to(self._device)
+        self._model.eval()
+        self._processor = transformers.AutoProcessor.from_pretrained(self._model_name)
+        self._tokenizer = self._processor.tokenizer
+        self._tokenizer.padding_side = "left"
+        config = self._model.config
+        text_config = getattr(config, "text_config", config)
+        self._max_model_len = max_model_len or int(text_config.max_position_embeddings)
+        self._eos_ids = {int(text_config.eos_token_id)} if text_config.eos_token_id is not None else set()
+        if self._model.generation_config.eos_token_id is not None:
+            eos = self._model.generation_config.eos_token_id
+            self._eos_ids |= set(eos if isinstance(eos, list) else [eos])
+        base = EngineDefaults()
+        self._defaults = EngineDefaults(
+            min_pixels=min_pixels or base.min_pixels,
+            max_pixels=max_pixels or base.max_pixels,
+            limit_images=limit_images,
+            limit_videos=limit_videos,
+            fit_to_context=fit_to_context,
+            policy=media_policy or base.policy,
+        )
+        self._preparer = RequestPreparer(
+            self._processor,
+            self._tokenizer,
+            defaults=self._defaults,
+            max_model_len=self._max_model_len,
+            image_token_id=int(self._processor.image_token_id),
+            video_token_id=int(self._processor.video_token_id),
+        )
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def model_name(self) -> str:
+        """The model's name (hub id or folder)."""
+        return self._model_name
+
+    @property
+    def max_model_len(self) -> int:
+        """The context length in tokens."""
+        return self._max_model_len
+
+    @property
+    def defaults(self) -> EngineDefaults:
+        """The per-request defaults (pixel limits, media policy, ...)."""
+        return self._defaults
+
+    def count_tokens(self, request: ChatRequest) -> Usage:
+        """The prompt's token counts, computed before anything runs."""
+        prep = self._preparer.prepare(request)
+        return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
+
+    def close(self) -> None:
+        """Drop the model and free its memory."""
+        if self._closed:
+            return
+        self._closed = True
+        del self._model
+        if self._device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+    def __enter__(self) -> TransformersEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Run requests in batches of ``batch_size`` (grouped by sampling options); results in request order."""
+        self._check_open()
+        results: list[ChatResult | None] = [None] * len(requests)
+        groups: dict[SamplingOptions, list[tuple[int, PreparedRequest]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                groups.setdefault(request.sampling, []).append((i, self._preparer.prepare(request)))
+            except QwenVLError as exc:
+                results[i] = error_result(request, exc)
+        for options, items in groups.items():
+            for start in range(0, len(items), self._batch_size):
+                batch = items[start : start + self._batch_size]
+                try:
+                    outputs = self._run([p for _, p in batch], options)
+                except Exception as exc:  # a failing batch fails its own requests only
+                    outputs = [error_result(p.request, exc) for _, p in batch]
+                for (i, _), out in zip(batch, outputs, strict=True):
+                    results[i] = out
+        return [r for r in results if r is not None]
+
+    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """`generate` in a worker thread."""
+        return await asyncio.to_thread(self.generate, requests)
+
+    def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
+        """Yield the answer as it is generated (decoded incrementally); the last chunk has usage."""
+        self._check_open()
+        prep = self._preparer.prepare(request)
+        tokens: queue.Queue[Any] = queue.Queue()
+        results: list[ChatResult] = []
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                results.extend(self._run([prep], request.sampling, on_token=tokens.put))
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                tokens.put(None)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        ids: list[int] = []
+        sent = ""
+        while (token := tokens.get()) is not None:
+            if token in self._eos_ids:
+                continue
+            ids.append(token)
+            text = self._tokenizer.decode(ids, skip_special_tokens=False)
+            if text.endswith("\ufffd"):
+                continue  # an incomplete UTF-8 sequence: wait for the next token
+            yield ChatChunk(text=text[len(sent) :], token_ids=[token], request_id=request.request_id)
+            sent = text
+        thread.join()
+        if errors:
+            raise errors[0]
+        final = results[0]
+        yield ChatChunk(
+            text=final.text[len(sent) :],
+            finish_reason=final.finish_reason,
+            usage=final.usage,
+            request_id=request.request_id,
+        )
+
+    async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """`stream` driven from a worker thread."""
+        iterator = self.stream(request)
+        done = object()
+        while (chunk := await asyncio.to_thread(next, iterator, done)) is not done:
+            yield chunk  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("this TransformersEngine was closed; create a new one.")
+
+    def _run(self, batch: list[PreparedRequest], options: SamplingOptions, on_token: Any = None) -> list[ChatResult]:
+        torch = self._torch
+        images = [im for p in batch for im in p.images]
+        videos = [v for p in batch for v in p.videos]
+        areas = [im.width * im.height for im in images] + [v.shape[1] * v.shape[2] for v in videos]
+        kwargs: dict[str, Any] = {}
+        if areas:
+            size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
+            kwargs = {"images_kwargs": {"size": size}, "videos_kwargs": {"size": size}}
+        inputs = self._processor(
+            text=[p.prompt for p in batch],
+            images=images or None,
+            videos=videos or None,
+            padding=True,
+            return_tensors="pt",
+            **kwargs,
+        ).to(self._device)
+        gen: dict[str, Any] = {"max_new_tokens": options.max_tokens, "do_sample": options.temperature > 0}
+        if options.temperature > 0:
+            gen.update(temperature=options.temperature, top_p=options.top_p, top_k=0)
+            if options.seed is not None:
+                torch.manual_seed(options.seed)
+        else:
+            gen.update(temperature=None, top_p=None, top_k=None)
+        if options.stop:
+            gen.update(stop_strings=list(options.stop), tokenizer=self._tokenizer)
+        if on_token is not None:
+            gen["streamer"] = _TokenStreamer(on_token)
+        pad_id = self._tokenizer.pad_token_id
+        with self._lock, torch.inference_mode():
+            output = self._model.generate(**inputs, **gen, pad_token_id=pad_id)
+        prompt_len = inputs["input_ids"].shape[1]
+        results = []
+        for row, prep in enumerate(batch):
+            prompt_ids = [int(t) for t, m in zip(inputs["input_ids"][row], inputs["attention_mask"][row]) if m]
+            new = [int(t) for t in output[row, prompt_len:]]
+            results.append(self._finish(prep, prompt_ids, new, options))
+        return results
+
+    def _finish(
+        self, prep: PreparedRequest, prompt_ids: list[int], new: list[int], options: SamplingOptions
+    ) -> ChatResult:
+        finish = "length"
+        kept: list[int] = []
+        for token in new:
+            kept.append(token)
+            if token in self._eos_ids:
+                finish = "stop"
+                break
+        body = [t for t in kept if t not in self._eos_ids]
+        text = self._tokenizer.decode(body, skip_special_tokens=False)
+        for stop in options.stop or ():
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        image_id, video_id = self._preparer.image_token_id, self._preparer.video_token_id
+        usage = Usage(
+            prompt_tokens=len(prompt_ids),
+            image_tokens=prompt_ids.count(image_id),
+            video_tokens=prompt_ids.count(video_id),
+            completion_tokens=len(kept),
+        )
+        return ChatResult(
+            text=text,
+            finish_reason=finish,
+            usage=usage,
+            request_id=prep.request.request_id,
+            prompt_token_ids=prompt_ids,
+            token_ids=kept,
+        )
+
+
+class _TokenStreamer:
+    """A transformers streamer that hands each generated token id to a callback."""
+
+    def __init__(self, on_token: Any) -> None:
+        self._on_token = on_token
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self._on_token(int(token))
+
+    def end(self) -> None:
+        pass

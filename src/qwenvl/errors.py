@@ -1,0 +1,90 @@
+"""One exception hierarchy for qwenvl; every message says what went wrong and what to change."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ContextOverflowError",
+    "EngineError",
+    "EngineClosedError",
+    "ImageSizeError",
+    "MediaDecodeError",
+    "MediaError",
+    "MediaFetchError",
+    "MediaNotFoundError",
+    "MediaPolicyError",
+    "MissingDependencyError",
+    "QwenVLError",
+    "RequestError",
+    "UnsupportedMediaError",
+]
+
+
+class QwenVLError(Exception):
+    """Base class of every error qwenvl raises on purpose."""
+
+
+class MissingDependencyError(QwenVLError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+    def __init__(self, module: str, extra: str, cause: BaseException | None = None) -> None:
+        self.module = module
+        self.extra = extra
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f"qwenvl needs the package '{module}' for this, and it could not be imported{detail}. "
+            f"Install it with: pip install 'qwenvl[{extra}]'"
+        )
+
+
+class RequestError(QwenVLError, ValueError):
+    """A request is malformed (wrong role, too many images, bad sampling value, ...)."""
+
+
+class MediaError(RequestError):
+    """An image or video could not be used; ``source`` names the input."""
+
+    def __init__(self, message: str, source: object = None) -> None:
+        self.source = source
+        super().__init__(message)
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """A local media file does not exist."""
+
+
+class MediaDecodeError(MediaError):
+    """The bytes of an image or video could not be decoded."""
+
+
+class UnsupportedMediaError(MediaError):
+    """The input is of a kind or format qwenvl does not accept as an image or video."""
+
+
+class ImageSizeError(MediaError):
+    """An image is empty or too elongated for Qwen2-VL (aspect ratio over 200)."""
+
+
+class MediaPolicyError(MediaError, PermissionError):
+    """The media policy forbids reading this input (remote URL, local path, size)."""
+
+
+class MediaFetchError(MediaError):
+    """A remote image could not be fetched (network error, HTTP status, timeout)."""
+
+
+class ContextOverflowError(RequestError):
+    """A prompt does not fit the model's context, even at the smallest allowed image size."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, max_model_len: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.max_model_len = max_model_len
+        self.overflow = prompt_tokens - max_model_len
+        super().__init__(message)
+
+
+class EngineError(QwenVLError, RuntimeError):
+    """The inference engine failed while running a request."""
+
+
+class EngineClosedError(EngineError):
+    """The engine was used after `close()`."""

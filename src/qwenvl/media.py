@@ -1,0 +1,398 @@
+"""Loading images and videos from paths, URLs, bytes and PIL images, under a policy for untrusted input.
+
+Default policy (`MediaPolicy()`): local files are read from anywhere, http(s) URLs are fetched only from
+public addresses (loopback, private, link-local and reserved addresses are refused, against server-side
+request forgery), at most 32 MiB per file, 10 s per fetch, 3 redirects. For input typed by users or passed on
+by agents, use `MediaPolicy.untrusted()` (no local files, remote only from the domains you list) or set the
+fields yourself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import ipaddress
+import os
+import socket
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qwenvl._lazy import require
+from qwenvl.budget import MAX_RATIO, smart_nframes, smart_resize
+from qwenvl.errors import (
+    ImageSizeError,
+    MediaDecodeError,
+    MediaError,
+    MediaFetchError,
+    MediaNotFoundError,
+    MediaPolicyError,
+    UnsupportedMediaError,
+)
+
+import PIL.Image
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "IMAGE_FORMATS",
+    "MediaPolicy",
+    "describe_source",
+    "frames_to_array",
+    "load_image",
+    "load_video",
+    "read_source_bytes",
+    "resize_image",
+]
+
+#: Image formats accepted (PIL format names).
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO"})
+
+
+@dataclass(frozen=True)
+class MediaPolicy:
+    """What media inputs may be read, and how much of them."""
+
+    allow_local: bool = True
+    #: when set, local paths must lie under this folder (after resolving symlinks)
+    local_root: str | os.PathLike[str] | None = None
+    allow_remote: bool = True
+    #: when set, remote URLs must be on one of these hosts (or their subdomains)
+    allowed_domains: Sequence[str] | None = None
+    #: allow URLs that resolve to loopback/private/link-local addresses (off: SSRF protection)
+    allow_private_hosts: bool = False
+    max_bytes: int = 32 * 1024 * 1024
+    timeout: float = 10.0
+    max_redirects: int = 3
+
+    @classmethod
+    def untrusted(cls, allowed_domains: Sequence[str] = ()) -> MediaPolicy:
+        """A policy for input from users or agents: no local files; remote only from ``allowed_domains``
+        (none when empty); data: URIs, bytes and PIL images still work."""
+        return cls(allow_local=False, allow_remote=bool(allowed_domains), allowed_domains=tuple(allowed_domains))
+
+    @classmethod
+    def trusted(cls) -> MediaPolicy:
+        """A policy for input your own code builds: local files and every URL, private hosts included."""
+        return cls(allow_private_hosts=True)
+
+
+DEFAULT_POLICY = MediaPolicy()
+
+
+def describe_source(source: object) -> str:
+    """A short, log-safe description of a media source for error messages."""
+    if isinstance(source, bytes | bytearray):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, str) and source.startswith("data:"):
+        return source[: min(40, source.find(",") + 1 or 40)] + "...>"
+    if hasattr(source, "size") and hasattr(source, "mode"):
+        return f"<PIL image {getattr(source, 'size', '?')}>"
+    text = str(source)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def read_source_bytes(source: str | os.PathLike[str] | bytes, policy: MediaPolicy | None = None) -> bytes:
+    """Return the raw bytes of a path, file:// URL, data: URI, http(s) URL or bytes, under ``policy``."""
+    policy = policy or DEFAULT_POLICY
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    elif isinstance(source, os.PathLike):
+        data = _read_local(Path(source), policy, source)
+    elif isinstance(source, str):
+        lower = source[:10].lower()
+        if lower.startswith("data:"):
+            data = _decode_data_uri(source)
+        elif lower.startswith(("http://", "https://")):
+            data = _fetch(source, policy)
+        elif lower.startswith("file://"):
+            parsed = urllib.parse.urlparse(source)
+            data = _read_local(Path(urllib.parse.unquote(parsed.path)), policy, source)
+        elif "://" in source[:16]:
+            raise UnsupportedMediaError(
+                f"media source {describe_source(source)} has an unsupported URL scheme; use a path, "
+                "file://, data: or http(s):// URL, bytes or a PIL image.",
+                source,
+            )
+        else:
+            data = _read_local(Path(source), policy, source)
+    else:
+        raise UnsupportedMediaError(
+            f"cannot read media from a {type(source).__name__}; give a path, URL, data: URI, bytes or PIL image.",
+            source,
+        )
+    if len(data) > policy.max_bytes:
+        raise MediaPolicyError(
+            f"media {describe_source(source)} is {len(data)} bytes, over the policy's max_bytes "
+            f"({policy.max_bytes}); shrink the file or raise MediaPolicy.max_bytes.",
+            source,
+        )
+    return data
+
+
+def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Image:
+    """Load an image as RGB (transparency composited on white) from any `ImageSource`.
+
+    Raises a `MediaError` subclass naming the input when it is missing, undecodable, of an unsupported
+    format, empty, too elongated (aspect ratio over 200) or forbidden by ``policy``.
+    """
+    pil = PIL.Image
+    if isinstance(source, pil.Image):
+        image = source
+        image.load()
+    else:
+        data = read_source_bytes(source, policy)
+        if not data:
+            raise MediaDecodeError(f"image {describe_source(source)} is empty (0 bytes).", source)
+        try:
+            image = pil.open(io.BytesIO(data))
+            image.load()
+        except pil.DecompressionBombError as exc:
+            raise ImageSizeError(
+                f"image {describe_source(source)} is too large to decode safely ({exc}); downscale it first.", source
+            ) from exc
+        except pil.UnidentifiedImageError as exc:
+            raise UnsupportedMediaError(
+                f"image {describe_source(source)} is not in a known image format; give PNG, JPEG, WebP, GIF, "
+                "BMP or TIFF (render PDF pages with qwenvl.layout first).",
+                source,
+            ) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise MediaDecodeError(
+                f"image {describe_source(source)} could not be decoded ({exc}); the file may be truncated or corrupt.",
+                source,
+            ) from exc
+        if image.format not in IMAGE_FORMATS:
+            raise UnsupportedMediaError(
+                f"image {describe_source(source)} is in format {image.format}, which is not accepted; "
+                f"convert it to one of {', '.join(sorted(IMAGE_FORMATS))}.",
+                source,
+            )
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageSizeError(f"image {describe_source(source)} has zero size ({width}x{height}).", source)
+    if max(width, height) / min(width, height) > MAX_RATIO:
+        raise ImageSizeError(
+            f"image {describe_source(source)} is {width}x{height}: aspect ratio over {MAX_RATIO}, which "
+            "Qwen2-VL cannot take; crop or pad it.",
+            source,
+        )
+    return _to_rgb(image)
+
+
+def resize_image(image: PIL.Image.Image, min_pixels: int, max_pixels: int) -> PIL.Image.Image:
+    """Resize an RGB image to Qwen2-VL's size for these pixel limits (see `qwenvl.budget.smart_resize`)."""
+    h, w = smart_resize(image.height, image.width, min_pixels, max_pixels)
+    if (w, h) == image.size:
+        return image
+    return image.resize((w, h), resample=PIL.Image.Resampling.BICUBIC)
+
+
+def load_video(
+    source: str | os.PathLike[str] | Sequence[Any],
+    *,
+    fps: float | None = None,
+    nframes: int | None = None,
+    sample_fps: float = 2.0,
+    policy: MediaPolicy | None = None,
+) -> tuple[list[PIL.Image.Image], float]:
+    """Load a video as sampled RGB frames, and the rate they were sampled at (frames per second).
+
+    ``source`` is a video file (path or file:// URL, decoded with OpenCV) or a sequence of frames (any
+    `ImageSource`) recorded at ``sample_fps``. Frames are sampled evenly as qwen-vl-utils does: ``nframes``,
+    or ``fps`` frames per second (default 2); always an even number, at least 2.
+    """
+    if isinstance(source, str | os.PathLike):
+        frames, video_fps = _decode_video_file(source, policy)
+    elif isinstance(source, Sequence) and not isinstance(source, bytes | bytearray):
+        frames, video_fps = [load_image(f, policy) for f in source], sample_fps
+        if not frames:
+            raise MediaDecodeError("a video given as a list of frames has no frames.", source)
+    else:
+        raise UnsupportedMediaError(
+            f"a video must be a file path or a list of frames, got {type(source).__name__}.", source
+        )
+    total = len(frames)
+    if total < 2:
+        raise MediaDecodeError(
+            f"video {describe_source(source)} has {total} frame(s); Qwen2-VL needs at least 2.", source
+        )
+    try:
+        count = smart_nframes(total, video_fps, fps=fps, nframes=nframes)
+    except ValueError as exc:
+        raise MediaError(f"video {describe_source(source)}: {exc}", source) from exc
+    # Evenly spaced indices, rounded as torch.linspace(0, total - 1, count).round() in qwen-vl-utils.
+    indices = [round(i * (total - 1) / (count - 1)) if count > 1 else 0 for i in range(count)]
+    first = frames[indices[0]].size
+    sampled = [frames[i] if frames[i].size == first else frames[i].resize(first) for i in indices]
+    return sampled, count / total * video_fps
+
+
+def frames_to_array(frames: Sequence[PIL.Image.Image]) -> np.ndarray:
+    """Stack RGB frames into a (T, H, W, 3) uint8 array."""
+    import numpy as np
+
+    return np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
+
+
+def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    pil = PIL.Image
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = pil.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _decode_data_uri(uri: str) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise MediaDecodeError(f"data URI {describe_source(uri)} has no ',' before its payload.", uri)
+    try:
+        if header.endswith(";base64"):
+            return base64.b64decode(payload, validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaDecodeError(f"data URI {describe_source(uri)} is not valid base64 ({exc}).", uri) from exc
+
+
+def _check_local(path: Path, policy: MediaPolicy, source: object) -> Path:
+    """Apply the local-file policy and return the resolved path of an existing file."""
+    if not policy.allow_local:
+        raise MediaPolicyError(
+            f"reading local file {describe_source(source)} is disabled by the media policy; pass the media as "
+            "bytes or a data: URI, or use a MediaPolicy with allow_local=True.",
+            source,
+        )
+    resolved = path.expanduser().resolve()
+    if policy.local_root is not None:
+        root = Path(policy.local_root).expanduser().resolve()
+        if not resolved.is_relative_to(root):
+            raise MediaPolicyError(
+                f"local file {describe_source(source)} lies outside the allowed folder {root}; move it there "
+                "or change MediaPolicy.local_root.",
+                source,
+            )
+    if not resolved.is_file():
+        raise MediaNotFoundError(f"media file {describe_source(source)} does not exist (or is not a file).", source)
+    size = resolved.stat().st_size
+    if size > policy.max_bytes:
+        raise MediaPolicyError(
+            f"media file {describe_source(source)} is {size} bytes, over the policy's max_bytes "
+            f"({policy.max_bytes}); shrink it or raise MediaPolicy.max_bytes.",
+            source,
+        )
+    return resolved
+
+
+def _read_local(path: Path, policy: MediaPolicy, source: object) -> bytes:
+    return _check_local(path, policy, source).read_bytes()
+
+
+def _check_host(url: str, policy: MediaPolicy) -> None:
+    host = urllib.parse.urlparse(url).hostname or ""
+    if not host:
+        raise MediaFetchError(f"URL {describe_source(url)} has no host.", url)
+    if policy.allowed_domains is not None:
+        allowed = [d.lower().lstrip(".") for d in policy.allowed_domains]
+        if not any(host == d or host.endswith("." + d) for d in allowed):
+            raise MediaPolicyError(
+                f"URL {describe_source(url)}: host {host!r} is not in the media policy's allowed_domains "
+                f"{allowed}; add it there or pass the image as bytes.",
+                url,
+            )
+    if policy.allow_private_hosts:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise MediaFetchError(f"URL {describe_source(url)}: cannot resolve host {host!r} ({exc}).", url) from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise MediaPolicyError(
+                f"URL {describe_source(url)} points to a non-public address ({address}); the media policy refuses "
+                "those against request forgery. Use MediaPolicy(allow_private_hosts=True) if you trust the input.",
+                url,
+            )
+
+
+def _fetch(url: str, policy: MediaPolicy) -> bytes:
+    if not policy.allow_remote:
+        raise MediaPolicyError(
+            f"fetching {describe_source(url)} is disabled by the media policy; download it yourself and pass "
+            "bytes, or use a MediaPolicy with allow_remote=True.",
+            url,
+        )
+    import httpx
+
+    current = url
+    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+        for _ in range(policy.max_redirects + 1):
+            _check_host(current, policy)
+            try:
+                with client.stream("GET", current) as response:
+                    if response.is_redirect:
+                        current = str(response.url.join(response.headers.get("location", "")))
+                        continue
+                    if response.status_code != 200:
+                        raise MediaFetchError(
+                            f"fetching {describe_source(url)} failed with HTTP {response.status_code}.", url
+                        )
+                    chunks: list[bytes] = []
+                    total = 0
+                    for chunk in response.iter_bytes():
+                        total += len(chunk)
+                        if total > policy.max_bytes:
+                            raise MediaPolicyError(
+                                f"{describe_source(url)} is over the policy's max_bytes ({policy.max_bytes}); "
+                                "raise MediaPolicy.max_bytes or use a smaller image.",
+                                url,
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except httpx.HTTPError as exc:
+                raise MediaFetchError(f"fetching {describe_source(url)} failed: {exc}", url) from exc
+    raise MediaFetchError(
+        f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url
+    )
+
+
+def _decode_video_file(
+    source: str | os.PathLike[str], policy: MediaPolicy | None
+) -> tuple[list[PIL.Image.Image], float]:
+    policy = policy or DEFAULT_POLICY
+    text = os.fspath(source)
+    if text.startswith("file://"):
+        text = urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    elif "://" in text[:16]:
+        raise UnsupportedMediaError(
+            f"video {describe_source(source)}: only local video files are read; download it first.", source
+        )
+    path = _check_local(Path(text), policy, source)
+    cv2 = require("cv2", "video")
+    pil = PIL.Image
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise MediaDecodeError(f"video {describe_source(source)} could not be opened as a video.", source)
+        video_fps = float(capture.get(cv2.CAP_PROP_FPS)) or 2.0
+        frames = []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(pil.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+    finally:
+        capture.release()
+    if not frames:
+        raise MediaDecodeError(f"video {describe_source(source)} has no decodable frames.", source)
+    return frames, video_fps

@@ -1,0 +1,181 @@
+"""A tiny random-weight Qwen2-VL checkpoint for tests, examples and benchmarks.
+
+The checkpoint has the real Qwen2-VL architecture, tokenizer special tokens and chat template, so every
+code path (prompt rendering, image placeholder expansion, vLLM loading) is exercised, but its weights are
+random: its words mean nothing. Nothing is downloaded.
+
+    python -m qwenvl.testing /tmp/tiny-qwen2vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from qwenvl._lazy import require
+
+__all__ = ["QWEN2VL_CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_qwen2vl", "tiny_model_path"]
+
+#: The chat template that ships with Qwen/Qwen2-VL-2B-Instruct (verbatim).
+QWEN2VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: Every special token of the Qwen2-VL tokenizer, in its order.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Plain words for the tokenizer's merges: enough that English, JSON and numbers get multi-byte tokens.
+_CORPUS = """
+The quick brown fox jumps over the lazy dog. Invoice number, date, total, amount due, tax, customer.
+Describe the image. What is in this picture? Extract the table as JSON. {"name": "value", "items": [1, 2, 3]}
+You are a helpful assistant. The chart shows revenue by quarter: Q1 Q2 Q3 Q4 2024 2025 100 250 3.14
+title paragraph table figure list caption header footer page section heading reading order bbox
+<tool_call> </tool_call> <tool_response> </tool_response> arguments function tools required
+"""
+
+
+def build_tiny_qwen2vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Build and save a tiny random-weight Qwen2-VL checkpoint (about 1.3 MB) at ``path``.
+
+    The folder loads with vLLM (`LLM(model=path)`) and transformers (`from_pretrained(path)`). head_dim
+    is 64 because vLLM's CPU attention refuses smaller heads.
+    """
+    torch = require("torch", "vllm")
+    tokenizers = require("tokenizers", "vllm")
+    transformers = require("transformers", "vllm")
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tokenizer = transformers.Qwen2TokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=32768,
+    )
+    tokenizer.chat_template = QWEN2VL_CHAT_TEMPLATE
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
+    vocab_size = (len(tokenizer) + 63) // 64 * 64
+
+    config = transformers.Qwen2VLConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": 2,
+            "embed_dim": 64,
+            "hidden_size": 128,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    model = transformers.Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
+    # Random init with std 0.02 makes every logit nearly equal; a larger spread gives the greedy
+    # comparisons between backends clear winners instead of float-noise ties.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "embed_tokens" in name or "lm_head" in name:
+                param.normal_(0.0, 1.0)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.bos_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out, safe_serialization=True)
+
+    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
+    video_processor = transformers.Qwen2VLVideoProcessor()
+    processor = transformers.Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN2VL_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "qwenvl_tiny.json").write_text(json.dumps({"seed": seed, "special_token_ids": ids}, indent=1))
+    return out
+
+
+def tiny_model_path(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Path:
+    """Return the folder of the tiny model, building it once under ``cache_dir`` (default: ~/.cache/qwenvl)."""
+    base = Path(cache_dir) if cache_dir else Path(os.environ.get("QWENVL_CACHE", Path.home() / ".cache" / "qwenvl"))
+    path = base / f"tiny-qwen2vl-seed{seed}"
+    if not (path / "qwenvl_tiny.json").exists():
+        tmp = base / f".tiny-qwen2vl-seed{seed}.{os.getpid()}"
+        build_tiny_qwen2vl(tmp, seed=seed)
+        tmp.replace(path) if not path.exists() else None
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the tiny checkpoint at the folder given on the command line."""
+    parser = argparse.ArgumentParser(prog="python -m qwenvl.testing", description=main.__doc__)
+    parser.add_argument("path", help="folder to write the checkpoint to")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_qwen2vl(args.path, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

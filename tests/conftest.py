@@ -1,0 +1,43 @@
+"""Shared fixtures: the tiny Qwen2-VL checkpoint and one engine of each kind per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# vLLM's CPU backend: a small KV cache, set before any engine starts.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ENGINE_ARGS = {"dtype": "float32", "max_model_len": 4096}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Qwen2-VL, built once per session (nothing is downloaded)."""
+    from qwenvl.testing import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model: Path) -> Iterator[object]:
+    """One real in-process vLLM engine on the tiny model, shared by the session."""
+    from qwenvl import VLLMEngine
+
+    engine = VLLMEngine(tiny_model, gpu_memory_utilization=0.2, limit_images=4, limit_videos=1, **ENGINE_ARGS)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_model: Path) -> Iterator[object]:
+    """The transformers reference engine on the tiny model."""
+    from qwenvl import TransformersEngine
+
+    engine = TransformersEngine(tiny_model, **ENGINE_ARGS)
+    yield engine
+    engine.close()

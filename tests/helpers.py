@@ -1,0 +1,23 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image as PILImage
+
+
+def make_image(width: int, height: int, seed: int = 0) -> PILImage.Image:
+    """A deterministic RGB test image with some structure (not a flat color)."""
+    img = PILImage.new("RGB", (width, height), ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
+    for x in range(0, width, max(1, width // 8)):
+        for y in range(height):
+            img.putpixel((x, y), (255 - seed % 256, 128, seed % 200))
+    return img
+
+
+def png_bytes(img: PILImage.Image) -> bytes:
+    """Encode an image as PNG."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
