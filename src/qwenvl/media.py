@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import PIL.Image
+
 from qwenvl._lazy import require
 from qwenvl.budget import MAX_RATIO, smart_nframes, smart_resize
 from qwenvl.errors import (
@@ -32,8 +34,6 @@ from qwenvl.errors import (
     MediaPolicyError,
     UnsupportedMediaError,
 )
-
-import PIL.Image
 
 if TYPE_CHECKING:
     import numpy as np
@@ -361,9 +361,7 @@ def _fetch(url: str, policy: MediaPolicy) -> bytes:
                     return b"".join(chunks)
             except httpx.HTTPError as exc:
                 raise MediaFetchError(f"fetching {describe_source(url)} failed: {exc}", url) from exc
-    raise MediaFetchError(
-        f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url
-    )
+    raise MediaFetchError(f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url)
 
 
 def _decode_video_file(

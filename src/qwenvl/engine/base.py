@@ -76,7 +76,12 @@ class EngineDefaults:
 
 @dataclass
 class PreparedRequest:
-    """A request ready for a backend: prompt text, resized media and the token counts they cost."""
+    """A request ready for a backend: prompt text, media, the processor's size limits and the token counts.
+
+    Images are passed as loaded when one pair of pixel limits serves them all (the processor resizes them
+    to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
+    processor's limits bracket the results so it keeps them. Video frames are always resized here.
+    """
 
     request: ChatRequest
     prompt: str
@@ -85,6 +90,7 @@ class PreparedRequest:
     image_tokens: list[int]
     video_tokens: list[int]
     prompt_tokens: int
+    image_size: dict[str, int] | None = None
 
     @property
     def mm_data(self) -> dict[str, Any]:
@@ -98,11 +104,14 @@ class PreparedRequest:
 
     @property
     def mm_processor_kwargs(self) -> dict[str, Any]:
-        """Pixel limits that bracket every (already resized) item, so the processor keeps their sizes."""
-        areas = [im.width * im.height for im in self.images] + [v.shape[1] * v.shape[2] for v in self.videos]
-        if not areas:
-            return {}
-        return {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+        """The processor's size limits, per modality, in vLLM's ``mm_processor_kwargs`` form."""
+        kwargs: dict[str, Any] = {}
+        if self.images:
+            kwargs["images_kwargs"] = {"size": self.image_size}
+        if self.videos:
+            areas = [v.shape[1] * v.shape[2] for v in self.videos]
+            kwargs["videos_kwargs"] = {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+        return kwargs
 
 
 class RequestPreparer:
@@ -156,20 +165,28 @@ class RequestPreparer:
                 min_pixels=d.min_pixels,
                 max_pixels=d.max_pixels,
             )
-        resized = [
-            media.resize_image(img.source, img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels)  # type: ignore[arg-type]
-            for img in request.images()
-        ]
-        image_tokens = [(im.height // budget.IMAGE_FACTOR) * (im.width // budget.IMAGE_FACTOR) for im in resized]
-        prompt_tokens = text_tokens + sum(image_tokens) + sum(video_tokens)
+        pil_images: list[PIL.Image.Image] = [img.source for img in request.images()]  # type: ignore[misc]
+        limits = [(img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels) for img in request.images()]
+        pairs = list(zip(pil_images, limits, strict=True))
+        sizes = [budget.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
+        image_tokens = [(h // budget.IMAGE_FACTOR) * (w // budget.IMAGE_FACTOR) for h, w in sizes]
+        image_size = None
+        if pil_images:
+            if len(set(limits)) == 1 and not any(_extreme(im) for im in pil_images):
+                image_size = {"shortest_edge": limits[0][0], "longest_edge": limits[0][1]}
+            else:
+                pil_images = [media.resize_image(im, lo, hi) for im, (lo, hi) in pairs]
+                areas = [h * w for h, w in sizes]
+                image_size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
         return PreparedRequest(
             request=request,
             prompt=prompt,
-            images=resized,
+            images=pil_images,
             videos=frames,
             image_tokens=image_tokens,
             video_tokens=video_tokens,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=text_tokens + sum(image_tokens) + sum(video_tokens),
+            image_size=image_size,
         )
 
     def _load_video(self, video: Video) -> np.ndarray:
@@ -187,6 +204,12 @@ class RequestPreparer:
         return media.frames_to_array(resized)
 
 
+def _extreme(image: PIL.Image.Image) -> bool:
+    """Shapes where the transformers processor's own resize differs from `smart_resize` (see budget)."""
+    short, long = sorted(image.size)
+    return short < budget.IMAGE_FACTOR or long > short * (budget.MAX_RATIO * 3 // 4)
+
+
 def error_result(request: ChatRequest, error: BaseException) -> ChatResult:
     """A failed `ChatResult` for ``request``; non-qwenvl errors are wrapped in `EngineError`."""
     from qwenvl.errors import EngineError
@@ -196,4 +219,3 @@ def error_result(request: ChatRequest, error: BaseException) -> ChatResult:
         wrapped.__cause__ = error
         error = wrapped
     return ChatResult(error=error, request_id=request.request_id, finish_reason="error")  # type: ignore[arg-type]
-

@@ -128,13 +128,17 @@ class TransformersEngine:
         """Run requests in batches of ``batch_size`` (grouped by sampling options); results in request order."""
         self._check_open()
         results: list[ChatResult | None] = [None] * len(requests)
-        groups: dict[SamplingOptions, list[tuple[int, PreparedRequest]]] = {}
+        # One processor call takes one set of size limits, and one generate call one set of sampling options.
+        groups: dict[tuple[Any, ...], list[tuple[int, PreparedRequest]]] = {}
         for i, request in enumerate(requests):
             try:
-                groups.setdefault(request.sampling, []).append((i, self._preparer.prepare(request)))
+                prep = self._preparer.prepare(request)
             except QwenVLError as exc:
                 results[i] = error_result(request, exc)
-        for options, items in groups.items():
+                continue
+            key = (request.sampling, repr(prep.mm_processor_kwargs))
+            groups.setdefault(key, []).append((i, prep))
+        for (options, _), items in groups.items():
             for start in range(0, len(items), self._batch_size):
                 batch = items[start : start + self._batch_size]
                 try:
@@ -206,11 +210,7 @@ class TransformersEngine:
         torch = self._torch
         images = [im for p in batch for im in p.images]
         videos = [v for p in batch for v in p.videos]
-        areas = [im.width * im.height for im in images] + [v.shape[1] * v.shape[2] for v in videos]
-        kwargs: dict[str, Any] = {}
-        if areas:
-            size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
-            kwargs = {"images_kwargs": {"size": size}, "videos_kwargs": {"size": size}}
+        kwargs = batch[0].mm_processor_kwargs  # the same for the whole batch (see generate)
         inputs = self._processor(
             text=[p.prompt for p in batch],
             images=images or None,
@@ -236,7 +236,8 @@ class TransformersEngine:
         prompt_len = inputs["input_ids"].shape[1]
         results = []
         for row, prep in enumerate(batch):
-            prompt_ids = [int(t) for t, m in zip(inputs["input_ids"][row], inputs["attention_mask"][row]) if m]
+            mask = inputs["attention_mask"][row]
+            prompt_ids = [int(t) for t, m in zip(inputs["input_ids"][row], mask, strict=True) if m]
             new = [int(t) for t in output[row, prompt_len:]]
             results.append(self._finish(prep, prompt_ids, new, options))
         return results

@@ -1,9 +1,10 @@
 """`VLLMEngine`: Qwen2-VL on vLLM, in this process.
 
-One vLLM engine (`AsyncLLM`) serves every call path: `generate` submits a whole batch at once, so vLLM's
-scheduler batches it exactly as `LLM.generate` would; `agenerate`, `astream` and `stream` use the same
-engine, so mixing sync and async calls never loads the model twice. The engine runs on its own event loop
-in a background thread, which makes it safe to call from any thread or event loop.
+One vLLM engine (`vllm.LLM`'s `LLMEngine`) serves every call path. A driver thread steps it and routes each
+output to whoever waits for it: `generate` adds a whole batch at once, so the scheduler sees it exactly as
+`LLM.generate` would; `stream`, `agenerate` and `astream` add their requests to the same engine, so sync and
+async calls share the model and the KV cache, never loading it twice. Callers of the async methods never
+block their event loop: adding requests (which runs the multimodal processor) happens in a worker thread.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import os
 import queue
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 from qwenvl._lazy import require
 from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result
@@ -26,7 +27,6 @@ from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions,
 __all__ = ["VLLM_ENGINE_KEYS", "VLLMEngine"]
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 #: vLLM engine arguments that may be passed through ``engine_kwargs``.
 VLLM_ENGINE_KEYS = frozenset(
@@ -63,6 +63,91 @@ VLLM_ENGINE_KEYS = frozenset(
 )
 
 
+class _Driver:
+    """Steps one vLLM `LLMEngine` in a background thread and hands each output to its request's sink.
+
+    Requests added together in one `add` call reach the scheduler before its next step, as one batch.
+    A sink is called from the driver thread with each `RequestOutput`, or with an exception when the
+    engine dies; it must be quick and must not raise.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._lock = threading.Condition()
+        self._sinks: dict[str, Callable[[Any], None]] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="qwenvl-vllm-driver", daemon=True)
+        self._thread.start()
+
+    def add(self, items: Sequence[tuple[str, dict[str, Any], Any, Callable[[Any], None]]]) -> list[Exception | None]:
+        """Add requests (id, inputs, sampling params, sink); returns, per item, the error vLLM raised or None."""
+        errors: list[Exception | None] = []
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("the vLLM engine was closed; create a new VLLMEngine.")
+            for request_id, inputs, params, sink in items:
+                try:
+                    self._engine.add_request(request_id, inputs, params)
+                except Exception as exc:  # a request vLLM refuses fails alone
+                    errors.append(exc)
+                    continue
+                self._sinks[request_id] = sink
+                errors.append(None)
+            self._lock.notify()
+        return errors
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request; its sink gets nothing more."""
+        with self._lock:
+            if self._sinks.pop(request_id, None) is not None and not self._closed:
+                self._engine.abort_request([request_id])
+
+    def pending(self) -> int:
+        """How many requests the engine has not finished."""
+        with self._lock:
+            return int(self._engine.get_num_unfinished_requests())
+
+    def close(self) -> None:
+        """Stop stepping; pending requests get an `EngineClosedError`."""
+        with self._lock:
+            self._closed = True
+            sinks, self._sinks = list(self._sinks.values()), {}
+            self._lock.notify()
+        for sink in sinks:
+            sink(EngineClosedError("the engine was closed while this request ran."))
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._engine.has_unfinished_requests():
+                    self._lock.wait()
+                if self._closed:
+                    return
+                try:
+                    outputs = self._engine.step()
+                except Exception as exc:  # the engine died: nothing pending may hang
+                    _log.exception("vLLM engine step failed")
+                    ready: list[tuple[Callable[[Any], None], Any]] = [
+                        (sink, EngineError(f"the vLLM engine failed: {type(exc).__name__}: {exc}"))
+                        for sink in self._sinks.values()
+                    ]
+                    self._sinks.clear()
+                    self._closed = True
+                else:
+                    ready = []
+                    for out in outputs:
+                        sink = self._sinks.get(out.request_id)
+                        if sink is not None:
+                            ready.append((sink, out))
+                            if out.finished:
+                                del self._sinks[out.request_id]
+            for sink, item in ready:
+                sink(item)
+            if self._closed:
+                return
+
+
 class VLLMEngine:
     """Qwen2-VL on vLLM in this process.
 
@@ -89,7 +174,7 @@ class VLLMEngine:
         fit_to_context: bool = True,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        require("vllm", "vllm")
+        vllm = require("vllm", "vllm")
         unknown = set(engine_kwargs or {}) - VLLM_ENGINE_KEYS
         if unknown:
             raise RequestError(
@@ -105,7 +190,7 @@ class VLLMEngine:
             fit_to_context=fit_to_context,
             policy=media_policy or base.policy,
         )
-        self._engine_args: dict[str, Any] = {
+        args: dict[str, Any] = {
             "model": self._model,
             "dtype": dtype,
             "max_model_len": max_model_len,
@@ -115,32 +200,20 @@ class VLLMEngine:
             "limit_mm_per_prompt": {"image": limit_images, "video": limit_videos},
             **(engine_kwargs or {}),
         }
+        self._llm = vllm.LLM(**{k: v for k, v in args.items() if v is not None})
+        self._tokenizer_source = args.get("tokenizer") or self._model
+        self._preparer = self._make_preparer(args)
+        self._driver = _Driver(self._llm.llm_engine)
         self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-vllm", daemon=True)
-        self._thread.start()
-        try:
-            self._llm = self._call(self._start())
-            self._preparer = self._make_preparer()
-        except BaseException:
-            self._stop_loop()
-            raise
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def _start(self) -> Any:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        args = AsyncEngineArgs(**{k: v for k, v in self._engine_args.items() if v is not None})
-        return AsyncLLM.from_engine_args(args)
-
-    def _make_preparer(self) -> RequestPreparer:
+    def _make_preparer(self, args: dict[str, Any]) -> RequestPreparer:
         transformers = require("transformers", "vllm")
         processor = transformers.AutoProcessor.from_pretrained(
-            self._engine_args.get("tokenizer") or self._model,
-            revision=self._engine_args.get("revision"),
-            trust_remote_code=bool(self._engine_args.get("trust_remote_code")),
+            self._tokenizer_source,
+            revision=args.get("revision"),
+            trust_remote_code=bool(args.get("trust_remote_code")),
         )
         return RequestPreparer(
             processor,
@@ -156,27 +229,13 @@ class VLLMEngine:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._llm.shutdown()
-        finally:
-            self._llm = None  # AsyncLLM.__del__ shuts down again; let it run now, not at interpreter exit
-            self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(drain(), self._loop).result(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-            _log.debug("draining the engine loop failed: %s", exc)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        if not self._loop.is_running():
-            self._loop.close()
+        self._driver.close()
+        engine = self._llm.llm_engine
+        renderer = getattr(engine, "renderer", None)
+        if renderer is not None:
+            renderer.shutdown()
+        engine.engine_core.shutdown()
+        del self._llm
 
     def __enter__(self) -> VLLMEngine:
         return self
@@ -194,7 +253,7 @@ class VLLMEngine:
     @property
     def max_model_len(self) -> int:
         """The context length vLLM runs with."""
-        return int(self._llm.model_config.max_model_len)
+        return int(self._llm.llm_engine.model_config.max_model_len)
 
     @property
     def defaults(self) -> EngineDefaults:
@@ -213,80 +272,78 @@ class VLLMEngine:
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Run a batch of requests in one submission to vLLM; results in request order.
+        """Run a batch of requests as one batch in vLLM; results in request order.
 
         A request that cannot be prepared or that vLLM rejects gets a result with ``error``; the rest complete.
         """
         self._check_open()
         prepared = [self._try_prepare(r) for r in requests]
-        return self._call(self._run_batch(prepared))
+        collectors = self._submit(prepared, threading.Event)
+        for collector in collectors:
+            if isinstance(collector, _Collector):
+                collector.done.wait()  # type: ignore[union-attr]
+        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Async `generate`: media preparation runs in a worker thread, generation on the engine's loop."""
+        """Async `generate`; preparation and submission run in a worker thread. Cancelling aborts the batch."""
         self._check_open()
-        prepared = await asyncio.to_thread(lambda: [self._try_prepare(r) for r in requests])
-        future = asyncio.run_coroutine_threadsafe(self._run_batch(prepared), self._loop)
+
+        def prepare_and_submit() -> list[_Collector | ChatResult]:
+            return self._submit([self._try_prepare(r) for r in requests], lambda: _AsyncEvent(loop))
+
+        loop = asyncio.get_running_loop()
+        collectors = await asyncio.to_thread(prepare_and_submit)
         try:
-            return await asyncio.wrap_future(future)
+            for collector in collectors:
+                if isinstance(collector, _Collector):
+                    await collector.done.wait()  # type: ignore[union-attr]
         except asyncio.CancelledError:
-            future.cancel()
+            for collector in collectors:
+                if isinstance(collector, _Collector):
+                    self._driver.abort(collector.request_id)
             raise
+        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
 
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Yield the answer as it is generated; the last chunk carries finish_reason and usage.
 
-        Raises the request's error (a `QwenVLError`) when it cannot run. Closing the iterator early cancels
+        Raises the request's error (a `QwenVLError`) when it cannot run. Closing the iterator early aborts
         the request in vLLM.
         """
         self._check_open()
         prep = self._preparer.prepare(request)
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        future = asyncio.run_coroutine_threadsafe(self._produce(prep, events.put), self._loop)
-        try:
-            while True:
-                kind, item = events.get()
-                if kind == "chunk":
-                    yield item
-                elif kind == "error":
-                    raise item
-                else:
-                    return
-        finally:
-            if not future.done():
-                future.cancel()
+        events: queue.Queue[Any] = queue.Queue()
+        request_id = self._add_stream(prep, events.put)
+        yield from self._chunks(prep, request_id, iter(events.get, None))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Async `stream`. Stopping the iteration (break, cancel) aborts the request in vLLM."""
         self._check_open()
-        prep = await asyncio.to_thread(self._preparer.prepare, request)
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        events: asyncio.Queue[Any] = asyncio.Queue()
 
-        def put(event: tuple[str, Any]) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
 
-        future = asyncio.run_coroutine_threadsafe(self._produce(prep, put), self._loop)
+        prep = await asyncio.to_thread(self._preparer.prepare, request)
+        request_id = await asyncio.to_thread(self._add_stream, prep, put)
+        state = _StreamState(self, prep, request_id)
         try:
             while True:
-                kind, item = await events.get()
-                if kind == "chunk":
-                    yield item
-                elif kind == "error":
-                    raise item
-                else:
+                chunk = state.feed(await events.get())
+                if chunk is not None:
+                    yield chunk
+                if state.finished:
                     return
         finally:
-            if not future.done():
-                future.cancel()
+            if not state.finished:
+                self._driver.abort(request_id)
 
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError("this VLLMEngine was closed; create a new one.")
-
-    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
         try:
@@ -295,61 +352,56 @@ class VLLMEngine:
             _log.info("request %s cannot run: %s", request.request_id, exc)
             return error_result(request, exc)
 
-    async def _run_batch(self, prepared: Sequence[PreparedRequest | ChatResult]) -> list[ChatResult]:
-        async def one(item: PreparedRequest | ChatResult) -> ChatResult:
-            if isinstance(item, ChatResult):
-                return item
-            chunks: list[ChatChunk] = []
-            try:
-                prompt_ids = await self._produce(
-                    item, lambda ev: chunks.append(ev[1]) if ev[0] == "chunk" else None, raise_=True
-                )
-            except Exception as exc:
-                return error_result(item.request, exc)
-            result = _join(item, chunks)
-            result.prompt_token_ids = prompt_ids
-            return result
-
-        return list(await asyncio.gather(*(one(p) for p in prepared)))
-
-    async def _produce(
-        self, prep: PreparedRequest, emit: Callable[[tuple[str, Any]], Any], *, raise_: bool = False
-    ) -> list[int] | None:
-        """Run one request on vLLM, emitting ("chunk", ChatChunk) events, then ("done", None) or ("error", e).
-
-        Returns the prompt token ids vLLM processed."""
-        request = prep.request
+    def _inputs(self, prep: PreparedRequest) -> dict[str, Any]:
         inputs: dict[str, Any] = {"prompt": prep.prompt}
         if prep.mm_data:
             inputs["multi_modal_data"] = prep.mm_data
             inputs["mm_processor_kwargs"] = prep.mm_processor_kwargs
-        request_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
-        prompt_ids: list[int] | None = None
-        completion = 0
-        try:
-            params = self._sampling_params(request.sampling)
-            async for out in self._llm.generate(inputs, params, request_id=request_id):
-                if prompt_ids is None and out.prompt_token_ids is not None:
-                    prompt_ids = list(out.prompt_token_ids)
-                piece = out.outputs[0]
-                completion += len(piece.token_ids)
-                chunk = ChatChunk(text=piece.text, token_ids=list(piece.token_ids), request_id=request.request_id)
-                if out.finished:
-                    chunk.finish_reason = piece.finish_reason or "stop"
-                    chunk.usage = self._usage(prompt_ids or [], completion)
-                emit(("chunk", chunk))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = exc if isinstance(exc, QwenVLError) else _vllm_error(request, exc)
-            if raise_:
-                raise error from exc
-            emit(("error", error))
-            return prompt_ids
-        emit(("done", None))
-        return prompt_ids
+        return inputs
 
-    def _usage(self, prompt_ids: list[int], completion: int) -> Usage:
+    def _submit(
+        self, prepared: Sequence[PreparedRequest | ChatResult], make_event: Callable[[], Any]
+    ) -> list[_Collector | ChatResult]:
+        """Add every prepared request to vLLM in one go; failed ones become error results."""
+        slots: list[_Collector | ChatResult] = []
+        items = []
+        for item in prepared:
+            if isinstance(item, ChatResult):
+                slots.append(item)
+                continue
+            collector = _Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
+            slots.append(collector)
+            params = self._sampling_params(item.request.sampling, stream=False)
+            items.append((collector.request_id, self._inputs(item), params, collector.put))
+        errors = iter(self._driver.add(items))
+        out: list[_Collector | ChatResult] = []
+        for slot in slots:
+            error = next(errors) if isinstance(slot, _Collector) else None
+            out.append(error_result(slot.prep.request, _vllm_error(slot.prep.request, error)) if error else slot)  # type: ignore[union-attr]
+        return out
+
+    def _add_stream(self, prep: PreparedRequest, sink: Callable[[Any], None]) -> str:
+        request_id = f"{prep.request.request_id}-{uuid.uuid4().hex[:8]}"
+        params = self._sampling_params(prep.request.sampling, stream=True)
+        [error] = self._driver.add([(request_id, self._inputs(prep), params, sink)])
+        if error is not None:
+            raise _vllm_error(prep.request, error) from error
+        return request_id
+
+    def _chunks(self, prep: PreparedRequest, request_id: str, events: Iterator[Any]) -> Iterator[ChatChunk]:
+        state = _StreamState(self, prep, request_id)
+        try:
+            for event in events:
+                chunk = state.feed(event)
+                if chunk is not None:
+                    yield chunk
+                if state.finished:
+                    return
+        finally:
+            if not state.finished:
+                self._driver.abort(request_id)
+
+    def _usage(self, prompt_ids: Sequence[int], completion: int) -> Usage:
         image_id, video_id = self._preparer.image_token_id, self._preparer.video_token_id
         return Usage(
             prompt_tokens=len(prompt_ids),
@@ -358,7 +410,7 @@ class VLLMEngine:
             completion_tokens=completion,
         )
 
-    def _sampling_params(self, options: SamplingOptions) -> Any:
+    def _sampling_params(self, options: SamplingOptions, *, stream: bool) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -371,25 +423,89 @@ class VLLMEngine:
             # Grounding tokens (<|box_start|>, ...) are special tokens: keep them in the text.
             skip_special_tokens=False,
             spaces_between_special_tokens=False,
-            output_kind=RequestOutputKind.DELTA,
+            # A batch gets only final outputs (no Python round trip per token); a stream gets deltas.
+            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
 
 
-def _join(prep: PreparedRequest, chunks: list[ChatChunk]) -> ChatResult:
-    """Fold streamed chunks into one result."""
-    last = chunks[-1] if chunks else ChatChunk()
-    return ChatResult(
-        text="".join(c.text for c in chunks),
-        finish_reason=last.finish_reason,
-        usage=last.usage or Usage(),
-        request_id=prep.request.request_id,
-        token_ids=[t for c in chunks for t in c.token_ids],
-    )
+class _AsyncEvent:
+    """An event set from another thread that an event loop can await."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class _Collector:
+    """Receives the final output of one batched request."""
+
+    def __init__(self, engine: VLLMEngine, prep: PreparedRequest, request_id: str, done: Any) -> None:
+        self.engine = engine
+        self.prep = prep
+        self.request_id = request_id
+        self.done = done
+        self.output: Any = None
+
+    def put(self, output: Any) -> None:
+        if isinstance(output, BaseException) or output.finished:
+            self.output = output
+            self.done.set()
+
+    def result(self) -> ChatResult:
+        request = self.prep.request
+        out = self.output
+        if isinstance(out, BaseException):
+            return error_result(request, out)
+        piece = out.outputs[0]
+        prompt_ids = list(out.prompt_token_ids or [])
+        return ChatResult(
+            text=piece.text,
+            finish_reason=piece.finish_reason or "stop",
+            usage=self.engine._usage(prompt_ids, len(piece.token_ids)),
+            request_id=request.request_id,
+            prompt_token_ids=prompt_ids,
+            token_ids=list(piece.token_ids),
+        )
+
+
+class _StreamState:
+    """Turns the delta outputs of one streamed request into `ChatChunk`s."""
+
+    def __init__(self, engine: VLLMEngine, prep: PreparedRequest, request_id: str) -> None:
+        self.engine = engine
+        self.prep = prep
+        self.request_id = request_id
+        self.prompt_ids: list[int] | None = None
+        self.completion = 0
+        self.finished = False
+
+    def feed(self, event: Any) -> ChatChunk | None:
+        if isinstance(event, BaseException):
+            self.finished = True
+            raise event if isinstance(event, QwenVLError) else _vllm_error(self.prep.request, event)
+        if self.prompt_ids is None and event.prompt_token_ids is not None:
+            self.prompt_ids = list(event.prompt_token_ids)
+        piece = event.outputs[0]
+        self.completion += len(piece.token_ids)
+        chunk = ChatChunk(text=piece.text, token_ids=list(piece.token_ids), request_id=self.prep.request.request_id)
+        if event.finished:
+            self.finished = True
+            chunk.finish_reason = piece.finish_reason or "stop"
+            chunk.usage = self.engine._usage(self.prompt_ids or [], self.completion)
+        return chunk
 
 
 def _vllm_error(request: ChatRequest, exc: BaseException) -> QwenVLError:
+    if isinstance(exc, QwenVLError):
+        return exc
     cause = exc.__cause__ or exc
-    message = f"vLLM failed on request {request.request_id}: {type(cause).__name__}: {cause}"
-    if isinstance(cause, ValueError):
+    message = f"vLLM refused or failed request {request.request_id}: {type(cause).__name__}: {cause}"
+    if isinstance(cause, ValueError | TypeError):
         return RequestError(message)
     return EngineError(message)

@@ -1,0 +1,57 @@
+"""Shared pieces of the benchmarks: the tiny model, test images, timing."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+def model_path() -> str:
+    """The model to benchmark: $QWENVL_BENCH_MODEL, or the tiny random-weight Qwen2-VL (built once)."""
+    if os.environ.get("QWENVL_BENCH_MODEL"):
+        return os.environ["QWENVL_BENCH_MODEL"]
+    from qwenvl.testing import tiny_model_path
+
+    return str(tiny_model_path())
+
+
+def images(n: int, size: tuple[int, int] = (640, 480)) -> list[PILImage.Image]:
+    """``n`` distinct RGB images."""
+    out = []
+    for i in range(n):
+        img = PILImage.new("RGB", size, ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256))
+        img.paste((255 - i % 256, 20, 90), (i % 100, i % 80, i % 100 + 200, i % 80 + 150))
+        out.append(img)
+    return out
+
+
+def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs (after the caller's warm-up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3) -> dict[str, float]:
+    """Median time of each function, run in alternation so machine noise hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+__all__ = ["Path", "images", "interleaved", "model_path", "timed"]
