@@ -15,6 +15,8 @@ __all__ = [
     "MissingDependencyError",
     "QwenVLError",
     "RequestError",
+    "ServerError",
+    "StructuredOutputError",
     "UnsupportedMediaError",
 ]
 
@@ -82,9 +84,30 @@ class ContextOverflowError(RequestError):
         super().__init__(message)
 
 
+class StructuredOutputError(QwenVLError, ValueError):
+    """An answer made under a response format or a forced tool call does not parse or validate.
+
+    ``raw_text`` keeps what the model wrote.
+    """
+
+    def __init__(self, message: str, *, raw_text: str) -> None:
+        self.raw_text = raw_text
+        super().__init__(message)
+
+
 class EngineError(QwenVLError, RuntimeError):
     """The inference engine failed while running a request."""
 
 
 class EngineClosedError(EngineError):
     """The engine was used after `close()`."""
+
+
+class ServerError(EngineError):
+    """A vLLM server answered with an error or could not be reached; ``status`` is the HTTP status (None when
+    no answer came)."""
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        self.status = status
+        self.url = url
+        super().__init__(message)

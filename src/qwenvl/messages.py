@@ -19,6 +19,7 @@ __all__ = [
     "ChatResult",
     "Image",
     "ImageSource",
+    "InvalidToolCall",
     "Message",
     "Part",
     "Role",
@@ -88,6 +89,14 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+@dataclass(frozen=True)
+class InvalidToolCall:
+    """A ``<tool_call>`` block the model wrote that did not parse: its raw text and why."""
+
+    raw: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,8 @@ class ChatResult:
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: tool-call blocks that did not parse, kept with their raw text
+    invalid_tool_calls: list[InvalidToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     error: QwenVLError | None = None
@@ -232,6 +243,12 @@ class ChatChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     request_id: str | None = None
+    #: on the last chunk: the tool calls parsed from the whole answer
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    #: on the last chunk: the parsed structured answer, when the request had a response_format
+    parsed: Any = None
+    #: on the last chunk: why the structured answer or forced call did not parse, if it did not
+    error: QwenVLError | None = None
 
 
 def _check_pixels(min_pixels: int | None, max_pixels: int | None, what: str) -> None:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
-from qwenvl.errors import RequestError
-from qwenvl.messages import ChatRequest, Image, Message, Text, Video
+from qwenvl.errors import RequestError, StructuredOutputError
+from qwenvl.messages import ChatRequest, Image, InvalidToolCall, Message, Text, ToolCall, Video
 
-__all__ = ["ChatTemplate", "PromptRenderer", "to_template_messages"]
+__all__ = [
+    "ChatTemplate",
+    "PromptRenderer",
+    "forced_tool_schema",
+    "normalize_tool",
+    "parse_forced_call",
+    "parse_tool_calls",
+    "to_template_messages",
+    "tools_system_prompt",
+]
 
 
 class ChatTemplate(Protocol):
@@ -78,3 +88,112 @@ class PromptRenderer:
         if not isinstance(text, str):  # some processors return a list for batched input
             text = text[0]
         return text
+
+
+# ---------------------------------------------------------------------- tool calling (Hermes format)
+
+_TOOLS_HEADER = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+_TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>"
+)
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+def normalize_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool definition in the OpenAI function format: ``{"type": "function", "function": {name, ...}}``."""
+    fn = tool.get("function", tool) if tool.get("type", "function") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise RequestError(
+            f"a tool must be {{'type': 'function', 'function': {{'name': ..., 'parameters': {{...}}}}}}, got {tool!r}."
+        )
+    fn = {"name": fn["name"], **{k: v for k, v in fn.items() if k != "name"}}
+    fn.setdefault("parameters", {"type": "object", "properties": {}})
+    return {"type": "function", "function": fn}
+
+
+def tools_system_prompt(tools: list[dict[str, Any]]) -> str:
+    """The system-prompt section that describes ``tools`` the way Qwen2.5's template does (Hermes style)."""
+    lines = "".join("\n" + json.dumps(normalize_tool(t), ensure_ascii=False) for t in tools)
+    return _TOOLS_HEADER + lines + _TOOLS_FOOTER
+
+
+def forced_tool_schema(tools: list[dict[str, Any]], tool_choice: str | dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of one call of a tool in ``tools`` (of the named one, when ``tool_choice`` names one):
+    ``{"name": ..., "arguments": {...}}``, used to force a valid call with structured outputs."""
+    fns = [normalize_tool(t)["function"] for t in tools]
+    name = _choice_name(tool_choice)
+    if name is not None:
+        fns = [f for f in fns if f["name"] == name]
+        if not fns:
+            raise RequestError(f"tool_choice names {name!r}, which is not among the request's tools.")
+    variants = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f["name"]}, "arguments": f["parameters"]},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for f in fns
+    ]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def _choice_name(tool_choice: str | dict[str, Any]) -> str | None:
+    if isinstance(tool_choice, dict):
+        fn = tool_choice.get("function", tool_choice)
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise RequestError(f"tool_choice {tool_choice!r} names no function; use {{'function': {{'name': ...}}}}.")
+        return name
+    if tool_choice in ("auto", "none", "required", "any"):
+        return None
+    return tool_choice  # a bare tool name
+
+
+def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+    """Split an answer into its text and its ``<tool_call>`` blocks.
+
+    Returns (text without the blocks, valid calls, malformed calls with their raw text and the reason).
+    """
+    calls: list[ToolCall] = []
+    invalid: list[InvalidToolCall] = []
+    for match in _TOOL_CALL.finditer(text):
+        raw = match.group(1)
+        call, error = _parse_call(raw)
+        if call is not None:
+            calls.append(call)
+        else:
+            invalid.append(InvalidToolCall(raw=raw, error=error))
+    rest = _TOOL_CALL.sub("", text).strip() if (calls or invalid) else text
+    return rest, calls, invalid
+
+
+def parse_forced_call(text: str) -> ToolCall:
+    """Parse the JSON a forced tool call was decoded to; raises `StructuredOutputError` with the raw text."""
+    call, error = _parse_call(text)
+    if call is None:
+        raise StructuredOutputError(f"the forced tool call did not parse: {error}", raw_text=text)
+    return call
+
+
+def _parse_call(raw: str) -> tuple[ToolCall | None, str]:
+    try:
+        data = json.loads(raw, strict=False)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None, 'expected {"name": ..., "arguments": {...}}'
+    arguments = data.get("arguments", {})
+    if isinstance(arguments, str):  # some models send arguments as a JSON string
+        try:
+            arguments = json.loads(arguments, strict=False)
+        except json.JSONDecodeError as exc:
+            return None, f"arguments are not valid JSON ({exc})"
+    if not isinstance(arguments, dict):
+        return None, "arguments must be a JSON object"
+    return ToolCall(name=data["name"], arguments=arguments), ""

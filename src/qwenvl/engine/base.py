@@ -8,21 +8,31 @@ prompt rendered through the model's chat template.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from qwenvl import budget, media
-from qwenvl.errors import QwenVLError, RequestError
+from qwenvl.errors import QwenVLError, RequestError, StructuredOutputError
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage, Video
-from qwenvl.prompt import ChatTemplate, PromptRenderer
+from qwenvl.prompt import (
+    ChatTemplate,
+    PromptRenderer,
+    forced_tool_schema,
+    normalize_tool,
+    parse_forced_call,
+    parse_tool_calls,
+    tools_system_prompt,
+)
+from qwenvl.structured import json_schema_of, parse_structured
 
 if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
 
-__all__ = ["Engine", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result"]
+__all__ = ["Engine", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result", "finalize"]
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +101,10 @@ class PreparedRequest:
     video_tokens: list[int]
     prompt_tokens: int
     image_size: dict[str, int] | None = None
+    #: how the answer is read: "text", "json" (response_format), "tools" (may call tools), "forced_tool"
+    mode: str = "text"
+    #: the JSON schema decoding is constrained to (response_format, or a forced tool call)
+    constraint: dict[str, Any] | None = None
 
     @property
     def mm_data(self) -> dict[str, Any]:
@@ -134,9 +148,10 @@ class RequestPreparer:
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
 
-    def prepare(self, request: ChatRequest, *, system_prompt: str | None = None) -> PreparedRequest:
+    def prepare(self, request: ChatRequest) -> PreparedRequest:
         """Prepare one request; raises a `QwenVLError` naming the input when it cannot run."""
         d = self.defaults
+        mode, constraint, system_prompt = _decoding_plan(request)
         images, videos = request.images(), request.videos()
         if len(images) > d.limit_images:
             raise RequestError(
@@ -187,6 +202,8 @@ class RequestPreparer:
             video_tokens=video_tokens,
             prompt_tokens=text_tokens + sum(image_tokens) + sum(video_tokens),
             image_size=image_size,
+            mode=mode,
+            constraint=constraint,
         )
 
     def _load_video(self, video: Video) -> np.ndarray:
@@ -202,6 +219,74 @@ class RequestPreparer:
         lo = min(lo, hi)
         resized = [media.resize_image(f, lo, hi) for f in frames]
         return media.frames_to_array(resized)
+
+
+def _decoding_plan(request: ChatRequest) -> tuple[str, dict[str, Any] | None, str | None]:
+    """(mode, JSON-schema constraint, extra system prompt) for a request's response_format and tools."""
+    tools = [normalize_tool(t) for t in request.tools or []]
+    choice = request.tool_choice if request.tool_choice is not None else ("auto" if tools else None)
+    if choice not in (None, "none") and not tools:
+        raise RequestError(f"tool_choice is {choice!r} but the request has no tools; add tools or drop tool_choice.")
+    forced = tools and choice not in (None, "none", "auto")
+    if request.response_format is not None:
+        if forced:
+            raise RequestError("a request cannot force a tool call and a response_format at once; drop one.")
+        system = tools_system_prompt(tools) if tools and choice == "auto" else None
+        return "json", json_schema_of(request.response_format), system
+    if forced:
+        return "forced_tool", forced_tool_schema(tools, choice), tools_system_prompt(tools)  # type: ignore[arg-type]
+    if tools and choice == "auto":
+        return "tools", None, tools_system_prompt(tools)
+    return "text", None, None
+
+
+def finalize(result: ChatResult, prep: PreparedRequest) -> ChatResult:
+    """Read a finished answer according to the request's mode: parse JSON, tool calls, or a forced call.
+
+    A structured answer that does not parse or validate sets ``error`` (a `StructuredOutputError` keeping the
+    raw text) while ``text`` keeps what the model wrote.
+    """
+    if result.error is not None:
+        return result
+    try:
+        if prep.mode == "json":
+            result.parsed = parse_structured(
+                result.text, prep.request.response_format, finish_reason=result.finish_reason
+            )
+        elif prep.mode == "forced_tool":
+            if result.finish_reason == "length":
+                raise StructuredOutputError(
+                    "the forced tool call was cut off by max_tokens; raise max_tokens.", raw_text=result.text
+                )
+            call = parse_forced_call(result.text)
+            _validate_arguments(call.name, call.arguments, prep)
+            result.tool_calls = [call]
+            result.finish_reason = "tool_calls"
+        elif prep.mode == "tools":
+            text, calls, invalid = parse_tool_calls(result.text)
+            result.text, result.tool_calls, result.invalid_tool_calls = text, calls, invalid
+            if calls:
+                result.finish_reason = "tool_calls"
+    except StructuredOutputError as exc:
+        result.error = exc
+    return result
+
+
+def _validate_arguments(name: str, arguments: dict[str, Any], prep: PreparedRequest) -> None:
+    import jsonschema
+
+    for tool in prep.request.tools or []:
+        fn = normalize_tool(tool)["function"]
+        if fn["name"] == name:
+            try:
+                jsonschema.validate(arguments, fn["parameters"])
+            except jsonschema.ValidationError as exc:
+                raise StructuredOutputError(
+                    f"the arguments of the call of {name!r} do not fit its schema: {exc.message}",
+                    raw_text=json.dumps(arguments),
+                ) from exc
+            return
+    raise StructuredOutputError(f"the model called {name!r}, which is not among the tools.", raw_text=name)
 
 
 def _extreme(image: PIL.Image.Image) -> bool:

@@ -8,6 +8,7 @@ methods run the blocking model in a worker thread (transformers has no async eng
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import threading
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result
+from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
 from qwenvl.errors import EngineClosedError, QwenVLError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -84,6 +85,7 @@ class TransformersEngine:
             video_token_id=int(self._processor.video_token_id),
         )
         self._batch_size = batch_size
+        self._grammar_compiler: Any = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -128,7 +130,8 @@ class TransformersEngine:
         """Run requests in batches of ``batch_size`` (grouped by sampling options); results in request order."""
         self._check_open()
         results: list[ChatResult | None] = [None] * len(requests)
-        # One processor call takes one set of size limits, and one generate call one set of sampling options.
+        # One processor call takes one set of size limits; one generate call one set of sampling options and
+        # one output constraint.
         groups: dict[tuple[Any, ...], list[tuple[int, PreparedRequest]]] = {}
         for i, request in enumerate(requests):
             try:
@@ -136,9 +139,9 @@ class TransformersEngine:
             except QwenVLError as exc:
                 results[i] = error_result(request, exc)
                 continue
-            key = (request.sampling, repr(prep.mm_processor_kwargs))
+            key = (request.sampling, repr(prep.mm_processor_kwargs), json.dumps(prep.constraint, sort_keys=True))
             groups.setdefault(key, []).append((i, prep))
-        for (options, _), items in groups.items():
+        for (options, *_), items in groups.items():
             for start in range(0, len(items), self._batch_size):
                 batch = items[start : start + self._batch_size]
                 try:
@@ -186,11 +189,15 @@ class TransformersEngine:
         if errors:
             raise errors[0]
         final = results[0]
+        raw = self._tokenizer.decode([t for t in final.token_ids or [] if t not in self._eos_ids])
         yield ChatChunk(
-            text=final.text[len(sent) :],
+            text=raw[len(sent) :] if raw.startswith(sent) else "",
             finish_reason=final.finish_reason,
             usage=final.usage,
             request_id=request.request_id,
+            tool_calls=final.tool_calls,
+            parsed=final.parsed,
+            error=final.error,
         )
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
@@ -230,6 +237,8 @@ class TransformersEngine:
             gen.update(stop_strings=list(options.stop), tokenizer=self._tokenizer)
         if on_token is not None:
             gen["streamer"] = _TokenStreamer(on_token)
+        if batch[0].constraint is not None:
+            gen["logits_processor"] = [self._grammar_processor(batch[0].constraint)]
         pad_id = self._tokenizer.pad_token_id
         with self._lock, torch.inference_mode():
             output = self._model.generate(**inputs, **gen, pad_token_id=pad_id)
@@ -241,6 +250,17 @@ class TransformersEngine:
             new = [int(t) for t in output[row, prompt_len:]]
             results.append(self._finish(prep, prompt_ids, new, options))
         return results
+
+    def _grammar_processor(self, schema: dict[str, Any]) -> Any:
+        """A logits processor (xgrammar, as vLLM uses) that keeps the answer inside ``schema``."""
+        xgr = require("xgrammar", "transformers")
+        hf = require("xgrammar.contrib.hf", "transformers")
+        if self._grammar_compiler is None:
+            vocab_size = self._model.config.get_text_config().vocab_size
+            info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=vocab_size)
+            self._grammar_compiler = xgr.GrammarCompiler(info)
+        grammar = self._grammar_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+        return hf.LogitsProcessor(grammar)
 
     def _finish(
         self, prep: PreparedRequest, prompt_ids: list[int], new: list[int], options: SamplingOptions
@@ -265,7 +285,7 @@ class TransformersEngine:
             video_tokens=prompt_ids.count(video_id),
             completion_tokens=len(kept),
         )
-        return ChatResult(
+        result = ChatResult(
             text=text,
             finish_reason=finish,
             usage=usage,
@@ -273,6 +293,7 @@ class TransformersEngine:
             prompt_token_ids=prompt_ids,
             token_ids=kept,
         )
+        return finalize(result, prep)
 
 
 class _TokenStreamer:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result
+from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -198,8 +198,17 @@ class VLLMEngine:
             "gpu_memory_utilization": gpu_memory_utilization,
             "seed": seed,
             "limit_mm_per_prompt": {"image": limit_images, "video": limit_videos},
+            # JSON without free whitespace: a weak model could otherwise pad with blanks until max_tokens.
+            # (vLLM reads this flag from the engine config only, not per request.)
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
             **(engine_kwargs or {}),
         }
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vLLM 0.32's CPU worker kills the engine ("CPU Generator does not use offset") when a request
+            # with a seed has its prefill split into chunks; whole prefills avoid that.
+            args.setdefault("enable_chunked_prefill", False)
         self._llm = vllm.LLM(**{k: v for k, v in args.items() if v is not None})
         self._tokenizer_source = args.get("tokenizer") or self._model
         self._preparer = self._make_preparer(args)
@@ -371,7 +380,7 @@ class VLLMEngine:
                 continue
             collector = _Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
             slots.append(collector)
-            params = self._sampling_params(item.request.sampling, stream=False)
+            params = self._sampling_params(item, stream=False)
             items.append((collector.request_id, self._inputs(item), params, collector.put))
         errors = iter(self._driver.add(items))
         out: list[_Collector | ChatResult] = []
@@ -382,7 +391,7 @@ class VLLMEngine:
 
     def _add_stream(self, prep: PreparedRequest, sink: Callable[[Any], None]) -> str:
         request_id = f"{prep.request.request_id}-{uuid.uuid4().hex[:8]}"
-        params = self._sampling_params(prep.request.sampling, stream=True)
+        params = self._sampling_params(prep, stream=True)
         [error] = self._driver.add([(request_id, self._inputs(prep), params, sink)])
         if error is not None:
             raise _vllm_error(prep.request, error) from error
@@ -410,10 +419,14 @@ class VLLMEngine:
             completion_tokens=completion,
         )
 
-    def _sampling_params(self, options: SamplingOptions, *, stream: bool) -> Any:
+    def _sampling_params(self, prep: PreparedRequest, *, stream: bool) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        options: SamplingOptions = prep.request.sampling
+        structured = None
+        if prep.constraint is not None:
+            structured = StructuredOutputsParams(json=prep.constraint)
         return SamplingParams(
             max_tokens=options.max_tokens,
             temperature=options.temperature,
@@ -425,6 +438,7 @@ class VLLMEngine:
             spaces_between_special_tokens=False,
             # A batch gets only final outputs (no Python round trip per token); a stream gets deltas.
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            structured_outputs=structured,
         )
 
 
@@ -464,7 +478,7 @@ class _Collector:
             return error_result(request, out)
         piece = out.outputs[0]
         prompt_ids = list(out.prompt_token_ids or [])
-        return ChatResult(
+        result = ChatResult(
             text=piece.text,
             finish_reason=piece.finish_reason or "stop",
             usage=self.engine._usage(prompt_ids, len(piece.token_ids)),
@@ -472,6 +486,7 @@ class _Collector:
             prompt_token_ids=prompt_ids,
             token_ids=list(piece.token_ids),
         )
+        return finalize(result, self.prep)
 
 
 class _StreamState:
@@ -484,6 +499,7 @@ class _StreamState:
         self.prompt_ids: list[int] | None = None
         self.completion = 0
         self.finished = False
+        self.text: list[str] = []
 
     def feed(self, event: Any) -> ChatChunk | None:
         if isinstance(event, BaseException):
@@ -493,11 +509,17 @@ class _StreamState:
             self.prompt_ids = list(event.prompt_token_ids)
         piece = event.outputs[0]
         self.completion += len(piece.token_ids)
+        self.text.append(piece.text)
         chunk = ChatChunk(text=piece.text, token_ids=list(piece.token_ids), request_id=self.prep.request.request_id)
         if event.finished:
             self.finished = True
-            chunk.finish_reason = piece.finish_reason or "stop"
             chunk.usage = self.engine._usage(self.prompt_ids or [], self.completion)
+            whole = ChatResult(text="".join(self.text), finish_reason=piece.finish_reason or "stop", usage=chunk.usage)
+            finalize(whole, self.prep)
+            chunk.finish_reason = whole.finish_reason
+            chunk.tool_calls = whole.tool_calls
+            chunk.parsed = whole.parsed
+            chunk.error = whole.error
         return chunk
 
 

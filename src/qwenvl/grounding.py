@@ -1,0 +1,184 @@
+"""Grounding boxes in model answers, mapped to pixels of the original image, and drawing them.
+
+Two conventions are read:
+
+- Qwen2-VL: ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``, with
+  coordinates on a 0-1000 grid over the image (one label may be followed by several boxes; a box may come
+  without a label).
+- Qwen2.5-VL: JSON such as ``[{"bbox_2d": [x1, y1, x2, y2], "label": "cat"}]`` (possibly in a ```json fence),
+  with coordinates in pixels of the image as the model saw it (after `smart_resize`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+import PIL.ImageDraw
+
+from qwenvl.budget import smart_resize
+from qwenvl.errors import QwenVLError
+
+__all__ = ["GroundedBox", "GroundingParseError", "draw_boxes", "parse_bbox_2d", "parse_boxes", "parse_ref_boxes"]
+
+GRID = 1000
+
+_REF_OR_BOX = re.compile(
+    r"<\|object_ref_start\|>(?P<label>.*?)<\|object_ref_end\|>|<\|box_start\|>(?P<box>.*?)<\|box_end\|>",
+    re.DOTALL,
+)
+_POINT_PAIR = re.compile(
+    r"^\s*\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)\s*,\s*\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)\s*$"
+)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+class GroundingParseError(QwenVLError, ValueError):
+    """A box in a model answer is malformed (raised only with ``strict=True``)."""
+
+
+@dataclass(frozen=True)
+class GroundedBox:
+    """A box in pixels of the original image (origin top-left; x1 < x2, y1 < y2), with its label if any."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str | None = None
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """(x1, y1, x2, y2)."""
+        return (self.x1, self.y1, self.x2, self.y2)
+
+
+def parse_ref_boxes(text: str, *, strict: bool = False) -> list[tuple[str | None, tuple[float, float, float, float]]]:
+    """The Qwen2-VL boxes in ``text`` as (label, (x1, y1, x2, y2)) on the 0-1000 grid.
+
+    Malformed boxes (not two points, coordinates off the grid) are skipped, or raise `GroundingParseError`
+    with ``strict=True``.
+    """
+    out: list[tuple[str | None, tuple[float, float, float, float]]] = []
+    label: str | None = None
+    for match in _REF_OR_BOX.finditer(text):
+        if match.group("label") is not None:
+            label = match.group("label").strip()
+            continue
+        raw = match.group("box")
+        point = _POINT_PAIR.match(raw)
+        coords = tuple(float(v) for v in point.groups()) if point else None
+        if coords is None or not all(0 <= v <= GRID for v in coords):
+            if strict:
+                raise GroundingParseError(f"malformed Qwen2-VL box {raw!r}; expected (x1,y1),(x2,y2) in 0-1000.")
+            continue
+        x1, y1, x2, y2 = coords
+        box = (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+        # A label applies to the boxes right after it; a later bare box reuses it (several instances).
+        out.append((label, box))
+    return out
+
+
+def parse_bbox_2d(text: str, *, strict: bool = False) -> list[tuple[str | None, tuple[float, float, float, float]]]:
+    """The Qwen2.5-VL ``bbox_2d`` boxes in ``text`` as (label, (x1, y1, x2, y2)) in model-input pixels."""
+    items = _json_items(text)
+    out: list[tuple[str | None, tuple[float, float, float, float]]] = []
+    for item in items:
+        bbox = item.get("bbox_2d") if isinstance(item, dict) else None
+        valid = (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in bbox)
+        )
+        if not valid:
+            if strict:
+                raise GroundingParseError(f"malformed bbox_2d item {item!r}; expected 4 non-negative numbers.")
+            continue
+        x1, y1, x2, y2 = (float(v) for v in bbox)  # type: ignore[union-attr]
+        label = item.get("label")
+        out.append((str(label) if label is not None else None, (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))))
+    return out
+
+
+def parse_boxes(
+    text: str,
+    image_size: tuple[int, int],
+    *,
+    model_input_size: tuple[int, int] | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    strict: bool = False,
+) -> list[GroundedBox]:
+    """All boxes in an answer about an image of ``image_size`` (width, height), in that image's pixels.
+
+    Qwen2-VL boxes are scaled from the 0-1000 grid. ``bbox_2d`` boxes are scaled from the size the model saw:
+    ``model_input_size`` (width, height), else `smart_resize` of ``image_size`` under ``min_pixels`` /
+    ``max_pixels`` (pass the limits the request used). Boxes are clipped to the image.
+    """
+    width, height = image_size
+    boxes: list[GroundedBox] = []
+    for label, (x1, y1, x2, y2) in parse_ref_boxes(text, strict=strict):
+        boxes.append(
+            _clip(
+                GroundedBox(x1 * width / GRID, y1 * height / GRID, x2 * width / GRID, y2 * height / GRID, label),
+                image_size,
+            )
+        )
+    json_boxes = parse_bbox_2d(text, strict=strict)
+    if json_boxes:
+        if model_input_size is None:
+            rh, rw = smart_resize(height, width, min_pixels, max_pixels)
+            model_input_size = (rw, rh)
+        sx, sy = width / model_input_size[0], height / model_input_size[1]
+        for label, (x1, y1, x2, y2) in json_boxes:
+            boxes.append(_clip(GroundedBox(x1 * sx, y1 * sy, x2 * sx, y2 * sy, label), image_size))
+    return [b for b in boxes if b.x2 > b.x1 and b.y2 > b.y1]
+
+
+def draw_boxes(
+    image: PIL.Image.Image,
+    boxes: Sequence[GroundedBox],
+    *,
+    color: str | tuple[int, int, int] = (230, 40, 40),
+    width: int = 3,
+    labels: bool = True,
+) -> PIL.Image.Image:
+    """A copy of ``image`` with ``boxes`` outlined (and labelled)."""
+    out = image.convert("RGB").copy()
+    draw = PIL.ImageDraw.Draw(out)
+    for box in boxes:
+        draw.rectangle(box.xyxy, outline=color, width=width)
+        if labels and box.label:
+            x, y = box.x1 + width, max(0.0, box.y1 - 12)
+            draw.text((x, y), box.label, fill=color)
+    return out
+
+
+def _clip(box: GroundedBox, size: tuple[int, int]) -> GroundedBox:
+    w, h = size
+    return GroundedBox(
+        min(max(box.x1, 0.0), w),
+        min(max(box.y1, 0.0), h),
+        min(max(box.x2, 0.0), w),
+        min(max(box.y2, 0.0), h),
+        box.label,
+    )
+
+
+def _json_items(text: str) -> list[Any]:
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] or [text]
+    items: list[Any] = []
+    for candidate in candidates:
+        start = min((i for i in (candidate.find("["), candidate.find("{")) if i >= 0), default=-1)
+        if start < 0:
+            continue
+        try:
+            data, _ = json.JSONDecoder().raw_decode(candidate[start:])
+        except json.JSONDecodeError:
+            continue
+        items.extend(data if isinstance(data, list) else [data])
+    return items
