@@ -41,3 +41,23 @@ def hf_engine(tiny_model: Path) -> Iterator[object]:
     engine = TransformersEngine(tiny_model, **ENGINE_ARGS)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real vLLM OpenAI server on 127.0.0.1 serving the tiny model, stopped after the session."""
+    from qwenvl.testing import VLLMServerProcess
+
+    log = tmp_path_factory.mktemp("server") / "vllm-server.log"
+    with VLLMServerProcess(tiny_model, log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server_engine(vllm_server, tiny_model: Path) -> Iterator[object]:  # noqa: ANN001
+    """VLLMServerEngine against the session's server."""
+    from qwenvl import VLLMServerEngine
+
+    engine = VLLMServerEngine(vllm_server.base_url, str(tiny_model), media_policy=None)
+    yield engine
+    engine.close()

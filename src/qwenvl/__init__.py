@@ -34,6 +34,7 @@ from qwenvl.messages import (
 if TYPE_CHECKING:
     from qwenvl.engine.transformers_local import TransformersEngine
     from qwenvl.engine.vllm_local import VLLMEngine
+    from qwenvl.engine.vllm_server import VLLMServerEngine
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "TransformersEngine",
     "Usage",
     "VLLMEngine",
+    "VLLMServerEngine",
     "Video",
     "fit_to_context",
     "image_tokens",
@@ -67,6 +69,7 @@ __all__ = [
 _ENGINES = {
     "VLLMEngine": "qwenvl.engine.vllm_local",
     "TransformersEngine": "qwenvl.engine.transformers_local",
+    "VLLMServerEngine": "qwenvl.engine.vllm_server",
 }
 
 

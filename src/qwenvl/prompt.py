@@ -18,6 +18,7 @@ __all__ = [
     "parse_tool_calls",
     "to_template_messages",
     "tools_system_prompt",
+    "with_system_prompt",
 ]
 
 
@@ -62,6 +63,19 @@ def to_template_messages(messages: list[Message] | tuple[Message, ...] | Any) ->
     return out
 
 
+def with_system_prompt(messages: Any, system_prompt: str | None) -> list[Message]:
+    """``messages`` with ``system_prompt`` appended to their system message (or as a new first message)."""
+    out = list(messages)
+    if not system_prompt:
+        return out
+    if out and out[0].role == "system":
+        first = out[0]
+        out[0] = Message(role="system", content=f"{first.text}\n\n{system_prompt}" if first.text else system_prompt)
+    else:
+        out.insert(0, Message(role="system", content=system_prompt))
+    return out
+
+
 class PromptRenderer:
     """Renders a `ChatRequest` to the prompt text the model sees, using the model's chat template."""
 
@@ -74,16 +88,10 @@ class PromptRenderer:
         ``system_prompt`` (used for tool definitions) is prepended to the request's own system message,
         or becomes the system message.
         """
-        messages = list(request.messages)
-        if system_prompt:
-            if messages and messages[0].role == "system":
-                first = messages[0]
-                merged = f"{first.text}\n\n{system_prompt}" if first.text else system_prompt
-                messages[0] = Message(role="system", content=merged)
-            else:
-                messages.insert(0, Message(role="system", content=system_prompt))
         text = self._template.apply_chat_template(
-            to_template_messages(messages), tokenize=False, add_generation_prompt=True
+            to_template_messages(with_system_prompt(request.messages, system_prompt)),
+            tokenize=False,
+            add_generation_prompt=True,
         )
         if not isinstance(text, str):  # some processors return a list for batched input
             text = text[0]

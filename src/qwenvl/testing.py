@@ -12,11 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from qwenvl._lazy import require
 
-__all__ = ["QWEN2VL_CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_qwen2vl", "tiny_model_path"]
+__all__ = ["QWEN2VL_CHAT_TEMPLATE", "SPECIAL_TOKENS", "VLLMServerProcess", "build_tiny_qwen2vl", "tiny_model_path"]
 
 #: The chat template that ships with Qwen/Qwen2-VL-2B-Instruct (verbatim).
 QWEN2VL_CHAT_TEMPLATE = (
@@ -166,6 +171,97 @@ def tiny_model_path(cache_dir: str | os.PathLike[str] | None = None, *, seed: in
         build_tiny_qwen2vl(tmp, seed=seed)
         tmp.replace(path) if not path.exists() else None
     return path
+
+
+class VLLMServerProcess:
+    """A vLLM OpenAI-compatible server on 127.0.0.1 in a child process, for tests, examples and benchmarks.
+
+    Use as a context manager; ``base_url`` is ready once ``start()`` returns. Flags mirror `VLLMEngine`'s
+    defaults so that both give the same answers.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        max_model_len: int = 4096,
+        dtype: str = "float32",
+        extra_args: list[str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 600.0,
+        trust_request_mm_kwargs: bool = True,
+    ) -> None:
+        self.model = os.fspath(model)
+        self.port = port or _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._args = [
+            "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype,
+            "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.2",
+            "--limit-mm-per-prompt", json.dumps({"image": 4, "video": 1}),
+            "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+            "--no-enable-chunked-prefill", "--seed", "0",
+            *(["--trust-request-mm-kwargs"] if trust_request_mm_kwargs else []),
+            *(extra_args or []),
+        ]  # fmt: skip
+        self._log_path = Path(log_path) if log_path else None
+        self._timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> VLLMServerProcess:
+        """Start the server and wait until it answers /health; raises RuntimeError with its log if it dies."""
+        import httpx
+
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        log = open(self._log_path, "wb") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self._args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self._log_path.read_text(errors="replace")[-3000:] if self._log_path else ""
+                raise RuntimeError(f"the vLLM server exited with code {self.process.returncode}:\n{tail}")
+            try:
+                if httpx.get(self.base_url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"the vLLM server did not answer within {self._timeout:.0f} s")
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 20 s)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> VLLMServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> None:

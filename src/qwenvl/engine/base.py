@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from qwenvl import budget, media
+from qwenvl._lazy import require as _require
 from qwenvl.errors import QwenVLError, RequestError, StructuredOutputError
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage, Video
 from qwenvl.prompt import (
@@ -105,6 +106,14 @@ class PreparedRequest:
     mode: str = "text"
     #: the JSON schema decoding is constrained to (response_format, or a forced tool call)
     constraint: dict[str, Any] | None = None
+    #: text added to the system prompt (tool definitions)
+    system_prompt: str | None = None
+    #: (min_pixels, max_pixels) each image was planned with
+    image_limits: list[tuple[int, int]] = field(default_factory=list)
+
+    def resized_images(self) -> list[PIL.Image.Image]:
+        """Every image at its final size, for a backend that takes no processor size limits."""
+        return [media.resize_image(im, lo, hi) for im, (lo, hi) in zip(self.images, self.image_limits, strict=True)]
 
     @property
     def mm_data(self) -> dict[str, Any]:
@@ -147,6 +156,23 @@ class RequestPreparer:
         self.max_model_len = max_model_len
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, *, defaults: EngineDefaults, max_model_len: int, extra: str, **kwargs: Any
+    ) -> RequestPreparer:
+        """A preparer with the chat template and tokenizer of model ``name`` (hub id or folder), loaded with
+        transformers' ``AutoProcessor``; ``extra`` names the qwenvl extra to install when it is missing."""
+        transformers = _require("transformers", extra)
+        processor = transformers.AutoProcessor.from_pretrained(name, **kwargs)
+        return cls(
+            processor,
+            processor.tokenizer,
+            defaults=defaults,
+            max_model_len=max_model_len,
+            image_token_id=int(processor.image_token_id),
+            video_token_id=int(processor.video_token_id),
+        )
 
     def prepare(self, request: ChatRequest) -> PreparedRequest:
         """Prepare one request; raises a `QwenVLError` naming the input when it cannot run."""
@@ -204,6 +230,8 @@ class RequestPreparer:
             image_size=image_size,
             mode=mode,
             constraint=constraint,
+            system_prompt=system_prompt,
+            image_limits=limits,
         )
 
     def _load_video(self, video: Video) -> np.ndarray:

@@ -218,19 +218,13 @@ class VLLMEngine:
     # ------------------------------------------------------------------ lifecycle
 
     def _make_preparer(self, args: dict[str, Any]) -> RequestPreparer:
-        transformers = require("transformers", "vllm")
-        processor = transformers.AutoProcessor.from_pretrained(
+        return RequestPreparer.from_pretrained(
             self._tokenizer_source,
-            revision=args.get("revision"),
-            trust_remote_code=bool(args.get("trust_remote_code")),
-        )
-        return RequestPreparer(
-            processor,
-            processor.tokenizer,
             defaults=self._defaults,
             max_model_len=self.max_model_len,
-            image_token_id=int(processor.image_token_id),
-            video_token_id=int(processor.video_token_id),
+            extra="vllm",
+            revision=args.get("revision"),
+            trust_remote_code=bool(args.get("trust_remote_code")),
         )
 
     def close(self) -> None:

@@ -1,0 +1,443 @@
+"""`VLLMServerEngine`: the `Engine` protocol against one or more vLLM OpenAI-compatible servers.
+
+Requests go to ``/v1/chat/completions`` with images as data URIs, the same pixel limits as the in-process
+engine (``mm_processor_kwargs``), vLLM's structured outputs, and streaming over server-sent events. Several
+base URLs spread the load: each request goes to the replica with the fewest requests in flight, and a retry
+after a connection error goes to another one.
+
+Tools are rendered by this client into the system prompt (Hermes format, see `qwenvl.prompt`) rather than by
+the server's ``--tool-call-parser``: Qwen2-VL's chat template has no tools section for the server to fill,
+and rendering here keeps the prompt, and so the answer, identical to the in-process engines. The server
+therefore needs no tool flags. Token counting and context fitting use the model's processor files locally
+(``tokenizer``: a hub id or folder; by default ``model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import queue
+import random
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
+
+from qwenvl._lazy import require
+from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, ServerError
+from qwenvl.media import MediaPolicy
+from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
+from qwenvl.prompt import to_template_messages, with_system_prompt
+
+__all__ = ["VLLMServerEngine"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class VLLMServerEngine:
+    """Qwen2-VL behind vLLM OpenAI-compatible servers (``vllm serve``), with the in-process engine's API.
+
+    ``base_url`` is one URL (``http://host:8000/v1``) or several replicas. ``timeout`` bounds each HTTP attempt
+    (seconds); ``max_retries`` retries 408/429/5xx answers and connection errors with exponential backoff;
+    ``max_concurrency`` caps requests in flight per replica.
+
+    Pixel limits: a server started with ``--trust-request-mm-kwargs`` gets the same images and processor
+    limits as the in-process engine (identical answers). Other servers refuse per-request processor limits;
+    then every image is resized here to its planned size and sent without them, so token counts still hold
+    (``send_mm_kwargs=None`` finds out which on the first refusal; True or False sets it).
+    """
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        max_concurrency: int = 64,
+        tokenizer: str | None = None,
+        max_model_len: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        limit_images: int = 4,
+        limit_videos: int = 0,
+        media_policy: MediaPolicy | None = None,
+        fit_to_context: bool = True,
+        retry_backoff: float = 0.5,
+        send_mm_kwargs: bool | None = None,
+    ) -> None:
+        self._httpx = require("httpx", "vllm")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise RequestError("VLLMServerEngine needs at least one base_url.")
+        self._urls = [u.rstrip("/") for u in urls]
+        self._model = model
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._backoff = retry_backoff
+        self._in_flight = dict.fromkeys(self._urls, 0)
+        self._send_mm_kwargs = send_mm_kwargs
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
+        self._thread.start()
+        self._client = self._call(self._make_client(max_concurrency * len(self._urls)))
+        self._slots = {u: asyncio.Semaphore(max_concurrency) for u in self._urls}
+        base = EngineDefaults()
+        self._defaults = EngineDefaults(
+            min_pixels=min_pixels or base.min_pixels,
+            max_pixels=max_pixels or base.max_pixels,
+            limit_images=limit_images,
+            limit_videos=limit_videos,
+            fit_to_context=fit_to_context,
+            policy=media_policy or base.policy,
+        )
+        self._max_model_len = max_model_len or self._call(self._server_max_model_len())
+        self._preparer = RequestPreparer.from_pretrained(
+            tokenizer or model, defaults=self._defaults, max_model_len=self._max_model_len, extra="vllm"
+        )
+
+    # ------------------------------------------------------------------ facts and lifecycle
+
+    @property
+    def model_name(self) -> str:
+        """The model name the servers serve."""
+        return self._model
+
+    @property
+    def max_model_len(self) -> int:
+        """The servers' context length."""
+        return self._max_model_len
+
+    @property
+    def defaults(self) -> EngineDefaults:
+        """The per-request defaults (pixel limits, media policy, ...)."""
+        return self._defaults
+
+    def count_tokens(self, request: ChatRequest) -> Usage:
+        """The prompt's token counts, computed locally before anything is sent."""
+        prep = self._preparer.prepare(request)
+        return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._call(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> VLLMServerEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Send a batch concurrently (up to ``max_concurrency`` per replica); results in request order."""
+        self._check_open()
+        prepared = [self._try_prepare(r) for r in requests]
+        return self._call(self._run_batch(prepared))
+
+    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Async `generate`."""
+        self._check_open()
+        prepared = await asyncio.to_thread(lambda: [self._try_prepare(r) for r in requests])
+        future = asyncio.run_coroutine_threadsafe(self._run_batch(prepared), self._loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
+        """Yield the answer as the server streams it; the last chunk carries finish_reason and usage."""
+        self._check_open()
+        prep = self._preparer.prepare(request)
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, events.put), self._loop)
+        try:
+            while True:
+                kind, item = events.get()
+                if kind == "chunk":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            future.cancel()
+
+    async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Async `stream`; stopping the iteration closes the connection, which makes vLLM abort the request."""
+        self._check_open()
+        prep = await asyncio.to_thread(self._preparer.prepare, request)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def put(event: tuple[str, Any]) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, put), self._loop)
+        try:
+            while True:
+                kind, item = await events.get()
+                if kind == "chunk":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+        finally:
+            future.cancel()
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("this VLLMServerEngine was closed; create a new one.")
+
+    def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _make_client(self, connections: int) -> Any:
+        limits = self._httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return self._httpx.AsyncClient(timeout=self._timeout, limits=limits, headers=self._headers)
+
+    async def _server_max_model_len(self) -> int:
+        response = await self._request("GET", "/models", None)
+        for entry in response.json().get("data", []):
+            if entry.get("id") == self._model and entry.get("max_model_len"):
+                return int(entry["max_model_len"])
+        raise RequestError(f"the server does not list model {self._model!r}; check the name or pass max_model_len.")
+
+    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
+        try:
+            prep = self._preparer.prepare(request)
+            if prep.videos:
+                raise RequestError("VLLMServerEngine does not send videos yet; use VLLMEngine for video.")
+            return prep
+        except QwenVLError as exc:
+            return error_result(request, exc)
+
+    async def _run_batch(self, prepared: Sequence[PreparedRequest | ChatResult]) -> list[ChatResult]:
+        async def one(item: PreparedRequest | ChatResult) -> ChatResult:
+            if isinstance(item, ChatResult):
+                return item
+            try:
+                response = await self._post_completion(item)
+                return self._result(item, response.json())
+            except Exception as exc:
+                return error_result(item.request, exc)
+
+        return list(await asyncio.gather(*(one(p) for p in prepared)))
+
+    async def _post_completion(self, prep: PreparedRequest) -> Any:
+        try:
+            return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
+        except ServerError as exc:
+            if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
+                raise
+            _log.info("the server refuses per-request mm_processor_kwargs; resizing images in the client instead")
+            self._send_mm_kwargs = False
+            return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
+
+    def _pick(self, avoid: str | None = None) -> str:
+        candidates = [u for u in self._urls if u != avoid] or self._urls
+        least = min(self._in_flight[u] for u in candidates)
+        return random.choice([u for u in candidates if self._in_flight[u] == least])  # noqa: S311 - load spreading
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """One call with retries; returns the httpx response of a 2xx answer or raises `ServerError`."""
+        url: str | None = None
+        last: ServerError | None = None
+        for attempt in range(self._max_retries + 1):
+            url = self._pick(avoid=url if last is not None and last.status is None else None)
+            async with self._slots[url]:
+                self._in_flight[url] += 1
+                try:
+                    response = await self._client.request(method, url + path, json=body)
+                except self._httpx.TransportError as exc:
+                    last = ServerError(f"cannot reach {url}: {type(exc).__name__}: {exc}", url=url)
+                else:
+                    if response.is_success:
+                        return response
+                    last = _server_error(response, url)
+                    if response.status_code not in _RETRY_STATUS:
+                        raise last
+                finally:
+                    self._in_flight[url] -= 1
+            if attempt < self._max_retries:
+                await asyncio.sleep(self._backoff * 2**attempt)
+        assert last is not None
+        raise last
+
+    def _body(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
+        options = prep.request.sampling
+        with_kwargs = self._send_mm_kwargs is not False
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": _openai_messages(prep, prep.images if with_kwargs else prep.resized_images()),
+            "max_tokens": options.max_tokens,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "skip_special_tokens": False,
+            "spaces_between_special_tokens": False,
+            "return_token_ids": True,
+            "stream": stream,
+        }
+        if options.stop:
+            body["stop"] = list(options.stop)
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if prep.mm_data and with_kwargs:
+            body["mm_processor_kwargs"] = prep.mm_processor_kwargs
+        if prep.constraint is not None:
+            body["structured_outputs"] = {"json": prep.constraint}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _usage(self, prep: PreparedRequest, usage: dict[str, Any] | None, prompt_ids: list[int] | None) -> Usage:
+        usage = usage or {}
+        if prompt_ids:
+            image_tokens = prompt_ids.count(self._preparer.image_token_id)
+            video_tokens = prompt_ids.count(self._preparer.video_token_id)
+        else:  # an older server: the counts known before sending (equal to what vLLM processes)
+            image_tokens, video_tokens = sum(prep.image_tokens), sum(prep.video_tokens)
+        return Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", prep.prompt_tokens)),
+            image_tokens=image_tokens,
+            video_tokens=video_tokens,
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )
+
+    def _result(self, prep: PreparedRequest, data: dict[str, Any]) -> ChatResult:
+        choice = data["choices"][0]
+        prompt_ids = data.get("prompt_token_ids")
+        result = ChatResult(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            usage=self._usage(prep, data.get("usage"), prompt_ids),
+            request_id=prep.request.request_id,
+            prompt_token_ids=prompt_ids,
+            token_ids=choice.get("token_ids"),
+        )
+        return finalize(result, prep)
+
+    async def _stream_to(self, prep: PreparedRequest, emit: Any) -> None:
+        """Stream one request, emitting ("chunk", ChatChunk) events, then ("done", None) or ("error", e)."""
+        try:
+            try:
+                whole = await self._stream_once(prep, emit)
+            except ServerError as exc:
+                if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
+                    raise
+                self._send_mm_kwargs = False
+                whole = await self._stream_once(prep, emit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            emit(("error", exc if isinstance(exc, QwenVLError) else ServerError(f"streaming failed: {exc}")))
+            return
+        emit(("chunk", whole))
+        emit(("done", None))
+
+    async def _stream_once(self, prep: PreparedRequest, emit: Any) -> ChatChunk:
+        """Send one streaming request; emit every chunk but the last, which is returned with usage and the
+        parsed answer."""
+        body = self._body(prep, stream=True)
+        url = self._pick()
+        texts: list[str] = []
+        prompt_ids: list[int] | None = None
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        pending: ChatChunk | None = None
+        async with self._slots[url]:
+            self._in_flight[url] += 1
+            try:
+                async with self._client.stream("POST", url + "/chat/completions", json=body) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise _server_error(response, url)
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == "[DONE]":
+                            break
+                        data = json.loads(payload)
+                        if "error" in data and not data.get("choices"):
+                            raise ServerError(f"{url}: {data['error']}", url=url)
+                        prompt_ids = data.get("prompt_token_ids") or prompt_ids
+                        usage = data.get("usage") or usage
+                        for choice in data.get("choices", []):
+                            delta = choice.get("delta", {}).get("content") or ""
+                            finish = choice.get("finish_reason") or finish
+                            if pending is not None:
+                                emit(("chunk", pending))
+                            texts.append(delta)
+                            pending = ChatChunk(
+                                text=delta,
+                                token_ids=list(choice.get("token_ids") or []),
+                                request_id=prep.request.request_id,
+                            )
+            except self._httpx.TransportError as exc:
+                raise ServerError(f"streaming from {url} broke off: {type(exc).__name__}: {exc}", url=url) from exc
+            finally:
+                self._in_flight[url] -= 1
+        last = pending or ChatChunk(request_id=prep.request.request_id)
+        whole = finalize(
+            ChatResult(text="".join(texts), finish_reason=finish or "stop", usage=self._usage(prep, usage, prompt_ids)),
+            prep,
+        )
+        last.finish_reason, last.usage = whole.finish_reason, whole.usage
+        last.tool_calls, last.parsed, last.error = whole.tool_calls, whole.parsed, whole.error
+        return last
+
+
+def _refuses_mm_kwargs(error: ServerError) -> bool:
+    return error.status == 400 and "mm_processor_kwargs" in str(error)
+
+
+def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dict[str, Any]]:
+    """The request as OpenAI chat messages, with ``pictures`` as PNG data URIs in the images' places."""
+    images = iter(pictures)
+    out = []
+    for msg in to_template_messages(with_system_prompt(prep.request.messages, prep.system_prompt)):
+        content = msg["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": _data_uri(next(images))}}
+                if part["type"] == "image"
+                else part
+                for part in content
+            ]
+        out.append({"role": msg["role"], "content": content})
+    return out
+
+
+def _data_uri(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # lossless: the server sees the same pixels
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _server_error(response: Any, url: str) -> ServerError:
+    try:
+        detail = response.json()
+        message = detail.get("error", {}).get("message") if isinstance(detail.get("error"), dict) else detail
+    except ValueError:
+        message = response.text[:500]
+    status = response.status_code
+    return ServerError(f"{url} answered HTTP {status}: {message}", status=status, url=url)

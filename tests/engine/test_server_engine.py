@@ -1,0 +1,114 @@
+"""VLLMServerEngine against a real vLLM OpenAI server (CPU build) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
+from qwenvl.errors import EngineError, MediaDecodeError
+from tests.engine.test_structured_tools import WEATHER, ZOOM, Invoice
+from tests.helpers import make_image, png_bytes
+
+pytestmark = pytest.mark.engine
+
+
+def _requests() -> list[ChatRequest]:
+    opts = SamplingOptions(max_tokens=16)
+    out = [ChatRequest([Message("user", "Describe the chart in one line.")], opts)]
+    for i in range(5):
+        img = Image(make_image(200 + 61 * i, 150 + 17 * i, seed=i), max_pixels=(32 + 16 * i) * 784)
+        out.append(ChatRequest([Message("system", "Be terse."), Message("user", [img, Text(f"item {i}")])], opts))
+    two = [Image(make_image(300, 900, 7)), Image(make_image(1200, 200, 8), max_pixels=128 * 784), Text("Compare.")]
+    out.append(ChatRequest([Message("user", two)], opts))
+    out.append(ChatRequest([Message("user", "Weather?")], opts, tools=[WEATHER], tool_choice="auto"))
+    return out
+
+
+def test_server_greedy_equals_in_process(server_engine, vllm_engine) -> None:  # noqa: ANN001
+    requests = _requests()
+    assert len(requests) == 8
+    local = vllm_engine.generate(requests)
+    remote = server_engine.generate(requests)
+    for a, b in zip(local, remote, strict=True):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert b.prompt_token_ids == a.prompt_token_ids
+        assert b.token_ids == a.token_ids and b.text == a.text
+        assert b.usage == a.usage
+
+
+def test_server_stream_structured_and_forced_tools(server_engine) -> None:  # noqa: ANN001
+    request = _requests()[2]
+    [full] = server_engine.generate([request])
+    chunks = list(server_engine.stream(request))
+    assert len(chunks) >= 3 and "".join(c.text for c in chunks) == full.text
+    assert chunks[-1].usage == full.usage and chunks[-1].finish_reason == full.finish_reason
+    opts = SamplingOptions(max_tokens=300, temperature=0.8, seed=3)
+    asks = [ChatRequest([Message("user", f"invoice {i}")], opts, response_format=Invoice) for i in range(10)]
+    forced = [
+        ChatRequest([Message("user", f"go {i}")], opts, tools=[WEATHER, ZOOM], tool_choice="required")
+        for i in range(10)
+    ]
+    results = server_engine.generate(asks + forced)
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:2]
+    assert all(isinstance(r.parsed, Invoice) for r in results[:10])
+    assert all(r.finish_reason == "tool_calls" and r.tool_calls for r in results[10:])
+
+
+async def test_server_async_paths(server_engine) -> None:  # noqa: ANN001
+    request = _requests()[1]
+    [full] = await server_engine.agenerate([request])
+    chunks = [c async for c in server_engine.astream(request)]
+    assert "".join(c.text for c in chunks) == full.text
+
+
+def test_bad_image_fails_alone_over_http(server_engine) -> None:  # noqa: ANN001
+    bad = ChatRequest([Message("user", [Image(png_bytes(make_image(40, 40))[:60]), Text("x")])])
+    results = server_engine.generate([_requests()[1], bad])
+    assert results[0].ok and isinstance(results[1].error, MediaDecodeError)
+
+
+def test_unreachable_server_errors_fast(tiny_model) -> None:  # noqa: ANN001
+    from qwenvl import VLLMServerEngine
+    from qwenvl.testing import _free_port
+
+    engine = VLLMServerEngine(
+        f"http://127.0.0.1:{_free_port()}/v1", str(tiny_model), max_model_len=4096, max_retries=2, retry_backoff=0.05
+    )
+    start = time.monotonic()
+    [result] = engine.generate([_requests()[0]])
+    assert isinstance(result.error, EngineError) and "cannot reach" in str(result.error)
+    assert time.monotonic() - start < 10
+    engine.close()
+
+
+def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) -> None:  # noqa: ANN001
+    from qwenvl import VLLMServerEngine
+    from qwenvl.testing import VLLMServerProcess
+
+    # a server with default flags: it refuses per-request processor limits, so images are resized client-side
+    with VLLMServerProcess(tiny_model, log_path=tmp_path / "server.log", trust_request_mm_kwargs=False) as server:
+        engine = VLLMServerEngine(server.base_url, str(tiny_model), timeout=30, max_retries=2, retry_backoff=0.1)
+        image_request = _requests()[3]
+        [first] = engine.generate([image_request])
+        assert first.ok, first.error
+        assert first.usage.image_tokens == engine.count_tokens(image_request).image_tokens
+        assert engine._send_mm_kwargs is False
+        long = [
+            ChatRequest([Message("user", f"story {i}")], SamplingOptions(max_tokens=3000, temperature=1.0, seed=i))
+            for i in range(16)
+        ]
+        killer = threading.Timer(3.0, server.kill)
+        killer.start()
+        start = time.monotonic()
+        results = engine.generate(long)
+        elapsed = time.monotonic() - start
+        killer.join()
+        engine.close()
+    failed = [r for r in results if not r.ok]
+    assert failed, "the server was killed mid-batch: some requests must fail"
+    assert all(isinstance(r.error, EngineError) for r in failed)
+    assert all(r.ok == (r.error is None) and (r.ok or r.text == "") for r in results)
+    assert elapsed < 30  # errors came within the timeout: no hang
