@@ -16,3 +16,4 @@ lint:
 
 bench:
 	$(PY) bench/engine_overhead.py
+	$(PY) bench/server_vs_local.py
