@@ -112,3 +112,18 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
     assert all(isinstance(r.error, EngineError) for r in failed)
     assert all(r.ok == (r.error is None) and (r.ok or r.text == "") for r in results)
     assert elapsed < 30  # errors came within the timeout: no hang
+
+
+def test_replicas_spread_load_and_route_around_a_dead_one(vllm_server, tiny_model) -> None:  # noqa: ANN001
+    from qwenvl import VLLMServerEngine
+    from qwenvl.testing import _free_port
+
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    engine = VLLMServerEngine(
+        [dead, vllm_server.base_url], str(tiny_model), max_model_len=4096, max_retries=3, retry_backoff=0.01
+    )
+    results = engine.generate(
+        [ChatRequest([Message("user", f"hi {i}")], SamplingOptions(max_tokens=4)) for i in range(12)]
+    )
+    engine.close()
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:2]
