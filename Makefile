@@ -17,3 +17,4 @@ lint:
 bench:
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/server_vs_local.py
+	$(PY) bench/langchain_batch.py

@@ -51,10 +51,14 @@ def to_template_messages(messages: list[Message] | tuple[Message, ...] | Any) ->
             else:  # pragma: no cover - Message validates its parts
                 raise RequestError(f"cannot render message part {type(part).__name__}")
         if msg.role == "tool":
-            # Hermes convention (Qwen2.5): tool results go back as a user turn inside <tool_response>.
-            body = "".join(c.get("text", "") for c in content)
-            content = [{"type": "text", "text": f"<tool_response>\n{body}\n</tool_response>"}]
-            out.append({"role": "user", "content": content})
+            # Hermes convention (Qwen2.5): tool results go back as a user turn inside <tool_response>;
+            # images a tool returns stay in place between the tags.
+            content = [
+                {"type": "text", "text": "<tool_response>\n"},
+                *content,
+                {"type": "text", "text": "\n</tool_response>"},
+            ]
+            out.append({"role": "user", "content": _merge_text(content)})
             continue
         for call in msg.tool_calls:
             payload = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
@@ -73,6 +77,17 @@ def with_system_prompt(messages: Any, system_prompt: str | None) -> list[Message
         out[0] = Message(role="system", content=f"{first.text}\n\n{system_prompt}" if first.text else system_prompt)
     else:
         out.insert(0, Message(role="system", content=system_prompt))
+    return out
+
+
+def _merge_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Join neighbouring text parts (the template concatenates them anyway)."""
+    out: list[dict[str, Any]] = []
+    for part in content:
+        if part["type"] == "text" and out and out[-1]["type"] == "text":
+            out[-1] = {"type": "text", "text": out[-1]["text"] + part["text"]}
+        else:
+            out.append(part)
     return out
 
 

@@ -1,3 +1,5 @@
-"""LangChain integration of qwenvl (ChatQwenVL and the document loader land here)."""
+"""LangChain integration of qwenvl: `ChatQwenVL`, Qwen2-VL (on vLLM) as a chat model."""
 
-__all__: list[str] = []
+from langchain_qwenvl.chat_models import ChatQwenVL
+
+__all__ = ["ChatQwenVL"]

@@ -289,6 +289,7 @@ def finalize(result: ChatResult, prep: PreparedRequest) -> ChatResult:
             call = parse_forced_call(result.text)
             _validate_arguments(call.name, call.arguments, prep)
             result.tool_calls = [call]
+            result.text = ""  # the JSON was the call itself
             result.finish_reason = "tool_calls"
         elif prep.mode == "tools":
             text, calls, invalid = parse_tool_calls(result.text)
