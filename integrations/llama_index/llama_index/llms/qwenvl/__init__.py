@@ -1,3 +1,5 @@
-"""LlamaIndex integration of qwenvl (filled by the LlamaIndex issue)."""
+"""LlamaIndex integration of qwenvl: `QwenVL`, Qwen2-VL (on vLLM) as a function-calling LLM."""
 
-__all__: list[str] = []
+from llama_index.llms.qwenvl.base import QwenVL
+
+__all__ = ["QwenVL"]

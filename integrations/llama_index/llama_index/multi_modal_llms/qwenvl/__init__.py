@@ -1,3 +1,5 @@
-"""LlamaIndex integration of qwenvl (filled by the LlamaIndex issue)."""
+"""LlamaIndex integration of qwenvl: `QwenVLMultiModal`, the older multi-modal LLM API over `QwenVL`."""
 
-__all__: list[str] = []
+from llama_index.multi_modal_llms.qwenvl.base import QwenVLMultiModal
+
+__all__ = ["QwenVLMultiModal"]

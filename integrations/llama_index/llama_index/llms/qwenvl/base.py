@@ -1,0 +1,371 @@
+"""`QwenVL`: Qwen2-VL (on vLLM) as a LlamaIndex function-calling LLM with image blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    ImageBlock,
+    LLMMetadata,
+    MessageRole,
+    TextBlock,
+    ToolCallBlock,
+    VideoBlock,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.tools import BaseTool
+
+from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Video
+from qwenvl.messages import ChatChunk, ChatResult, Part
+
+__all__ = ["QwenVL", "to_qwen_messages"]
+
+_ROLES = {
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "system",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.TOOL: "tool",
+    MessageRole.FUNCTION: "tool",
+}
+
+
+class QwenVL(FunctionCallingLLM):
+    """Qwen2-VL served by vLLM, for LlamaIndex chat, RAG and agents.
+
+    Give ``model`` (a hub id or folder; an in-process `qwenvl.VLLMEngine` starts on first use), ``base_url``
+    with ``model`` (a `qwenvl.VLLMServerEngine`), or ``engine`` (any `qwenvl.Engine`, shareable).
+    ``ChatMessage.blocks`` may hold `TextBlock`, `ImageBlock` (url, path, bytes or base64) and `VideoBlock`
+    (path or url); any other block raises.
+    """
+
+    model: str | None = Field(default_factory=lambda: os.environ.get("QWENVL_MODEL"), description="hub id or folder")
+    base_url: str | list[str] | None = Field(default=None, description="vLLM server URL(s), e.g. http://h:8000/v1")
+    temperature: float = Field(default=0.0, description="0 is greedy decoding")
+    max_tokens: int = Field(default=512, description="the most tokens an answer may have")
+    min_pixels: int | None = Field(default=None, description="default per-image minimum pixels")
+    max_pixels: int | None = Field(default=None, description="default per-image maximum pixels")
+    timeout: float = Field(default=120.0, description="seconds per HTTP attempt (server engine)")
+    max_retries: int = Field(default=2, description="retries on server errors (server engine)")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="further engine arguments")
+
+    _engine: Any = PrivateAttr(default=None)
+
+    def __init__(self, engine: Engine | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if engine is None and self.model is None:
+            raise ValueError("QwenVL needs model= (with base_url= for a server) or engine=.")
+        self._engine = engine
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The LlamaIndex class name."""
+        return "QwenVL"
+
+    @property
+    def qwen_engine(self) -> Engine:
+        """The engine (started on first use when built from ``model``)."""
+        if self._engine is None:
+            pixels: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+            assert self.model is not None
+            if self.base_url is not None:
+                from qwenvl import VLLMServerEngine
+
+                self._engine = VLLMServerEngine(
+                    self.base_url, self.model, timeout=self.timeout, max_retries=self.max_retries,
+                    **pixels, **self.engine_kwargs,
+                )  # fmt: skip
+            else:
+                from qwenvl import VLLMEngine
+
+                self._engine = VLLMEngine(self.model, **pixels, **self.engine_kwargs)
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Context window from the engine's max_model_len (when the engine is running), and capabilities."""
+        window = int(self._engine.max_model_len) if self._engine is not None else 32768
+        name = self.model or str(getattr(self._engine, "model_name", "qwen2-vl"))
+        return LLMMetadata(
+            context_window=window,
+            num_output=self.max_tokens,
+            is_chat_model=True,
+            is_function_calling_model=True,
+            model_name=name,
+        )
+
+    # ------------------------------------------------------------------ requests and responses
+
+    def _request(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatRequest:
+        sampling = SamplingOptions(
+            max_tokens=kwargs.get("max_tokens", self.max_tokens),
+            temperature=kwargs.get("temperature", self.temperature),
+            top_p=kwargs.get("top_p", 1.0),
+            stop=kwargs.get("stop"),
+            seed=kwargs.get("seed"),
+        )
+        return ChatRequest(
+            to_qwen_messages(messages),
+            sampling,
+            response_format=kwargs.get("response_format"),
+            tools=kwargs.get("tools"),
+            tool_choice=kwargs.get("tool_choice"),
+        )
+
+    def _response(self, result: ChatResult) -> ChatResponse:
+        result.raise_for_error()
+        blocks: list[Any] = [TextBlock(text=result.text)] if result.text else []
+        blocks += [
+            ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in result.tool_calls
+        ]
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        if result.parsed is not None:
+            message.additional_kwargs["parsed"] = result.parsed
+        return ChatResponse(message=message, raw={"usage": result.usage, "finish_reason": result.finish_reason},
+                            additional_kwargs=_usage_kwargs(result))  # fmt: skip
+
+    def _chunk_response(self, chunk: ChatChunk, text: str) -> ChatResponse:
+        if chunk.error is not None:
+            raise chunk.error
+        blocks: list[Any] = [TextBlock(text=text)]
+        blocks += [
+            ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in chunk.tool_calls
+        ]
+        usage = {}
+        if chunk.usage is not None:
+            usage = {
+                "prompt_tokens": chunk.usage.prompt_tokens,
+                "completion_tokens": chunk.usage.completion_tokens,
+                "image_tokens": chunk.usage.image_tokens,
+            }
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks),
+            delta=chunk.text,
+            raw={"finish_reason": chunk.finish_reason, "usage": chunk.usage},
+            additional_kwargs=usage,
+        )
+
+    # ------------------------------------------------------------------ chat
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """One answer."""
+        [result] = self.qwen_engine.generate([self._request(messages, **kwargs)])
+        return self._response(result)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """One answer, through the engine's async path."""
+        [result] = await self.qwen_engine.agenerate([self._request(messages, **kwargs)])
+        return self._response(result)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """The answer as it is generated; each response holds the text so far and the new ``delta``."""
+        request = self._request(messages, **kwargs)
+
+        def gen() -> ChatResponseGen:
+            text = ""
+            for chunk in self.qwen_engine.stream(request):
+                text += chunk.text
+                yield self._chunk_response(chunk, text)
+
+        return gen()
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Async `stream_chat`."""
+        request = self._request(messages, **kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            text = ""
+            async for chunk in self.qwen_engine.astream(request):
+                text += chunk.text
+                yield self._chunk_response(chunk, text)
+
+        return gen()
+
+    # ------------------------------------------------------------------ completion (a one-turn chat)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Complete ``prompt`` as a user turn; ``image_documents``/``images`` add pictures to it."""
+        response = self.chat(
+            [_user_turn(prompt, kwargs.pop("image_documents", None) or kwargs.pop("images", None))], **kwargs
+        )
+        return CompletionResponse(
+            text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs
+        )
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Async `complete`."""
+        message = _user_turn(prompt, kwargs.pop("image_documents", None) or kwargs.pop("images", None))
+        response = await self.achat([message], **kwargs)
+        return CompletionResponse(
+            text=response.message.content or "", raw=response.raw, additional_kwargs=response.additional_kwargs
+        )
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Streamed `complete`."""
+        message = _user_turn(prompt, kwargs.pop("image_documents", None) or kwargs.pop("images", None))
+        stream = self.stream_chat([message], **kwargs)
+
+        def gen() -> CompletionResponseGen:
+            for r in stream:
+                yield CompletionResponse(text=r.message.content or "", delta=r.delta, raw=r.raw)
+
+        return gen()
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        """Async streamed `complete`."""
+        message = _user_turn(prompt, kwargs.pop("image_documents", None) or kwargs.pop("images", None))
+        stream = await self.astream_chat([message], **kwargs)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            async for r in stream:
+                yield CompletionResponse(text=r.message.content or "", delta=r.delta, raw=r.raw)
+
+        return gen()
+
+    # ------------------------------------------------------------------ tools
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The chat arguments for a call with tools; ``tool_required`` forces a (schema-valid) call."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(
+                ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg
+            )
+        specs = [t.metadata.to_openai_tool() for t in tools]
+        choice = tool_choice or ("required" if tool_required else "auto")
+        return {"messages": messages, "tools": specs or None, "tool_choice": choice if specs else None, **kwargs}
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The tool calls of a response."""
+        calls = [
+            ToolSelection(
+                tool_id=b.tool_call_id or "",
+                tool_name=b.tool_name,
+                tool_kwargs=b.tool_kwargs if isinstance(b.tool_kwargs, dict) else json.loads(b.tool_kwargs),
+            )
+            for b in response.message.blocks
+            if isinstance(b, ToolCallBlock)
+        ]
+        if not calls and error_on_no_tool_call:
+            raise ValueError(f"expected at least one tool call, got: {response.message.content!r}")
+        return calls
+
+
+def _usage_kwargs(result: ChatResult) -> dict[str, Any]:
+    return {
+        "prompt_tokens": result.usage.prompt_tokens,
+        "completion_tokens": result.usage.completion_tokens,
+        "total_tokens": result.usage.total_tokens,
+        "image_tokens": result.usage.image_tokens,
+        "video_tokens": result.usage.video_tokens,
+    }
+
+
+def _user_turn(prompt: str, images: Sequence[Any] | None) -> ChatMessage:
+    blocks: list[Any] = []
+    for item in images or []:
+        if isinstance(item, ImageBlock):
+            blocks.append(item)
+        else:  # an ImageDocument / ImageNode
+            blocks.append(
+                ImageBlock(
+                    image=getattr(item, "image", None) or None,
+                    path=getattr(item, "image_path", None) or None,
+                    url=getattr(item, "image_url", None) or None,
+                    image_mimetype=getattr(item, "image_mimetype", None),
+                )
+            )
+    blocks.append(TextBlock(text=prompt))
+    return ChatMessage(role=MessageRole.USER, blocks=blocks)
+
+
+def to_qwen_messages(messages: Sequence[ChatMessage]) -> list[Message]:
+    """Convert LlamaIndex chat messages; raises ValueError on a role or block qwenvl cannot carry."""
+    out = []
+    for msg in messages:
+        role = _ROLES.get(msg.role)
+        if role is None:
+            raise ValueError(f"QwenVL cannot send a message with role {msg.role!r}.")
+        parts: list[Part] = []
+        calls: list[ToolCall] = []
+        for block in msg.blocks:
+            if isinstance(block, TextBlock):
+                parts.append(Text(block.text))
+            elif isinstance(block, ImageBlock):
+                parts.append(Image(_image_source(block)))
+            elif isinstance(block, VideoBlock):
+                source = str(block.path) if block.path else str(block.url) if block.url else None
+                if source is None:
+                    raise ValueError("QwenVL reads videos from a path or file URL; save the video bytes first.")
+                parts.append(Video(source, fps=block.fps))
+            elif isinstance(block, ToolCallBlock):
+                kwargs = block.tool_kwargs if isinstance(block.tool_kwargs, dict) else json.loads(block.tool_kwargs)
+                calls.append(ToolCall(name=block.tool_name, arguments=kwargs, id=block.tool_call_id or ""))
+            else:
+                raise ValueError(
+                    f"QwenVL cannot read {type(block).__name__} blocks; it takes TextBlock, ImageBlock, VideoBlock "
+                    "and ToolCallBlock."
+                )
+        for call in msg.additional_kwargs.get("tool_calls", []) or []:  # OpenAI-style history
+            fn = call.get("function", call)
+            args = fn.get("arguments", {})
+            calls.append(
+                ToolCall(
+                    name=fn["name"],
+                    arguments=json.loads(args) if isinstance(args, str) else args,
+                    id=call.get("id", ""),
+                )
+            )
+        out.append(
+            Message(
+                role,  # type: ignore[arg-type]
+                parts,
+                tool_calls=calls,
+                tool_call_id=msg.additional_kwargs.get("tool_call_id"),
+                name=msg.additional_kwargs.get("name"),
+            )
+        )
+    return out
+
+
+def _image_source(block: ImageBlock) -> Any:
+    if block.image is not None:
+        return block.resolve_image(as_base64=False).read()
+    if block.path is not None:
+        return str(block.path)
+    if block.url is not None:
+        return str(block.url)
+    raise ValueError("an ImageBlock needs image bytes, a path or a url.")
