@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
 
-__all__ = ["Engine", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result", "finalize"]
+__all__ = ["Engine", "EngineBase", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result", "finalize"]
 
 _log = logging.getLogger(__name__)
 
@@ -83,6 +83,70 @@ class EngineDefaults:
     #: shrink images to fit the context rather than fail
     fit_to_context: bool = True
     policy: media.MediaPolicy = field(default_factory=media.MediaPolicy)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        limit_images: int = 4,
+        limit_videos: int = 1,
+        fit_to_context: bool = True,
+        media_policy: media.MediaPolicy | None = None,
+    ) -> EngineDefaults:
+        """Defaults from engine arguments, where None keeps the class default."""
+        base = cls()
+        return cls(
+            min_pixels=min_pixels or base.min_pixels,
+            max_pixels=max_pixels or base.max_pixels,
+            limit_images=limit_images,
+            limit_videos=limit_videos,
+            fit_to_context=fit_to_context,
+            policy=media_policy or base.policy,
+        )
+
+
+class EngineBase:
+    """What the engines share: their facts, token counting before running, and the context manager.
+
+    Subclasses set ``_model``, ``_max_model_len``, ``_defaults`` and ``_preparer``, and define `close()`.
+    """
+
+    _model: str
+    _max_model_len: int
+    _defaults: EngineDefaults
+    _preparer: RequestPreparer
+
+    @property
+    def model_name(self) -> str:
+        """The model's name (hub id or folder)."""
+        return self._model
+
+    @property
+    def max_model_len(self) -> int:
+        """The context length in tokens (prompt plus answer)."""
+        return self._max_model_len
+
+    @property
+    def defaults(self) -> EngineDefaults:
+        """The per-request defaults (pixel limits, media policy, ...)."""
+        return self._defaults
+
+    def count_tokens(self, request: ChatRequest) -> Usage:
+        """The prompt's token counts (images at their final size), computed before anything runs."""
+        prep = self._preparer.prepare(request)
+        return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
+
+    def close(self) -> None:
+        """Free the engine's resources."""
+        raise NotImplementedError  # pragma: no cover - every engine defines it
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
 from qwenvl.errors import EngineClosedError, QwenVLError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -24,7 +24,7 @@ from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions,
 __all__ = ["TransformersEngine"]
 
 
-class TransformersEngine:
+class TransformersEngine(EngineBase):
     """Qwen2-VL on transformers, in this process (CPU or GPU).
 
     Arguments match `VLLMEngine` where they mean the same; ``device`` picks where the model runs (default:
@@ -50,31 +50,30 @@ class TransformersEngine:
         torch = require("torch", "transformers")
         transformers = require("transformers", "transformers")
         self._torch = torch
-        self._model_name = os.fspath(model)
+        self._model = os.fspath(model)
         self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self._model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            self._model_name, dtype=torch_dtype, **(model_kwargs or {})
+        self._hf_model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+            self._model, dtype=torch_dtype, **(model_kwargs or {})
         ).to(self._device)
-        self._model.eval()
-        self._processor = transformers.AutoProcessor.from_pretrained(self._model_name)
+        self._hf_model.eval()
+        self._processor = transformers.AutoProcessor.from_pretrained(self._model)
         self._tokenizer = self._processor.tokenizer
         self._tokenizer.padding_side = "left"
-        config = self._model.config
+        config = self._hf_model.config
         text_config = getattr(config, "text_config", config)
         self._max_model_len = max_model_len or int(text_config.max_position_embeddings)
         self._eos_ids = {int(text_config.eos_token_id)} if text_config.eos_token_id is not None else set()
-        if self._model.generation_config.eos_token_id is not None:
-            eos = self._model.generation_config.eos_token_id
+        if self._hf_model.generation_config.eos_token_id is not None:
+            eos = self._hf_model.generation_config.eos_token_id
             self._eos_ids |= set(eos if isinstance(eos, list) else [eos])
-        base = EngineDefaults()
-        self._defaults = EngineDefaults(
-            min_pixels=min_pixels or base.min_pixels,
-            max_pixels=max_pixels or base.max_pixels,
+        self._defaults = EngineDefaults.create(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
             limit_images=limit_images,
             limit_videos=limit_videos,
             fit_to_context=fit_to_context,
-            policy=media_policy or base.policy,
+            media_policy=media_policy,
         )
         self._preparer = RequestPreparer(
             self._processor,
@@ -89,40 +88,14 @@ class TransformersEngine:
         self._lock = threading.Lock()
         self._closed = False
 
-    @property
-    def model_name(self) -> str:
-        """The model's name (hub id or folder)."""
-        return self._model_name
-
-    @property
-    def max_model_len(self) -> int:
-        """The context length in tokens."""
-        return self._max_model_len
-
-    @property
-    def defaults(self) -> EngineDefaults:
-        """The per-request defaults (pixel limits, media policy, ...)."""
-        return self._defaults
-
-    def count_tokens(self, request: ChatRequest) -> Usage:
-        """The prompt's token counts, computed before anything runs."""
-        prep = self._preparer.prepare(request)
-        return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
-
     def close(self) -> None:
         """Drop the model and free its memory."""
         if self._closed:
             return
         self._closed = True
-        del self._model
+        del self._hf_model
         if self._device.startswith("cuda"):
             self._torch.cuda.empty_cache()
-
-    def __enter__(self) -> TransformersEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ generation
 
@@ -241,7 +214,7 @@ class TransformersEngine:
             gen["logits_processor"] = [self._grammar_processor(batch[0].constraint)]
         pad_id = self._tokenizer.pad_token_id
         with self._lock, torch.inference_mode():
-            output = self._model.generate(**inputs, **gen, pad_token_id=pad_id)
+            output = self._hf_model.generate(**inputs, **gen, pad_token_id=pad_id)
         prompt_len = inputs["input_ids"].shape[1]
         results = []
         for row, prep in enumerate(batch):
@@ -256,7 +229,7 @@ class TransformersEngine:
         xgr = require("xgrammar", "transformers")
         hf = require("xgrammar.contrib.hf", "transformers")
         if self._grammar_compiler is None:
-            vocab_size = self._model.config.get_text_config().vocab_size
+            vocab_size = self._hf_model.config.get_text_config().vocab_size
             info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=vocab_size)
             self._grammar_compiler = xgr.GrammarCompiler(info)
         grammar = self._grammar_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -148,7 +148,7 @@ class _Driver:
                 return
 
 
-class VLLMEngine:
+class VLLMEngine(EngineBase):
     """Qwen2-VL on vLLM in this process.
 
     ``model`` is a hub id or a local folder. ``min_pixels``/``max_pixels`` are the default per-image pixel
@@ -181,14 +181,13 @@ class VLLMEngine:
                 f"engine_kwargs has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(VLLM_ENGINE_KEYS))}."
             )
         self._model = os.fspath(model)
-        base = EngineDefaults()
-        self._defaults = EngineDefaults(
-            min_pixels=min_pixels or base.min_pixels,
-            max_pixels=max_pixels or base.max_pixels,
+        self._defaults = EngineDefaults.create(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
             limit_images=limit_images,
             limit_videos=limit_videos,
             fit_to_context=fit_to_context,
-            policy=media_policy or base.policy,
+            media_policy=media_policy,
         )
         args: dict[str, Any] = {
             "model": self._model,
@@ -210,6 +209,7 @@ class VLLMEngine:
             # with a seed has its prefill split into chunks; whole prefills avoid that.
             args.setdefault("enable_chunked_prefill", False)
         self._llm = vllm.LLM(**{k: v for k, v in args.items() if v is not None})
+        self._max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
         self._tokenizer_source = args.get("tokenizer") or self._model
         self._preparer = self._make_preparer(args)
         self._driver = _Driver(self._llm.llm_engine)
@@ -239,38 +239,6 @@ class VLLMEngine:
             renderer.shutdown()
         engine.engine_core.shutdown()
         del self._llm
-
-    def __enter__(self) -> VLLMEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ facts
-
-    @property
-    def model_name(self) -> str:
-        """The model's name (hub id or folder)."""
-        return self._model
-
-    @property
-    def max_model_len(self) -> int:
-        """The context length vLLM runs with."""
-        return int(self._llm.llm_engine.model_config.max_model_len)
-
-    @property
-    def defaults(self) -> EngineDefaults:
-        """The per-request defaults (pixel limits, media policy, ...)."""
-        return self._defaults
-
-    def count_tokens(self, request: ChatRequest) -> Usage:
-        """The prompt's token counts (images at their final size), computed before anything runs."""
-        prep = self._preparer.prepare(request)
-        return Usage(
-            prompt_tokens=prep.prompt_tokens,
-            image_tokens=sum(prep.image_tokens),
-            video_tokens=sum(prep.video_tokens),
-        )
 
     # ------------------------------------------------------------------ generation
 

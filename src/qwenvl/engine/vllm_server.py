@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
 from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
@@ -39,7 +39,7 @@ _T = TypeVar("_T")
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class VLLMServerEngine:
+class VLLMServerEngine(EngineBase):
     """Qwen2-VL behind vLLM OpenAI-compatible servers (``vllm serve``), with the in-process engine's API.
 
     ``base_url`` is one URL (``http://host:8000/v1``) or several replicas. ``timeout`` bounds each HTTP attempt
@@ -90,14 +90,13 @@ class VLLMServerEngine:
         self._thread.start()
         self._client = self._call(self._make_client(max_concurrency * len(self._urls)))
         self._slots = {u: asyncio.Semaphore(max_concurrency) for u in self._urls}
-        base = EngineDefaults()
-        self._defaults = EngineDefaults(
-            min_pixels=min_pixels or base.min_pixels,
-            max_pixels=max_pixels or base.max_pixels,
+        self._defaults = EngineDefaults.create(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
             limit_images=limit_images,
             limit_videos=limit_videos,
             fit_to_context=fit_to_context,
-            policy=media_policy or base.policy,
+            media_policy=media_policy,
         )
         self._max_model_len = max_model_len or self._call(self._server_max_model_len())
         self._preparer = RequestPreparer.from_pretrained(
@@ -105,26 +104,6 @@ class VLLMServerEngine:
         )
 
     # ------------------------------------------------------------------ facts and lifecycle
-
-    @property
-    def model_name(self) -> str:
-        """The model name the servers serve."""
-        return self._model
-
-    @property
-    def max_model_len(self) -> int:
-        """The servers' context length."""
-        return self._max_model_len
-
-    @property
-    def defaults(self) -> EngineDefaults:
-        """The per-request defaults (pixel limits, media policy, ...)."""
-        return self._defaults
-
-    def count_tokens(self, request: ChatRequest) -> Usage:
-        """The prompt's token counts, computed locally before anything is sent."""
-        prep = self._preparer.prepare(request)
-        return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -134,12 +113,6 @@ class VLLMServerEngine:
         self._call(self._client.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
-
-    def __enter__(self) -> VLLMServerEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ generation
 
