@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -107,7 +108,7 @@ class EngineDefaults:
         )
 
 
-class EngineBase:
+class EngineBase(ABC):
     """What the engines share: their facts, token counting before running, and the context manager.
 
     Subclasses set ``_model``, ``_max_model_len``, ``_defaults`` and ``_preparer``, and define `close()`.
@@ -138,9 +139,9 @@ class EngineBase:
         prep = self._preparer.prepare(request)
         return Usage(prep.prompt_tokens, sum(prep.image_tokens), sum(prep.video_tokens))
 
+    @abstractmethod
     def close(self) -> None:
         """Free the engine's resources."""
-        raise NotImplementedError  # pragma: no cover - every engine defines it
 
     def __enter__(self) -> Any:
         return self
