@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langchain_qwenvl.convert import to_ai_message, to_ai_message_chunk, to_qwen_messages
 from qwenvl import ChatRequest, Engine, SamplingOptions
+from qwenvl.messages import ChatChunk
 from qwenvl.messages import ChatResult as QwenResult
 
 __all__ = ["ChatQwenVL"]
@@ -218,11 +219,7 @@ class ChatQwenVL(BaseChatModel):
         request = self._request(messages, stop, **kwargs)
         hide_text = _forced(request)
         for chunk in self.qwen_engine.stream(request):
-            if chunk.error is not None:
-                raise chunk.error
-            if hide_text:
-                chunk.text = ""  # a forced call's JSON arrives as the tool call on the last chunk
-            generation = ChatGenerationChunk(message=to_ai_message_chunk(chunk, self._model_name))
+            generation = self._generation(chunk, hide_text)
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=generation)
             yield generation
@@ -237,14 +234,17 @@ class ChatQwenVL(BaseChatModel):
         request = self._request(messages, stop, **kwargs)
         hide_text = _forced(request)
         async for chunk in self.qwen_engine.astream(request):
-            if chunk.error is not None:
-                raise chunk.error
-            if hide_text:
-                chunk.text = ""
-            generation = ChatGenerationChunk(message=to_ai_message_chunk(chunk, self._model_name))
+            generation = self._generation(chunk, hide_text)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=generation)
             yield generation
+
+    def _generation(self, chunk: ChatChunk, hide_text: bool) -> ChatGenerationChunk:
+        if chunk.error is not None:
+            raise chunk.error
+        if hide_text:
+            chunk.text = ""  # a forced call's JSON arrives as the tool call on the last chunk
+        return ChatGenerationChunk(message=to_ai_message_chunk(chunk, self._model_name))
 
     # ------------------------------------------------------------------ batching: one engine call
 

@@ -140,14 +140,8 @@ class VLLMServerEngine(EngineBase):
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, events.put), self._loop)
         try:
-            while True:
-                kind, item = events.get()
-                if kind == "chunk":
-                    yield item
-                elif kind == "error":
-                    raise item
-                else:
-                    return
+            while (chunk := _unpack(events.get())) is not None:
+                yield chunk
         finally:
             future.cancel()
 
@@ -163,14 +157,8 @@ class VLLMServerEngine(EngineBase):
 
         future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, put), self._loop)
         try:
-            while True:
-                kind, item = await events.get()
-                if kind == "chunk":
-                    yield item
-                elif kind == "error":
-                    raise item
-                else:
-                    return
+            while (chunk := _unpack(await events.get())) is not None:
+                yield chunk
         finally:
             future.cancel()
 
@@ -377,6 +365,14 @@ class VLLMServerEngine(EngineBase):
         last.finish_reason, last.usage = whole.finish_reason, whole.usage
         last.tool_calls, last.parsed, last.error = whole.tool_calls, whole.parsed, whole.error
         return last
+
+
+def _unpack(event: tuple[str, Any]) -> ChatChunk | None:
+    """The chunk of a stream event; None when the stream is done; raises the error of an error event."""
+    kind, item = event
+    if kind == "error":
+        raise item
+    return item if kind == "chunk" else None
 
 
 def _refuses_mm_kwargs(error: ServerError) -> bool:
