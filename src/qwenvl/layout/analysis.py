@@ -1,0 +1,399 @@
+"""From words and lines with boxes (OCR or a PDF text layer) to typed blocks in reading order.
+
+The backends give what they know (Tesseract: blocks, paragraphs, lines, words, ruling lines, image regions; a PDF
+text layer or RapidOCR: lines only). This module adds what they lack: tables found from ruling lines or from
+columns aligned over several lines, list items split at bullets, headings by text height, page headers, footers
+and numbers by position, and a reading order that follows columns (a recursive XY-cut whose bands with the same
+column gutters are read column by column).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qwenvl.layout.export import rows_to_html
+from qwenvl.layout.model import BBox, Block, BlockType, Origin
+
+__all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "group_lines", "reading_order"]
+
+Box = tuple[float, float, float, float]
+
+#: Tokens that open a list item; OCR reads a round bullet as one of the last three.
+_BULLETS = {"\u2022", "\u00b7", "\u25cf", "\u25aa", "\u25a0", "\u25e6", "-", "\u2013", "\u2014", "*",
+            "\u00a2", "\u00ab", "\u00b0"}
+_MISREAD_BULLETS = {"\u00a2", "\u00ab", "\u00b0"}
+_NUMBERED = re.compile(r"^(\(?\d{1,2}[.)]|\(?[a-z][.)])$")
+_PAGE_NUMBER = re.compile(r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
+_CAPTION = re.compile(r"^(figure|fig\.|table|chart|exhibit)\s*\d+", re.IGNORECASE)
+
+
+@dataclass
+class Word:
+    """A recognised word and its box; ``conf`` is 0-1 when known."""
+
+    text: str
+    bbox: Box
+    conf: float | None = None
+
+
+@dataclass
+class Line:
+    """A text line: its words left to right and the text height (font size) when known."""
+
+    words: list[Word]
+    bbox: Box
+    height: float
+
+    @property
+    def text(self) -> str:
+        """The words joined by spaces."""
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass
+class Region:
+    """A group of lines the backend sees as one paragraph; ``hint`` is the backend's type when it has one."""
+
+    lines: list[Line]
+    hint: BlockType | None = None
+
+    @property
+    def bbox(self) -> Box:
+        """The union of the lines' boxes."""
+        return _union([line.bbox for line in self.lines])
+
+
+@dataclass
+class RawLayout:
+    """What a backend found on a page, before typing and ordering."""
+
+    width: int
+    height: int
+    regions: list[Region]
+    rules: list[Box] = field(default_factory=list)
+    figures: list[Box] = field(default_factory=list)
+    tables: list[Box] = field(default_factory=list)
+
+
+def _union(boxes: Sequence[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _center(box: Box) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _inside(point: tuple[float, float], box: Box, pad: float = 0.0) -> bool:
+    return box[0] - pad <= point[0] <= box[2] + pad and box[1] - pad <= point[1] <= box[3] + pad
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def group_lines(lines: Sequence[Line]) -> list[Region]:
+    """Paragraph regions from loose lines: a line joins the region above it when it is close below, overlaps it
+    horizontally and has a similar height."""
+    regions: list[Region] = []
+    for line in sorted(lines, key=lambda ln: (ln.bbox[1], ln.bbox[0])):
+        best = None
+        for region in regions:
+            last = region.lines[-1]
+            gap = line.bbox[1] - last.bbox[3]
+            h = max(line.height, last.height)
+            if not (-0.5 * h <= gap <= 0.9 * h):
+                continue
+            if max(line.height, last.height) > 1.25 * min(line.height, last.height):
+                continue
+            rx0, _, rx1, _ = region.bbox
+            ov = _overlap(rx0, rx1, line.bbox[0], line.bbox[2])
+            if ov >= 0.5 * min(rx1 - rx0, line.bbox[2] - line.bbox[0]):
+                best = region
+                break
+        if best is None:
+            regions.append(Region([line]))
+        else:
+            best.lines.append(line)
+    return regions
+
+
+# ---- reading order ---------------------------------------------------------------------------------------------
+
+
+def _split(idx: list[int], boxes: Sequence[Box], axis: int, min_gap: float) -> list[list[int]]:
+    """Groups of ``idx`` separated by empty gaps of at least ``min_gap`` along ``axis`` (0: x, 1: y)."""
+    order = sorted(idx, key=lambda i: boxes[i][axis])
+    groups: list[list[int]] = []
+    end = -float("inf")
+    for i in order:
+        if not groups or boxes[i][axis] - end >= min_gap:
+            groups.append([i])
+            end = boxes[i][axis + 2]
+        else:
+            groups[-1].append(i)
+            end = max(end, boxes[i][axis + 2])
+    return groups
+
+
+def _gutters(idx: list[int], boxes: Sequence[Box], min_gap: float) -> list[tuple[float, float]]:
+    cols = _split(idx, boxes, 0, min_gap)
+    return [
+        (max(boxes[i][2] for i in left), min(boxes[i][0] for i in right))
+        for left, right in zip(cols, cols[1:], strict=False)
+    ]
+
+
+def reading_order(boxes: Sequence[Box], *, min_gap: float = 8.0) -> list[int]:
+    """Indices of ``boxes`` in reading order: top to bottom, and column by column where bands share gutters."""
+
+    def crosses(idx: list[int], gutters: list[tuple[float, float]]) -> bool:
+        return any(boxes[i][0] < g1 and boxes[i][2] > g0 for i in idx for g0, g1 in gutters)
+
+    def order(idx: list[int]) -> list[int]:
+        if len(idx) <= 1:
+            return idx
+        bands = _split(idx, boxes, 1, 1.0)
+        if len(bands) == 1:
+            cols = _split(idx, boxes, 0, min_gap)
+            if len(cols) == 1:
+                return sorted(idx, key=lambda i: (boxes[i][1], boxes[i][0]))
+            return [i for col in cols for i in order(col)]
+        sections: list[tuple[list[int], list[tuple[float, float]]]] = []
+        for band in bands:
+            gutters = _gutters(band, boxes, min_gap)
+            if sections and sections[-1][1]:
+                prev_idx, prev_g = sections[-1]
+                shared = [
+                    (max(a0, b0), min(a1, b1)) for a0, a1 in prev_g for b0, b1 in gutters if min(a1, b1) > max(a0, b0)
+                ]
+                if shared or (not gutters and not crosses(band, prev_g)):
+                    sections[-1] = (prev_idx + band, shared or prev_g)
+                    continue
+            sections.append((band, gutters))
+        if len(sections) == 1:
+            cols = _split(idx, boxes, 0, min_gap)
+            if len(cols) > 1:
+                return [i for col in cols for i in order(col)]
+            return sorted(idx, key=lambda i: (boxes[i][1], boxes[i][0]))
+        return [i for section, _ in sections for i in order(section)]
+
+    return order(list(range(len(boxes))))
+
+
+# ---- tables ----------------------------------------------------------------------------------------------------
+
+
+def _rule_grids(rules: Sequence[Box]) -> list[Box]:
+    """Table areas drawn by ruling lines: connected sets of at least two horizontal and two vertical rules."""
+    horiz = [r for r in rules if (r[2] - r[0]) > 3 * (r[3] - r[1])]
+    vert = [r for r in rules if (r[3] - r[1]) > 3 * (r[2] - r[0])]
+    items = horiz + vert
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in range(len(items)):
+        for b in range(a + 1, len(items)):
+            pa, pb = items[a], items[b]
+            near_x = _overlap(pa[0] - 6, pa[2] + 6, pb[0], pb[2]) > 0
+            if near_x and _overlap(pa[1] - 6, pa[3] + 6, pb[1], pb[3]) > 0:
+                parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(items)):
+        groups.setdefault(find(i), []).append(i)
+    grids = []
+    for members in groups.values():
+        nh = sum(1 for i in members if i < len(horiz))
+        nv = len(members) - nh
+        if nh >= 2 and nv >= 2:
+            grids.append(_union([items[i] for i in members]))
+    return grids
+
+
+def _cell_bounds(values: list[tuple[float, float]], rules: list[float], min_gap: float) -> list[float]:
+    """Boundaries between rows or columns: the rules when there are any inside, else the empty gaps."""
+    if len(rules) >= 2:
+        return sorted(rules)[1:-1]
+    spans = sorted(values)
+    bounds: list[float] = []
+    end = spans[0][1]
+    for start, stop in spans[1:]:
+        if start - end >= min_gap:
+            bounds.append((start + end) / 2)
+        end = max(end, stop)
+    return bounds
+
+
+def _table_rows(words: list[Word], area: Box, rules: Sequence[Box], line_h: float) -> list[list[str]]:
+    inner = [r for r in rules if _inside(_center(r), area, pad=4)]
+    h_rules = [(r[1] + r[3]) / 2 for r in inner if (r[2] - r[0]) > 3 * (r[3] - r[1])]
+    v_rules = [(r[0] + r[2]) / 2 for r in inner if (r[3] - r[1]) > 3 * (r[2] - r[0])]
+    row_bounds = _cell_bounds([(w.bbox[1], w.bbox[3]) for w in words], h_rules, 0.2 * line_h)
+    col_bounds = _cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], v_rules, 1.2 * line_h)
+    n_rows, n_cols = len(row_bounds) + 1, len(col_bounds) + 1
+    cells: list[list[list[Word]]] = [[[] for _ in range(n_cols)] for _ in range(n_rows)]
+    for w in words:
+        cx, cy = _center(w.bbox)
+        r = sum(1 for b in row_bounds if cy > b)
+        c = sum(1 for b in col_bounds if cx > b)
+        cells[r][c].append(w)
+    rows = []
+    for row in cells:
+        texts = [" ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0])))
+                 for cell in row]
+        if any(texts):
+            rows.append(texts)
+    return rows
+
+
+def _aligned_table(region: Region, line_h: float) -> bool:
+    """A region of three or more lines whose words leave two or more gutters through every line: a table without
+    ruling lines."""
+    if len(region.lines) < 3:
+        return False
+    words = [w for line in region.lines for w in line.words]
+    gutters = _cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], [], 1.5 * line_h)
+    if len(gutters) < 2:
+        return False
+    return all(sum(1 for g in gutters if line.bbox[0] < g < line.bbox[2]) >= 1 for line in region.lines)
+
+
+# ---- typing ----------------------------------------------------------------------------------------------------
+
+
+def _split_list_items(region: Region) -> list[tuple[list[Line], bool]]:
+    """The region cut before each line that opens with a bullet or item number; (lines, is_item) pieces."""
+    pieces: list[tuple[list[Line], bool]] = []
+    numbered = sum(1 for line in region.lines if line.words and _NUMBERED.match(line.words[0].text))
+    for line in region.lines:
+        first = line.words[0].text if line.words else ""
+        opens = first in _BULLETS or (numbered >= 2 and bool(_NUMBERED.match(first)))
+        if opens or not pieces:
+            pieces.append(([line], opens))
+        else:
+            pieces[-1][0].append(line)
+    return pieces
+
+
+def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region]:
+    """Regions rejoined where the backend cut a paragraph: the next region starts right below, at the same left
+    edge and size, and the one above stops mid-sentence."""
+    out: list[Region] = []
+    for region in regions:
+        if out:
+            above = out[-1]
+            a, b = above.bbox, region.bbox
+            ha = statistics.median(ln.height for ln in above.lines)
+            hb = statistics.median(ln.height for ln in region.lines)
+            if (
+                -0.3 * body_h <= b[1] - a[3] <= 0.9 * body_h
+                and abs(a[0] - b[0]) <= 1.5 * body_h
+                and max(ha, hb) <= 1.15 * min(ha, hb)
+                and not above.lines[-1].text.rstrip().endswith((".", "!", "?", ":"))
+                and region.lines[0].words[0].text not in _BULLETS
+            ):
+                out[-1] = Region(above.lines + region.lines, above.hint)
+                continue
+        out.append(region)
+    return out
+
+
+def _text_of(lines: list[Line], is_item: bool) -> str:
+    text = " ".join(line.text for line in lines)
+    if is_item and lines and lines[0].words and lines[0].words[0].text in _MISREAD_BULLETS:
+        text = "\u2022" + text[len(lines[0].words[0].text):]
+    return " ".join(text.split())
+
+
+def _confidence(words: Sequence[Word]) -> float | None:
+    confs = [w.conf for w in words if w.conf is not None]
+    return sum(confs) / len(confs) if confs else None
+
+
+def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]:
+    """Typed blocks in reading order from what a backend found on a page."""
+    heights = [line.height for r in raw.regions for line in r.lines for _ in line.words if line.height > 0]
+    body_h = statistics.median(heights) if heights else 20.0
+    drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []
+
+    # Tables: ruling-line grids, areas the backend marked, and regions with aligned columns.
+    areas = _rule_grids(raw.rules) + list(raw.tables)
+    areas += [r.bbox for r in raw.regions if r.hint is BlockType.TABLE or _aligned_table(r, body_h)]
+    merged: list[Box] = []
+    for area in sorted(areas, key=lambda a: -(a[2] - a[0]) * (a[3] - a[1])):
+        if not any(_inside(_center(area), m) for m in merged):
+            merged.append(area)
+    table_words: list[list[Word]] = [[] for _ in merged]
+    rest: list[Region] = []
+    for region in raw.regions:
+        kept: list[Line] = []
+        for line in region.lines:
+            words = []
+            for w in line.words:
+                home = next((k for k, area in enumerate(merged) if _inside(_center(w.bbox), area, pad=2)), None)
+                if home is None:
+                    words.append(w)
+                else:
+                    table_words[home].append(w)
+            if words:
+                kept.append(Line(words, _union([w.bbox for w in words]), line.height))
+        if kept:
+            rest.append(Region(kept, region.hint))
+    for area, words in zip(merged, table_words, strict=True):
+        if not words:
+            continue
+        rows = _table_rows(words, area, raw.rules, body_h)
+        box = _union([area] + [w.bbox for w in words])
+        drafts.append((BlockType.TABLE, box, "\n".join("\t".join(r) for r in rows), rows_to_html(rows), None,
+                       _confidence(words)))
+
+    for fig in raw.figures:
+        drafts.append((BlockType.FIGURE, fig, "", None, None, None))
+
+    rest = _join_broken_paragraphs(rest, body_h)
+    heading_sizes: list[float] = []
+    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int]] = []
+    for region in rest:
+        for lines, is_item in _split_list_items(region):
+            words = [w for line in lines for w in line.words]
+            text = _text_of(lines, is_item)
+            if not text:
+                continue
+            box = _union([line.bbox for line in lines])
+            size = statistics.median([line.height for line in lines])
+            kind: BlockType | None = BlockType.LIST_ITEM if is_item else None
+            if kind is None and len(lines) <= 3 and size >= 1.15 * body_h:
+                heading_sizes.append(size)
+            text_drafts.append((kind, box, text, size, _confidence(words), len(lines)))
+    ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
+    for kind, box, text, size, conf, n_lines in text_drafts:
+        level = None
+        top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
+        if kind is None and n_lines <= 3 and size >= 1.15 * body_h:
+            kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
+            level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
+        elif kind is None and (top or bottom) and n_lines <= 2 and size <= 1.15 * body_h:
+            if _PAGE_NUMBER.match(text):
+                kind = BlockType.PAGE_NUMBER
+            else:
+                kind = BlockType.PAGE_HEADER if top else BlockType.PAGE_FOOTER
+        elif kind is None and n_lines <= 3 and _CAPTION.match(text):
+            kind = BlockType.CAPTION
+        drafts.append((kind or BlockType.PARAGRAPH, box, text, None, level, conf))
+
+    order = reading_order([d[1] for d in drafts], min_gap=max(8.0, 0.5 * body_h))
+    blocks = []
+    for rank, i in enumerate(order):
+        kind, box, text, html, level, conf = drafts[i]
+        blocks.append(Block(
+            id=f"p{page_number}-b{rank}", type=kind, bbox=BBox.of(*box).clip(raw.width, raw.height), text=text,
+            html=html, reading_order=rank, level=level, confidence=conf, origin=origin,
+        ))
+    return blocks

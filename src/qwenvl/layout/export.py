@@ -1,0 +1,134 @@
+"""Exports of a parsed document: Markdown, and JSON lines of blocks with flat metadata."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+
+from qwenvl.layout.model import Block, BlockType, Page, ParsedDocument
+
+__all__ = ["block_metadata", "html_table_rows", "iter_block_records", "to_markdown"]
+
+
+class _TableParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            if not self.rows:
+                self.rows.append([])
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_table_rows(table_html: str) -> list[list[str]]:
+    """The cell texts of an HTML table, row by row (tolerates unclosed tags)."""
+    parser = _TableParser()
+    parser.feed(table_html)
+    parser.close()
+    return [row for row in parser.rows if row]
+
+
+def rows_to_html(rows: list[list[str]]) -> str:
+    """An HTML table of ``rows``; the first row as the header."""
+    out = ["<table>"]
+    for i, row in enumerate(rows):
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(rows[0]), "|" + " --- |" * width] + [line(r) for r in rows[1:]])
+
+
+def block_markdown(block: Block) -> str:
+    """One block as Markdown."""
+    text = block.text.strip()
+    if block.type is BlockType.TITLE:
+        return f"# {text}"
+    if block.type is BlockType.SECTION_HEADER:
+        return "#" * min(6, max(2, block.level or 2)) + f" {text}"
+    if block.type is BlockType.TABLE:
+        rows = html_table_rows(block.html) if block.html else []
+        return _markdown_table(rows) if rows else text
+    if block.type is BlockType.LIST_ITEM:
+        return "- " + re.sub(r"^[\u2022\-*\u00b7\u25aa\u25cf]\s*", "", text)
+    if block.type is BlockType.FIGURE:
+        return f"![figure]({block.id})" + (f"\n\n{text}" if text else "")
+    if block.type is BlockType.FORMULA:
+        return f"$$\n{text}\n$$"
+    return text
+
+
+def to_markdown(document: ParsedDocument, *, page_breaks: bool = True) -> str:
+    """The document as Markdown, page by page; page headers, footers and numbers are left out."""
+    skip = (BlockType.PAGE_HEADER, BlockType.PAGE_FOOTER, BlockType.PAGE_NUMBER)
+    parts: list[str] = []
+    for page in document.pages:
+        if page_breaks:
+            parts.append(f"<!-- page {page.number} ({page.status}) -->")
+        parts.extend(block_markdown(b) for b in page.blocks if b.type not in skip and (b.text or b.html))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def block_metadata(source: str, page: Page, block: Block) -> dict[str, str | int | float]:
+    """Flat, JSON-safe metadata of a block (what vector stores accept)."""
+    meta: dict[str, str | int | float] = {
+        "source": source,
+        "page": page.number,
+        "block_id": block.id,
+        "block_type": block.type.value,
+        "reading_order": block.reading_order,
+        "x0": round(block.bbox.x0, 2),
+        "y0": round(block.bbox.y0, 2),
+        "x1": round(block.bbox.x1, 2),
+        "y1": round(block.bbox.y1, 2),
+        "page_width": page.width,
+        "page_height": page.height,
+        "dpi": page.dpi,
+        "origin": block.origin,
+        "page_status": page.status,
+    }
+    if block.confidence is not None:
+        meta["confidence"] = round(block.confidence, 4)
+    if block.level is not None:
+        meta["heading_level"] = block.level
+    return meta
+
+
+def iter_block_records(document: ParsedDocument) -> Iterator[dict[str, object]]:
+    """One JSON-ready record per block (text, html and the flat metadata), for JSONL output."""
+    for page, block in document.blocks():
+        record: dict[str, object] = {"text": block.text, **block_metadata(document.source, page, block)}
+        if block.html:
+            record["html"] = block.html
+        yield record
+
+
+def dumps_records(document: ParsedDocument) -> str:
+    """The document's blocks as JSON lines."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in iter_block_records(document))

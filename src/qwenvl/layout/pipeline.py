@@ -1,0 +1,405 @@
+"""DocumentParser: documents in, `ParsedDocument` out, pages of many documents batched through one engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tqdm.auto import tqdm
+
+from qwenvl.errors import QwenVLError
+from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
+from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
+from qwenvl.layout.pages import DocumentError, DocumentSource, PageSource, dpi_for_budget, expand_sources, open_document
+from qwenvl.layout.vlm import Tile, VLMLayoutConfig, blocks_from_result, layout_request, split_tile
+from qwenvl.media import MediaPolicy
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+    from qwenvl.engine.base import Engine
+
+__all__ = ["Backend", "DocumentParser", "PageCache"]
+
+_log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "vlm", "ocr"]
+_DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+
+class PageCache:
+    """Finished pages on disk, one JSON file each, keyed by page content and parser settings.
+
+    Files are written atomically as pages finish, so a run that stops (crash, Ctrl-C) keeps its finished pages
+    and the next run starts where it stopped.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Page | None:
+        """The cached page for ``key``, or None (also for an unreadable entry)."""
+        path = self._path(key)
+        try:
+            return Page.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            _log.warning("ignoring unreadable cache entry %s", path)
+            return None
+
+    def put(self, key: str, page: Page) -> None:
+        """Stores ``page`` under ``key``."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(page.model_dump_json().encode())
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*/*.json"))
+
+
+@dataclass
+class _DocState:
+    name: str
+    doc: DocumentSource | None
+    pages: list[Page | None] = field(default_factory=list)
+    error: str | None = None
+
+    def done(self) -> bool:
+        return all(p is not None for p in self.pages)
+
+
+@dataclass
+class _Job:
+    state: _DocState
+    page: PageSource
+    key: str
+    image: PIL.Image.Image | None = None
+    dpi: float = 0.0
+    usage: PageUsage = field(default_factory=PageUsage)
+
+
+class DocumentParser:
+    """Parses PDFs, TIFFs and images into pages of typed, boxed blocks in reading order.
+
+    ``backend``: "auto" reads a PDF page's text layer where it has one, else asks the VLM when an ``engine`` is
+    given, else runs OCR; "vlm" and "ocr" force one backend. A page the VLM cannot do (errors after
+    ``retries``, an answer still cut off by ``max_tokens`` after tiling, no blocks) falls back to OCR when
+    ``fallback`` is on (status "fallback"), else it fails (status "failed"). No page is ever silently empty.
+
+    Pages of all documents go to the engine ``batch_size`` at a time. With ``cache_dir`` finished pages are
+    kept on disk and skipped on the next run. ``dpi`` is the resolution for OCR and text-layer pages; VLM pages
+    are rendered at the resolution that fills ``max_pixels``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        backend: Backend = "auto",
+        *,
+        lang: str = "eng",
+        ocr_engine: str | OCREngine = "auto",
+        dpi: float = 200.0,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        max_tokens: int = 4096,
+        coords: Literal["grid", "pixels"] = "grid",
+        min_blocks: int = 0,
+        max_blocks: int | None = None,
+        max_text_chars: int | None = None,
+        max_tile_depth: int = 2,
+        batch_size: int = 32,
+        retries: int = 1,
+        fallback: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        progress: bool | None = None,
+        password: str | None = None,
+        ocr_workers: int | None = None,
+        policy: MediaPolicy | None = None,
+    ) -> None:
+        if backend not in ("auto", "vlm", "ocr"):
+            raise ValueError(f"backend={backend!r}: use 'auto', 'vlm' or 'ocr'")
+        if backend == "vlm" and engine is None:
+            raise ValueError("backend='vlm' needs an engine: DocumentParser(engine=VLLMEngine(...), backend='vlm')")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: use 1 or more")
+        self.engine = engine
+        self.backend = backend
+        self.lang = lang
+        self._ocr_choice = ocr_engine
+        self._ocr: OCREngine | None = ocr_engine if not isinstance(ocr_engine, str) else None
+        if backend == "ocr":
+            self._ocr_engine()  # fail now, not on the first page, when OCR is missing
+        defaults = getattr(engine, "defaults", None)
+        self.vlm = VLMLayoutConfig(
+            min_pixels=min_pixels,
+            max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or _DEFAULT_MAX_PIXELS,
+            max_tokens=max_tokens, coords=coords, min_blocks=min_blocks, max_blocks=max_blocks, max_text_chars=max_text_chars,
+            max_tile_depth=max_tile_depth,
+        )
+        self.dpi = dpi
+        self.batch_size = batch_size
+        self.retries = retries
+        self.fallback = fallback
+        self.cache = PageCache(cache_dir) if cache_dir is not None else None
+        self.progress = progress
+        self.password = password
+        self.ocr_workers = ocr_workers or min(8, os.cpu_count() or 1)
+        self.policy = policy
+        #: engine calls made (each a batch), for inspection
+        self.engine_calls = 0
+
+    # ---- public API --------------------------------------------------------------------------------------------
+
+    def parse(self, source: Any, *, name: str | None = None) -> ParsedDocument:
+        """One document; raises `DocumentError` when it cannot be opened."""
+        items = expand_sources(source) if name is None else [source]
+        if len(items) != 1:
+            raise ValueError(f"{source!r} names {len(items)} documents: use parse_many() for several")
+        doc = open_document(items[0], name=name, password=self.password, policy=self.policy)
+        return next(self._run([doc]))
+
+    def parse_many(self, sources: Any) -> Iterator[ParsedDocument]:
+        """Every document of ``sources`` (paths, folders, globs, URLs, bytes, images) in order, each yielded as
+        soon as its pages are done; one that cannot be opened comes back with ``error`` set and no pages."""
+        return self._run(self._open_each(expand_sources(sources)))
+
+    # ---- internals ---------------------------------------------------------------------------------------------
+
+    def _open_each(self, items: Iterable[Any]) -> Iterator[DocumentSource | ParsedDocument]:
+        for item in items:
+            try:
+                yield open_document(item, password=self.password, policy=self.policy)
+            except DocumentError as exc:
+                _log.warning("%s", exc)
+                yield ParsedDocument(source=str(getattr(exc, "source", item)) if not isinstance(item, bytes)
+                                     else "<bytes>", error=str(exc))
+
+    def _ocr_engine(self) -> OCREngine:
+        if self._ocr is None:
+            self._ocr = ocr_engine_for(self.lang, self._ocr_choice if isinstance(self._ocr_choice, str) else "auto")
+        return self._ocr
+
+    def _settings(self) -> dict[str, Any]:
+        ocr = self._ocr_choice if isinstance(self._ocr_choice, str) else getattr(self._ocr_choice, "name", "custom")
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION, "backend": self.backend, "dpi": self.dpi, "lang": self.lang,
+                               "ocr": ocr}
+        if self.engine is not None and self.backend != "ocr":
+            out["model"] = self.engine.model_name
+            out["vlm"] = self.vlm.fingerprint()
+        return out
+
+    def _key(self, page: PageSource) -> str:
+        blob = json.dumps({"page": page.key, "settings": self._settings()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _run(self, docs: Iterable[DocumentSource | ParsedDocument]) -> Iterator[ParsedDocument]:
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        bar = tqdm(total=0, unit="page", desc="parsing", disable=not show)
+        states: deque[_DocState] = deque()
+        chunk: list[_Job] = []
+        try:
+            for doc in docs:
+                if isinstance(doc, ParsedDocument):
+                    states.append(_DocState(doc.source, None, [], doc.error))
+                    continue
+                state = _DocState(doc.name, doc, [None] * doc.page_count)
+                states.append(state)
+                bar.total += doc.page_count
+                bar.refresh()
+                for page in doc.pages():
+                    chunk.append(_Job(state, page, self._key(page)))
+                    if len(chunk) >= self.batch_size:
+                        self._process(chunk, bar)
+                        chunk = []
+                        yield from self._finished(states)
+            if chunk:
+                self._process(chunk, bar)
+            yield from self._finished(states)
+        finally:
+            bar.close()
+            for state in states:
+                if state.doc is not None:
+                    state.doc.close()
+
+    def _finished(self, states: deque[_DocState]) -> Iterator[ParsedDocument]:
+        while states and states[0].done():
+            state = states.popleft()
+            if state.doc is not None:
+                state.doc.close()
+            pages = [p for p in state.pages if p is not None]
+            yield ParsedDocument(source=state.name, pages=pages, error=state.error)
+
+    def _process(self, jobs: list[_Job], bar: Any) -> None:
+        vlm_jobs: list[_Job] = []
+        ocr_jobs: list[tuple[_Job, str | None]] = []
+        for job in jobs:
+            cached = self.cache.get(job.key) if self.cache is not None else None
+            if cached is not None:
+                self._finish(job, cached, bar, store=False)
+                continue
+            if self.backend == "auto" and job.page.size_pt is not None:
+                try:
+                    blocks = job.page.text_blocks(self.dpi)
+                except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
+                    _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
+                    blocks = None
+                if blocks is not None:
+                    w, h = job.page.size_pt
+                    page = Page(number=job.page.number, width=round(w * self.dpi / 72),
+                                height=round(h * self.dpi / 72), dpi=self.dpi, blocks=blocks, backend="pdf_text")
+                    self._finish(job, page, bar)
+                    continue
+            if self.backend == "vlm" or (self.backend == "auto" and self.engine is not None):
+                vlm_jobs.append(job)
+            else:
+                ocr_jobs.append((job, None))
+        if vlm_jobs:
+            for job, page_or_reason in self._run_vlm(vlm_jobs):
+                if isinstance(page_or_reason, Page):
+                    self._finish(job, page_or_reason, bar)
+                elif self.fallback:
+                    ocr_jobs.append((job, page_or_reason))
+                else:
+                    self._finish(job, self._failed(job, page_or_reason), bar)
+        if ocr_jobs:
+            self._run_ocr(ocr_jobs, bar)
+
+    def _failed(self, job: _Job, reason: str) -> Page:
+        width, height = job.image.size if job.image is not None else (0, 0)
+        return Page(number=job.page.number, width=width, height=height, dpi=job.dpi, status="failed", error=reason,
+                    usage=job.usage)
+
+    def _finish(self, job: _Job, page: Page, bar: Any, *, store: bool = True) -> None:
+        job.state.pages[job.page.number - 1] = page
+        job.image = None
+        if store and self.cache is not None and page.status != "failed":
+            self.cache.put(job.key, page)
+        bar.update(1)
+
+    def _render(self, job: _Job, dpi: float) -> PIL.Image.Image:
+        image, job.dpi = job.page.render(dpi)
+        job.image = image
+        return image
+
+    def _run_vlm(self, jobs: list[_Job]) -> Iterator[tuple[_Job, Page | str]]:
+        """Pages through the engine: one call per round; answers cut off by max_tokens are retried as tiles and
+        errors retried ``retries`` times. Yields each page with its Page, or with the reason it failed."""
+        assert self.engine is not None
+        tiles: dict[int, list[tuple[tuple[int, ...], list[Block]]]] = {}
+        failed: dict[int, str] = {}
+        todo: list[tuple[int, Tile, tuple[int, ...], int]] = []
+        for i, job in enumerate(jobs):
+            try:
+                size = job.page.size_pt
+                dpi = dpi_for_budget(*size, self.vlm.max_pixels or _DEFAULT_MAX_PIXELS) if size else self.dpi
+                image = self._render(job, dpi)
+            except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
+                failed[i] = f"the page could not be rendered: {exc}"
+                continue
+            tiles[i] = []
+            todo.append((i, Tile(0, 0, image.width, image.height), (0,), 0))
+        while todo:
+            requests = []
+            for i, tile, _, _ in todo:
+                page_image = jobs[i].image
+                assert page_image is not None
+                crop = page_image if tile.depth == 0 else page_image.crop((tile.x0, tile.y0, tile.x1, tile.y1))
+                requests.append(layout_request(crop, self.vlm))
+            self.engine_calls += 1
+            results = self.engine.generate(requests)
+            next_todo: list[tuple[int, Tile, tuple[int, ...], int]] = []
+            for (i, tile, path, attempt), result in zip(todo, results, strict=True):
+                job = jobs[i]
+                job.usage.requests += 1
+                job.usage.prompt_tokens += result.usage.prompt_tokens
+                job.usage.image_tokens += result.usage.image_tokens
+                job.usage.completion_tokens += result.usage.completion_tokens
+                if i in failed:
+                    continue
+                if result.finish_reason == "length":
+                    if tile.depth < self.vlm.max_tile_depth:
+                        for k, sub in enumerate(split_tile(tile)):
+                            next_todo.append((i, sub, path + (k,), 0))
+                    else:
+                        failed[i] = (f"the answer was cut off by max_tokens={self.vlm.max_tokens} even on tiles of "
+                                     f"depth {tile.depth}: raise max_tokens or max_tile_depth")
+                elif result.error is not None:
+                    if attempt < self.retries:
+                        next_todo.append((i, tile, path, attempt + 1))
+                    else:
+                        failed[i] = f"{type(result.error).__name__}: {result.error}"
+                else:
+                    assert job.image is not None
+                    blocks = blocks_from_result(result, tile, self.vlm, page_number=job.page.number,
+                                                page_size=job.image.size)
+                    tiles[i].append((path, blocks))
+            todo = next_todo
+        for i, job in enumerate(jobs):
+            if i in failed:
+                yield job, failed[i]
+                continue
+            ordered = [b for _, blocks in sorted(tiles[i], key=lambda t: t[0]) for b in blocks]
+            if not ordered:
+                yield job, "the model found no blocks on the page"
+                continue
+            ordered = [b.model_copy(update={"reading_order": k, "id": f"p{job.page.number}-b{k}"})
+                       for k, b in enumerate(ordered)]
+            assert job.image is not None
+            yield job, Page(number=job.page.number, width=job.image.width, height=job.image.height, dpi=job.dpi,
+                            blocks=ordered, backend="vlm", usage=job.usage)
+
+    def _run_ocr(self, jobs: list[tuple[_Job, str | None]], bar: Any) -> None:
+        try:
+            engine = self._ocr_engine()
+        except (QwenVLError, FileNotFoundError) as exc:
+            for job, reason in jobs:
+                why = f"{reason}; OCR fallback unavailable: {exc}" if reason else f"OCR unavailable: {exc}"
+                self._finish(job, self._failed(job, why), bar)
+            return
+
+        # pdfium is not thread-safe: pages are rendered here, OCR runs in the pool.
+        images: list[PIL.Image.Image | Exception] = []
+        for job, _ in jobs:
+            try:
+                ready = job.image is not None and job.dpi >= self.dpi
+                images.append(job.image if ready and job.image is not None else self._render(job, self.dpi))
+            except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
+                images.append(exc)
+
+        def one(k: int) -> Page:
+            (job, reason), image = jobs[k], images[k]
+            try:
+                if isinstance(image, Exception):
+                    raise image
+                blocks = ocr_layout(image, engine, page_number=job.page.number)
+            except Exception as exc:  # noqa: BLE001 - one bad page fails alone
+                why = f"OCR failed: {type(exc).__name__}: {exc}"
+                return self._failed(job, f"{reason}; {why}" if reason else why)
+            status: Literal["ok", "fallback"] = "fallback" if reason else "ok"
+            error = reason
+            if not blocks:
+                error = (f"{reason}; " if reason else "") + "OCR found no text on the page"
+            return Page(number=job.page.number, width=image.width, height=image.height, dpi=job.dpi, blocks=blocks,
+                        status=status, error=error, backend="ocr", usage=job.usage)
+
+        with ThreadPoolExecutor(max_workers=self.ocr_workers) as pool:
+            for (job, _), page in zip(jobs, pool.map(one, range(len(jobs))), strict=True):
+                self._finish(job, page, bar)

@@ -1,0 +1,171 @@
+"""Layout by Qwen2-VL: one request per page (or tile), its answer constrained to a JSON schema of blocks."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from qwenvl.budget import smart_resize
+from qwenvl.layout.export import html_table_rows
+from qwenvl.layout.model import BBox, Block, BlockType
+from qwenvl.messages import ChatRequest, ChatResult, Image, Message, SamplingOptions, Text
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["PROMPT_VERSION", "VLMLayoutConfig", "Tile", "blocks_from_result", "layout_request", "layout_schema",
+           "split_tile"]
+
+#: Changes whenever the prompt or schema changes, so cached pages of an older prompt are not reused.
+PROMPT_VERSION = "vlm-layout/1"
+
+_TYPES = [t.value for t in BlockType]
+
+_PROMPT = (
+    "Read this document page. List every block on it (title, section_header, paragraph, list_item, table, figure, "
+    "caption, formula, page_header, page_footer, page_number, other) in reading order. For each block give its "
+    "type, its bounding box {coords} and its text exactly as printed. Write a table's text as an HTML <table> "
+    "with <tr> and <td>. Answer with JSON only: {{\"blocks\": [{{\"type\": ..., \"bbox\": [x0, y0, x1, y1], "
+    "\"text\": ...}}]}}."
+)
+_COORDS = {
+    "grid": "as [x0, y0, x1, y1] on a 0-1000 grid of the page (0,0 is the top-left corner, 1000,1000 the "
+            "bottom-right)",
+    "pixels": "as [x0, y0, x1, y1] in pixels of the image you see",
+}
+
+
+@dataclass(frozen=True)
+class VLMLayoutConfig:
+    """How pages are asked of the model.
+
+    ``coords``: "grid" for Qwen2-VL's [0, 1000) boxes, "pixels" for Qwen2.5-VL's absolute boxes on the image it
+    sees. ``min_blocks`` / ``max_blocks`` / ``max_text_chars`` bound the
+    schema (None: unbounded). ``max_tile_depth``: how many
+    times a page whose answer is cut off by ``max_tokens`` is halved into tiles before it falls back.
+    """
+
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_tokens: int = 4096
+    coords: Literal["grid", "pixels"] = "grid"
+    min_blocks: int = 0
+    max_blocks: int | None = None
+    max_text_chars: int | None = None
+    max_tile_depth: int = 2
+    prompt: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the cache key depends on."""
+        return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in (
+            "min_pixels", "max_pixels", "max_tokens", "coords", "min_blocks", "max_blocks", "max_text_chars", "max_tile_depth",
+            "prompt")}}
+
+
+def layout_schema(config: VLMLayoutConfig) -> dict[str, Any]:
+    """The JSON schema a page's answer is constrained to."""
+    coord = {"type": "integer", "minimum": 0}
+    if config.coords == "grid":
+        coord["maximum"] = 1000
+    text: dict[str, Any] = {"type": "string"}
+    if config.max_text_chars is not None:
+        text["maxLength"] = config.max_text_chars
+    blocks: dict[str, Any] = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": _TYPES},
+                "bbox": {"type": "array", "items": coord, "minItems": 4, "maxItems": 4},
+                "text": text,
+            },
+            "required": ["type", "bbox", "text"],
+            "additionalProperties": False,
+        },
+    }
+    if config.min_blocks:
+        blocks["minItems"] = config.min_blocks
+    if config.max_blocks is not None:
+        blocks["maxItems"] = config.max_blocks
+    return {"type": "object", "properties": {"blocks": blocks}, "required": ["blocks"], "additionalProperties": False}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A part of a page image, in page pixels; depth 0 is the whole page."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    depth: int = 0
+
+
+def split_tile(tile: Tile, overlap: float = 0.03) -> list[Tile]:
+    """The tile halved across its longer side, the halves overlapping by ``overlap`` of that side."""
+    w, h = tile.x1 - tile.x0, tile.y1 - tile.y0
+    if h >= w:
+        mid, pad = tile.y0 + h // 2, int(h * overlap)
+        return [Tile(tile.x0, tile.y0, tile.x1, mid + pad, tile.depth + 1),
+                Tile(tile.x0, mid - pad, tile.x1, tile.y1, tile.depth + 1)]
+    mid, pad = tile.x0 + w // 2, int(w * overlap)
+    return [Tile(tile.x0, tile.y0, mid + pad, tile.y1, tile.depth + 1),
+            Tile(mid - pad, tile.y0, tile.x1, tile.y1, tile.depth + 1)]
+
+
+def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
+    """The request asking the model for the blocks of ``image`` (a page or a tile)."""
+    prompt = (config.prompt or _PROMPT).format(coords=_COORDS[config.coords])
+    return ChatRequest(
+        messages=[Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels),
+                                   Text(prompt)])],
+        sampling=SamplingOptions(max_tokens=config.max_tokens, temperature=0.0),
+        response_format=layout_schema(config),
+    )
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _table_text(text: str) -> tuple[str, str | None]:
+    """(plain text, html) of a table answer: HTML is kept and flattened to rows of tab-separated cells."""
+    if "<t" not in text.lower():
+        return text, None
+    rows = html_table_rows(text)
+    if not rows:
+        return html_lib.unescape(_TAG.sub(" ", text)).strip(), text
+    return "\n".join("\t".join(r) for r in rows), text
+
+
+def blocks_from_result(
+    result: ChatResult,
+    tile: Tile,
+    config: VLMLayoutConfig,
+    *,
+    page_number: int,
+    page_size: tuple[int, int],
+    start: int = 0,
+) -> list[Block]:
+    """Blocks in page pixels from a parsed answer about ``tile`` of a page of ``page_size`` (width, height)."""
+    width, height = tile.x1 - tile.x0, tile.y1 - tile.y0
+    if config.coords == "grid":
+        sx, sy = width / 1000.0, height / 1000.0
+    else:
+        rh, rw = smart_resize(height, width, config.min_pixels, config.max_pixels)
+        sx, sy = width / rw, height / rh
+    data = result.parsed or {}
+    blocks: list[Block] = []
+    for i, item in enumerate(data.get("blocks", [])):
+        x0, y0, x1, y1 = (float(v) for v in item["bbox"])
+        bbox = BBox.of(x0 * sx, y0 * sy, x1 * sx, y1 * sy).shift(tile.x0, tile.y0).clip(*page_size)
+        kind = BlockType(item["type"])
+        text, table_html = _table_text(item["text"]) if kind is BlockType.TABLE else (item["text"], None)
+        order = start + i
+        blocks.append(Block(
+            id=f"p{page_number}-b{order}", type=kind, bbox=bbox, text=text.strip(), html=table_html,
+            reading_order=order, level={BlockType.TITLE: 1, BlockType.SECTION_HEADER: 2}.get(kind),
+            origin="vlm",
+        ))
+    return blocks
