@@ -13,6 +13,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from qwenvl.layout.export import rows_to_html
 from qwenvl.layout.model import BBox, Block, BlockType, Origin
@@ -76,6 +77,9 @@ class RawLayout:
     rules: list[Box] = field(default_factory=list)
     figures: list[Box] = field(default_factory=list)
     tables: list[Box] = field(default_factory=list)
+    #: the page in grey levels (height x width, 0 black), when the backend read an image: used to find bullets
+    #: that OCR drops as noise
+    ink: Any = None
 
 
 def _union(boxes: Sequence[Box]) -> Box:
@@ -282,9 +286,44 @@ def _split_list_items(region: Region) -> list[tuple[list[Line], bool]]:
     return pieces
 
 
+def _restore_bullets(regions: list[Region], ink: Any) -> None:
+    """Puts back a bullet OCR dropped: a small dark blob just left of a line's first word, centred on the line."""
+    import numpy as np
+
+    for region in regions:
+        for line in region.lines:
+            if not line.words or line.words[0].text in _BULLETS:
+                continue
+            x0, y0, _, y1 = line.bbox
+            h = y1 - y0
+            box = (int(max(0, x0 - 2.0 * h)), int(y0 + 0.15 * h), int(max(0, x0 - 0.15 * h)), int(y1 - 0.15 * h))
+            if box[2] - box[0] < 3 or box[3] - box[1] < 3:
+                continue
+            dark = np.asarray(ink[box[1]:box[3], box[0]:box[2]]) < 110
+            if not dark.any():
+                continue
+            ys, xs = np.nonzero(dark)
+            bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+            fill = dark.sum() / (bw * bh)
+            if 0.12 * h <= bw <= 0.6 * h and 0.12 * h <= bh <= 0.6 * h and fill >= 0.5 and abs(bw - bh) <= 0.3 * h:
+                bx0, by0 = box[0] + xs.min(), box[1] + ys.min()
+                bullet = Word("\u2022", (float(bx0), float(by0), float(bx0 + bw), float(by0 + bh)), None)
+                line.words.insert(0, bullet)
+                line.bbox = (float(bx0), y0, line.bbox[2], y1)
+
+
 def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region]:
     """Regions rejoined where the backend cut a paragraph: the next region starts right below, at the same left
-    edge and size, and the one above stops mid-sentence."""
+    edge and size, and the one above stops mid-sentence or its last line is full (the next word did not fit)."""
+
+    def right_edge(x0: float) -> float:
+        return max(r.bbox[2] for r in regions if abs(r.bbox[0] - x0) <= 1.5 * body_h)
+
+    def wrapped(above: Region, below: Region) -> bool:
+        last = above.lines[-1]
+        first_word = below.lines[0].words[0].bbox
+        return last.bbox[2] + (first_word[2] - first_word[0]) + 0.3 * last.height > right_edge(above.bbox[0])
+
     out: list[Region] = []
     for region in regions:
         if out:
@@ -296,7 +335,7 @@ def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region
                 -0.3 * body_h <= b[1] - a[3] <= 0.9 * body_h
                 and abs(a[0] - b[0]) <= 1.5 * body_h
                 and max(ha, hb) <= 1.15 * min(ha, hb)
-                and not above.lines[-1].text.rstrip().endswith((".", "!", "?", ":"))
+                and (not above.lines[-1].text.rstrip().endswith((".", "!", "?", ":")) or wrapped(above, region))
                 and region.lines[0].words[0].text not in _BULLETS
             ):
                 out[-1] = Region(above.lines + region.lines, above.hint)
@@ -319,6 +358,8 @@ def _confidence(words: Sequence[Word]) -> float | None:
 
 def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]:
     """Typed blocks in reading order from what a backend found on a page."""
+    if raw.ink is not None:
+        _restore_bullets(raw.regions, raw.ink)
     heights = [line.height for r in raw.regions for line in r.lines for _ in line.words if line.height > 0]
     body_h = statistics.median(heights) if heights else 20.0
     drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []

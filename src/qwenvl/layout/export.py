@@ -19,18 +19,28 @@ class _TableParser(HTMLParser):
         self.rows: list[list[str]] = []
         self._cell: list[str] | None = None
 
+    def _close_cell(self) -> None:
+        if self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "tr":
+            self._close_cell()
             self.rows.append([])
         elif tag in ("td", "th"):
+            self._close_cell()
             if not self.rows:
                 self.rows.append([])
             self._cell = []
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
+        if tag in ("td", "th", "tr", "table"):
+            self._close_cell()
+
+    def close(self) -> None:
+        super().close()
+        self._close_cell()
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:

@@ -119,7 +119,10 @@ class TesseractEngine:
         for region in regions:
             region.lines = [ln for ln in region.lines if ln.words]
         width, height = image.size
-        return RawLayout(width, height, [r for r in regions if r.lines], rules, figures, tables)
+        import numpy as np
+
+        ink = np.asarray(image.convert("L"))
+        return RawLayout(width, height, [r for r in regions if r.lines], rules, figures, tables, ink)
 
 
 class RapidOCREngine:

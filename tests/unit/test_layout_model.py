@@ -1,0 +1,186 @@
+"""The layout model, reading order, table and list analysis, exports and citations (no OCR, no engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image as PILImage
+
+from qwenvl.layout import BBox, Block, BlockType, Page, ParsedDocument, crop, highlight
+from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, group_lines, reading_order
+from qwenvl.layout.export import block_metadata, dumps_records, html_table_rows, rows_to_html, to_markdown
+from qwenvl.layout.vlm import Tile, VLMLayoutConfig, blocks_from_result, layout_schema, split_tile
+from qwenvl.messages import ChatResult
+
+
+def _doc() -> ParsedDocument:
+    blocks = [
+        Block(id="p1-b0", type=BlockType.TITLE, bbox=BBox.of(10, 10, 300, 40), text="Annual Report", reading_order=0,
+              level=1, origin="ocr"),
+        Block(id="p1-b2", type=BlockType.TABLE, bbox=BBox.of(10, 200, 300, 260), text="a\tb\n1\t2",
+              html=rows_to_html([["a", "b"], ["1", "2"]]), reading_order=2, origin="ocr", confidence=0.9),
+        Block(id="p1-b1", type=BlockType.PARAGRAPH, bbox=BBox.of(10, 60, 300, 180), text="Revenue grew.",
+              reading_order=1, origin="ocr"),
+        Block(id="p1-b3", type=BlockType.LIST_ITEM, bbox=BBox.of(10, 270, 300, 290), text="\u2022 first item",
+              reading_order=3, origin="ocr"),
+        Block(id="p1-b4", type=BlockType.PAGE_NUMBER, bbox=BBox.of(140, 380, 160, 395), text="7", reading_order=4,
+              origin="ocr"),
+    ]
+    return ParsedDocument(source="report.pdf", pages=[Page(number=1, width=320, height=400, dpi=72, blocks=blocks)])
+
+
+def test_bbox_geometry() -> None:
+    a = BBox.of(10, 20, 0, 0)
+    assert a.xyxy == (0, 0, 10, 20) and a.area == 200
+    b = BBox.of(5, 0, 15, 20)
+    assert a.iou(b) == pytest.approx(100 / 300)
+    assert a.iou(BBox.of(50, 50, 60, 60)) == 0.0
+    assert a.union(b).xyxy == (0, 0, 15, 20)
+    assert BBox.of(-5, -5, 500, 50).clip(100, 40).xyxy == (0, 0, 100, 40)
+    assert BBox.of(0, 0, 50, 100).to_grid(100, 200) == (0, 0, 500, 500)
+    assert BBox.of(0, 0, 200, 400).to_points(200) == (0, 0, 72, 144)
+
+
+def test_page_sorts_blocks_and_json_round_trips() -> None:
+    doc = _doc()
+    assert [b.reading_order for b in doc.pages[0].blocks] == [0, 1, 2, 3, 4]
+    data = doc.to_json()
+    assert json.loads(data)["schema_version"] == "qwenvl.layout/1"
+    again = ParsedDocument.from_json(data)
+    assert again == doc
+    bad = json.loads(data)
+    bad["schema_version"] = "qwenvl.layout/0"
+    with pytest.raises(ValueError, match="schema_version"):
+        ParsedDocument.from_json(json.dumps(bad))
+    assert doc.status_counts() == {"ok": 1, "fallback": 0, "failed": 0}
+
+
+def test_markdown_export() -> None:
+    md = to_markdown(_doc())
+    assert md.index("# Annual Report") < md.index("Revenue grew.") < md.index("| a | b |")
+    assert "| --- | --- |" in md and "| 1 | 2 |" in md
+    assert "- first item" in md
+    assert "\n7\n" not in md  # page numbers are left out
+
+
+def test_block_metadata_is_flat_and_json_safe() -> None:
+    doc = _doc()
+    page = doc.pages[0]
+    meta = block_metadata(doc.source, page, page.blocks[2])
+    assert all(isinstance(v, str | int | float) for v in meta.values())
+    assert meta["block_type"] == "table" and meta["page"] == 1 and (meta["x0"], meta["y1"]) == (10, 260)
+    assert meta["page_width"] == 320 and meta["reading_order"] == 2
+    records = [json.loads(line) for line in dumps_records(doc).splitlines()]
+    assert len(records) == 5 and records[2]["html"].startswith("<table>")
+
+
+def test_html_table_rows_tolerates_sloppy_html() -> None:
+    assert html_table_rows("<table><tr><th>A</th><th>B</th><tr><td>1<td>2</table>") == [["A", "B"], ["1", "2"]]
+    assert rows_to_html([["<x>", "&"]]) == "<table><tr><th>&lt;x&gt;</th><th>&amp;</th></tr></table>"
+
+
+def test_reading_order_columns_title_and_footer() -> None:
+    boxes = [
+        (100, 50, 900, 100),  # 0 title across both columns
+        (520, 150, 900, 300),  # 1 right column, first
+        (100, 150, 480, 300),  # 2 left column, first
+        (100, 320, 480, 500),  # 3 left column, second
+        (520, 320, 900, 450),  # 4 right column, second (shorter)
+        (100, 520, 480, 600),  # 5 left column, third (right column ended)
+        (100, 700, 900, 740),  # 6 footer across
+    ]
+    assert reading_order(boxes) == [0, 2, 3, 5, 1, 4, 6]
+    # one column: top to bottom
+    assert reading_order([(0, 300, 10, 310), (0, 0, 10, 10), (0, 100, 10, 110)]) == [1, 2, 0]
+
+
+def _line(text: str, x: float, y: float, h: float = 20, char_w: float = 10) -> Line:
+    words, cx = [], x
+    for token in text.split():
+        words.append(Word(token, (cx, y, cx + char_w * len(token), y + h), 0.9))
+        cx += char_w * (len(token) + 1)
+    return Line(words, (x, y, words[-1].bbox[2], y + h), h)
+
+
+def test_group_lines_keeps_columns_apart() -> None:
+    lines = [_line("left one", 0, 0), _line("right one", 500, 0), _line("left two", 0, 26), _line("right two", 500, 26),
+             _line("left far below", 0, 200)]
+    regions = group_lines(lines)
+    texts = sorted(" / ".join(ln.text for ln in r.lines) for r in regions)
+    assert texts == ["left far below", "left one / left two", "right one / right two"]
+
+
+def test_assemble_types_headings_lists_tables_and_numbers() -> None:
+    regions = [
+        Region([_line("Big Title", 50, 40, h=44, char_w=22)]),
+        Region([_line("Body text that runs on.", 50, 120), _line("More body text here.", 50, 146)]),
+        Region([_line("\u00a2 first point", 70, 200), _line("continued", 90, 226), _line("\u00a2 second point", 70, 252)]),
+        # a table without ruling lines: three columns aligned over three lines
+        Region([_line("Item", 50, 320), _line("Qty", 400, 320), _line("Price", 700, 320)]),
+        Region([_line("12", 980, 1960)]),
+    ]
+    table_lines = [_line("Item", 50, 320), _line("Apple", 50, 346), _line("Pear", 50, 372)]
+    for ln, (q, p) in zip(table_lines, [("Qty", "Price"), ("3", "1.50"), ("4", "2.25")], strict=True):
+        ln.words += _line(q, 400, ln.bbox[1]).words + _line(p, 700, ln.bbox[1]).words
+        ln.bbox = (50, ln.bbox[1], 750, ln.bbox[3])
+    regions[3] = Region(table_lines)
+    blocks = assemble(RawLayout(1000, 2000, regions), page_number=3, origin="ocr")
+    kinds = [b.type for b in blocks]
+    assert kinds == [BlockType.TITLE, BlockType.PARAGRAPH, BlockType.LIST_ITEM, BlockType.LIST_ITEM, BlockType.TABLE,
+                     BlockType.PAGE_NUMBER]
+    assert blocks[0].level == 1
+    assert blocks[2].text == "\u2022 first point continued" and blocks[3].text == "\u2022 second point"
+    assert html_table_rows(blocks[4].html or "") == [["Item", "Qty", "Price"], ["Apple", "3", "1.50"],
+                                                     ["Pear", "4", "2.25"]]
+    assert [b.id for b in blocks] == [f"p3-b{i}" for i in range(6)]
+    assert blocks[1].confidence == pytest.approx(0.9)
+
+
+def test_ruled_table_cells_follow_the_rules() -> None:
+    # a 2x2 grid of rules with one word per cell, plus a long word spilling nowhere
+    rules = [(0, 0, 400, 2), (0, 50, 400, 52), (0, 100, 400, 102), (0, 0, 2, 102), (200, 0, 202, 102),
+             (398, 0, 400, 102)]
+    words = [Word("a", (10, 10, 30, 40)), Word("b", (210, 10, 230, 40)), Word("c", (10, 60, 30, 90)),
+             Word("d d", (210, 60, 260, 90))]
+    region = Region([Line(words[:2], (10, 10, 230, 40), 30), Line(words[2:], (10, 60, 260, 90), 30)])
+    blocks = assemble(RawLayout(500, 500, [region], rules=rules), page_number=1, origin="ocr")
+    assert len(blocks) == 1 and blocks[0].type is BlockType.TABLE
+    assert html_table_rows(blocks[0].html or "") == [["a", "b"], ["c", "d d"]]
+    assert blocks[0].text == "a\tb\nc\td d"
+
+
+def test_vlm_schema_and_box_mapping() -> None:
+    config = VLMLayoutConfig(max_blocks=5, max_text_chars=30, min_blocks=1)
+    schema = layout_schema(config)
+    items = schema["properties"]["blocks"]
+    assert items["maxItems"] == 5 and items["minItems"] == 1
+    assert items["items"]["properties"]["bbox"]["items"]["maximum"] == 1000
+    assert "table" in items["items"]["properties"]["type"]["enum"]
+    # a tile covering the lower half of a 400x600 page: grid boxes map into that half
+    tile = split_tile(Tile(0, 0, 400, 600), overlap=0)[1]
+    assert (tile.y0, tile.y1, tile.depth) == (300, 600, 1)
+    result = ChatResult(text="", parsed={"blocks": [
+        {"type": "table", "bbox": [500, 1000, 0, 0], "text": "<table><tr><td>x</td><td>y</td></tr></table>"},
+        {"type": "title", "bbox": [0, 0, 1000, 100], "text": " T "},
+    ]})
+    blocks = blocks_from_result(result, tile, config, page_number=2, page_size=(400, 600))
+    assert blocks[0].bbox.xyxy == (0, 300, 200, 600)
+    assert blocks[0].text == "x\ty" and blocks[0].html is not None
+    assert blocks[1].bbox.xyxy == (0, 300, 400, 330) and blocks[1].text == "T" and blocks[1].level == 1
+    # Qwen2.5-VL style absolute boxes are scaled from the size the model saw
+    pixels = VLMLayoutConfig(coords="pixels", min_pixels=28 * 28, max_pixels=200 * 300)
+    result = ChatResult(text="", parsed={"blocks": [{"type": "paragraph", "bbox": [0, 0, 196, 308], "text": "p"}]})
+    (block,) = blocks_from_result(result, Tile(0, 0, 400, 600), pixels, page_number=1, page_size=(400, 600))
+    assert block.bbox.x1 == pytest.approx(400) and block.bbox.y1 == pytest.approx(600)
+
+
+def test_highlight_and_crop() -> None:
+    page = PILImage.new("RGB", (200, 100), "white")
+    out = highlight(page, [BBox.of(10, 10, 60, 40), (100, 50, 150, 90)], labels=["[1]", "[2]"])
+    assert out.size == page.size and out.getpixel((30, 25)) != (255, 255, 255)
+    assert out.getpixel((80, 5)) == (255, 255, 255)
+    assert crop(page, BBox.of(10, 10, 60, 40), padding=5).size == (60, 40)
+    assert crop(page, (190, 90, 260, 130), padding=0).size == (10, 10)
+    with pytest.raises(ValueError, match="empty or outside"):
+        crop(page, (300, 300, 400, 400))
