@@ -81,12 +81,18 @@ class TesseractEngine:
         ril, pt = t.RIL, t.PT
         api = self._api()
         api.SetImage(image)
-        api.Recognize()
+        width, height = image.size
+        try:
+            api.Recognize()
+            it = api.GetIterator()
+        except RuntimeError as exc:  # tesserocr's answer for a page without text
+            if "no text" in str(exc).lower():
+                return RawLayout(width, height, [])
+            raise
         regions: list[Region] = []
         rules: list[tuple[float, float, float, float]] = []
         figures: list[tuple[float, float, float, float]] = []
         tables: list[tuple[float, float, float, float]] = []
-        it = api.GetIterator()
         it.Begin()
         line: Line | None = None
         while True:
@@ -110,7 +116,10 @@ class TesseractEngine:
                 if not regions:
                     regions.append(Region([]))
                 regions[-1].lines.append(line)
-            text = it.GetUTF8Text(ril.WORD)
+            try:
+                text = it.GetUTF8Text(ril.WORD)
+            except RuntimeError:  # an element with no text (an image or line block)
+                text = None
             wbox = it.BoundingBox(ril.WORD)
             if text and text.strip() and wbox is not None and line is not None:
                 line.words.append(Word(text.strip(), tuple(float(v) for v in wbox), it.Confidence(ril.WORD) / 100.0))  # type: ignore[arg-type]
@@ -118,7 +127,6 @@ class TesseractEngine:
                 break
         for region in regions:
             region.lines = [ln for ln in region.lines if ln.words]
-        width, height = image.size
         import numpy as np
 
         ink = np.asarray(image.convert("L"))

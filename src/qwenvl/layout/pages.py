@@ -34,7 +34,7 @@ class DocumentError(MediaError):
     """A document that cannot be opened: missing, encrypted, corrupt or of an unsupported type."""
 
 
-def dpi_for_budget(width_pt: float, height_pt: float, max_pixels: int, *, lo: float = 50.0, hi: float = 300.0) -> float:
+def dpi_for_budget(width_pt: float, height_pt: float, max_pixels: int, *, lo: float = 10.0, hi: float = 300.0) -> float:
     """The render resolution that makes a page of ``width_pt`` x ``height_pt`` points about ``max_pixels`` pixels."""
     dpi = 72.0 * math.sqrt(max_pixels / max(1.0, width_pt * height_pt))
     return float(min(hi, max(lo, round(dpi, 1))))
