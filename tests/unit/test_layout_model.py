@@ -115,7 +115,8 @@ def test_assemble_types_headings_lists_tables_and_numbers() -> None:
     regions = [
         Region([_line("Big Title", 50, 40, h=44, char_w=22)]),
         Region([_line("Body text that runs on.", 50, 120), _line("More body text here.", 50, 146)]),
-        Region([_line("\u00a2 first point", 70, 200), _line("continued", 90, 226), _line("\u00a2 second point", 70, 252)]),
+        Region([_line("\u00a2 first point", 70, 200), _line("continued", 90, 226),
+                _line("\u00a2 second point", 70, 252)]),
         # a table without ruling lines: three columns aligned over three lines
         Region([_line("Item", 50, 320), _line("Qty", 400, 320), _line("Price", 700, 320)]),
         Region([_line("12", 980, 1960)]),

@@ -151,8 +151,8 @@ class DocumentParser:
         self.vlm = VLMLayoutConfig(
             min_pixels=min_pixels,
             max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or _DEFAULT_MAX_PIXELS,
-            max_tokens=max_tokens, coords=coords, min_blocks=min_blocks, max_blocks=max_blocks, max_text_chars=max_text_chars,
-            max_tile_depth=max_tile_depth,
+            max_tokens=max_tokens, coords=coords, min_blocks=min_blocks, max_blocks=max_blocks,
+            max_text_chars=max_text_chars, max_tile_depth=max_tile_depth,
         )
         self.dpi = dpi
         self.batch_size = batch_size

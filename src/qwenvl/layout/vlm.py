@@ -59,9 +59,9 @@ class VLMLayoutConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the cache key depends on."""
-        return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in (
-            "min_pixels", "max_pixels", "max_tokens", "coords", "min_blocks", "max_blocks", "max_text_chars", "max_tile_depth",
-            "prompt")}}
+        keys = ("min_pixels", "max_pixels", "max_tokens", "coords", "min_blocks", "max_blocks", "max_text_chars",
+                "max_tile_depth", "prompt")
+        return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in keys}}
 
 
 def layout_schema(config: VLMLayoutConfig) -> dict[str, Any]:
