@@ -18,3 +18,4 @@ bench:
 	$(PY) bench/engine_overhead.py
 	$(PY) bench/server_vs_local.py
 	$(PY) bench/langchain_batch.py
+	$(PY) bench/loader.py

@@ -193,11 +193,31 @@ def make_page(
     margin = width * 0.1
     body = 30
     y = height * 0.07
-    y = c.text_block("title", " ".join(rng.choice(_WORDS) for _ in range(4)).title(), margin, y, width - 2 * margin,
-                     64, bold=True) + 50
+    y = (
+        c.text_block(
+            "title",
+            " ".join(rng.choice(_WORDS) for _ in range(4)).title(),
+            margin,
+            y,
+            width - 2 * margin,
+            64,
+            bold=True,
+        )
+        + 50
+    )
     if kind == "article":
-        y = c.text_block("section_header", "1. " + " ".join(rng.choice(_WORDS) for _ in range(3)).title(), margin, y,
-                         width - 2 * margin, 42, bold=True) + 30
+        y = (
+            c.text_block(
+                "section_header",
+                "1. " + " ".join(rng.choice(_WORDS) for _ in range(3)).title(),
+                margin,
+                y,
+                width - 2 * margin,
+                42,
+                bold=True,
+            )
+            + 30
+        )
         for _ in range(3):
             y = c.text_block("paragraph", _paragraph(rng, 4), margin, y, width - 2 * margin, body) + 40
     elif kind == "two_column":
@@ -212,8 +232,12 @@ def make_page(
         y = c.text_block("paragraph", _paragraph(rng, 3), margin, y, width - 2 * margin, body) + 50
         header = ["Item", "Quantity", "Price", "Total"]
         rows = [header] + [
-            [rng.choice(_WORDS).title(), str(rng.randint(1, 99)), f"{rng.randint(1, 999)}.{rng.randint(10, 99)}",
-             f"{rng.randint(100, 9999)}.{rng.randint(10, 99)}"]
+            [
+                rng.choice(_WORDS).title(),
+                str(rng.randint(1, 99)),
+                f"{rng.randint(1, 999)}.{rng.randint(10, 99)}",
+                f"{rng.randint(100, 9999)}.{rng.randint(10, 99)}",
+            ]
             for _ in range(5)
         ]
         y = c.table(rows, margin, y, [440, 300, 300, 320], body) + 60
@@ -221,8 +245,17 @@ def make_page(
     elif kind == "list":
         y = c.text_block("paragraph", _paragraph(rng, 2), margin, y, width - 2 * margin, body) + 40
         for _ in range(4):
-            y = c.text_block("list_item", "\u2022 " + _sentence(rng, rng.randint(5, 9)), margin + 30, y,
-                             width - 2 * margin - 30, body) + 24
+            y = (
+                c.text_block(
+                    "list_item",
+                    "\u2022 " + _sentence(rng, rng.randint(5, 9)),
+                    margin + 30,
+                    y,
+                    width - 2 * margin - 30,
+                    body,
+                )
+                + 24
+            )
     image = c.image
     blocks = c.blocks
     if rotate:

@@ -37,20 +37,33 @@ def minilm() -> str:
 
 def _synthetic_doc() -> ParsedDocument:
     def block(i: int, kind: BlockType, text: str, level: int | None = None) -> Block:
-        return Block(id=f"p1-b{i}", type=kind, bbox=BBox.of(10, 10 + 50 * i, 500, 40 + 50 * i), text=text,
-                     reading_order=i, level=level, origin="ocr")
+        return Block(
+            id=f"p1-b{i}",
+            type=kind,
+            bbox=BBox.of(10, 10 + 50 * i, 500, 40 + 50 * i),
+            text=text,
+            reading_order=i,
+            level=level,
+            origin="ocr",
+        )
 
     words = " ".join(["word"] * 40)
-    page = Page(number=1, width=600, height=1200, dpi=200, blocks=[
-        block(0, BlockType.TITLE, "Report", 1),
-        block(1, BlockType.PARAGRAPH, words),
-        block(2, BlockType.SECTION_HEADER, "Costs", 2),
-        block(3, BlockType.PARAGRAPH, words),
-        block(4, BlockType.PARAGRAPH, words),
-        block(5, BlockType.TABLE, "\t".join(["cell"] * 100)),
-        block(6, BlockType.PARAGRAPH, "tail"),
-        block(7, BlockType.PAGE_NUMBER, "3"),
-    ])
+    page = Page(
+        number=1,
+        width=600,
+        height=1200,
+        dpi=200,
+        blocks=[
+            block(0, BlockType.TITLE, "Report", 1),
+            block(1, BlockType.PARAGRAPH, words),
+            block(2, BlockType.SECTION_HEADER, "Costs", 2),
+            block(3, BlockType.PARAGRAPH, words),
+            block(4, BlockType.PARAGRAPH, words),
+            block(5, BlockType.TABLE, "\t".join(["cell"] * 100)),
+            block(6, BlockType.PARAGRAPH, "tail"),
+            block(7, BlockType.PAGE_NUMBER, "3"),
+        ],
+    )
     page2 = Page(number=2, width=600, height=1200, dpi=200, blocks=[block(0, BlockType.PARAGRAPH, "next page")])
     return ParsedDocument(source="r.pdf", pages=[page, page2])
 
@@ -58,9 +71,21 @@ def _synthetic_doc() -> ParsedDocument:
 def test_chunks_keep_tables_whole_and_carry_headings() -> None:
     chunks = list(chunk_document(_synthetic_doc(), max_size=60))
     assert [[b.id for b in c.blocks] for c in chunks] == [
-        ["p1-b0", "p1-b1"], ["p1-b2", "p1-b3"], ["p1-b4"], ["p1-b5"], ["p1-b6"], ["p1-b0"]]
-    assert [c.headings for c in chunks] == [["Report"], ["Report", "Costs"], ["Report", "Costs"],
-                                            ["Report", "Costs"], ["Report", "Costs"], ["Report", "Costs"]]
+        ["p1-b0", "p1-b1"],
+        ["p1-b2", "p1-b3"],
+        ["p1-b4"],
+        ["p1-b5"],
+        ["p1-b6"],
+        ["p1-b0"],
+    ]
+    assert [c.headings for c in chunks] == [
+        ["Report"],
+        ["Report", "Costs"],
+        ["Report", "Costs"],
+        ["Report", "Costs"],
+        ["Report", "Costs"],
+        ["Report", "Costs"],
+    ]
     assert len(chunks[3].text.split()) == 100  # the table is longer than max_size and still one chunk
     meta = chunks[0].metadata()
     assert meta["block_type"] == "mixed" and meta["block_types"] == "title,paragraph"
@@ -78,8 +103,19 @@ def test_langchain_loader_documents_carry_flat_metadata(scan: Path) -> None:
     for d in docs:
         meta = d.metadata
         assert all(isinstance(v, FLAT) for v in meta.values()), meta
-        for key in ("source", "page", "x0", "y0", "x1", "y1", "page_width", "page_height", "block_type",
-                    "reading_order", "headings"):
+        for key in (
+            "source",
+            "page",
+            "x0",
+            "y0",
+            "x1",
+            "y1",
+            "page_width",
+            "page_height",
+            "block_type",
+            "reading_order",
+            "headings",
+        ):
             assert key in meta
         assert 0 <= meta["x0"] < meta["x1"] <= meta["page_width"]
         assert 0 <= meta["y0"] < meta["y1"] <= meta["page_height"]
@@ -88,14 +124,16 @@ def test_langchain_loader_documents_carry_flat_metadata(scan: Path) -> None:
     first_page = [d for d in docs if d.metadata["page"] == 1]
     assert [d.metadata["reading_order"] for d in first_page] == list(range(len(first_page)))
     assert first_page[0].metadata["block_type"] == "title" and first_page[1].metadata["headings"].startswith(
-        first_page[0].page_content)
+        first_page[0].page_content
+    )
     pages = QwenVLDocumentLoader(scan, backend="ocr", mode="page").load()
     assert [d.metadata["page"] for d in pages] == [1, 2, 3] and pages[1].page_content.count("|") > 20
     assert all(isinstance(v, FLAT) for d in pages for v in d.metadata.values())
     chunks = list(QwenVLDocumentLoader(scan, backend="ocr", mode="chunk", max_size=80).lazy_load())
     assert len(pages) < len(chunks) < len(docs)
     assert sum(len(d.page_content.split()) for d in chunks) == sum(
-        len(d.page_content.split()) for d in docs if d.metadata["block_type"] not in ("page_number",))
+        len(d.page_content.split()) for d in docs if d.metadata["block_type"] not in ("page_number",)
+    )
 
 
 def test_langchain_loader_errors_and_blob_parser(scan: Path, tmp_path: Path) -> None:
@@ -193,12 +231,30 @@ def test_llama_index_figures_become_image_nodes(tmp_path: Path) -> None:
     image.paste((200, 30, 30), (100, 50, 300, 150))
     path = tmp_path / "figure.png"
     image.save(path)
-    page = Page(number=1, width=400, height=300, dpi=200, blocks=[
-        Block(id="p1-b0", type=BlockType.FIGURE, bbox=BBox.of(100, 50, 300, 150), text="", reading_order=0,
-              origin="vlm"),
-        Block(id="p1-b1", type=BlockType.CAPTION, bbox=BBox.of(100, 160, 300, 180), text="Figure 1: red",
-              reading_order=1, origin="vlm"),
-    ])
+    page = Page(
+        number=1,
+        width=400,
+        height=300,
+        dpi=200,
+        blocks=[
+            Block(
+                id="p1-b0",
+                type=BlockType.FIGURE,
+                bbox=BBox.of(100, 50, 300, 150),
+                text="",
+                reading_order=0,
+                origin="vlm",
+            ),
+            Block(
+                id="p1-b1",
+                type=BlockType.CAPTION,
+                bbox=BBox.of(100, 160, 300, 180),
+                text="Figure 1: red",
+                reading_order=1,
+                origin="vlm",
+            ),
+        ],
+    )
     docs = list(page_documents(ParsedDocument(source=str(path), pages=[page])))
     nodes = LayoutNodeParser(mode="block").get_nodes_from_documents(docs)
     assert isinstance(nodes[0], ImageNode)
@@ -218,12 +274,13 @@ def test_llama_index_nodes_in_a_qdrant_vector_store(scan: Path, minilm: str) -> 
     pages = QwenVLReader(backend="ocr").load_data(scan)
     nodes = LayoutNodeParser(mode="chunk", chunk_size=80).get_nodes_from_documents(pages)
     store = QdrantVectorStore(client=QdrantClient(location=":memory:"), collection_name="scans")
-    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                             embed_model=HuggingFaceEmbedding(model_name=minilm, device="cpu"))
+    index = VectorStoreIndex(
+        nodes,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=HuggingFaceEmbedding(model_name=minilm, device="cpu"),
+    )
     target = next(n for n in nodes if n.metadata["block_type"] == "table")
     hit = index.as_retriever(similarity_top_k=1).retrieve(target.get_content())[0]
     assert hit.node.node_id == target.node_id
     for key in ("page", "x0", "y1", "block_type", "headings", "source"):
         assert hit.node.metadata[key] == target.metadata[key]
-
-

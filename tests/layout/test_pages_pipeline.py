@@ -42,8 +42,15 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     enc.set_encryption(owner_password="owner", user_password="s3cret")
     enc.output(str(folder / "locked.pdf"))
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n")
-    return {"folder": folder, "digital": digital, "truth": truth, "scan": scan, "scans": scans, "tiff": tiff,
-            "png": png}
+    return {
+        "folder": folder,
+        "digital": digital,
+        "truth": truth,
+        "scan": scan,
+        "scans": scans,
+        "tiff": tiff,
+        "png": png,
+    }
 
 
 def _ink_box(image: PILImage.Image, region: tuple[float, float, float, float]) -> BBox:
@@ -84,8 +91,11 @@ def test_encrypted_and_corrupt_pdfs_fail_alone(files: dict) -> None:
         open_document(folder / "locked.pdf")
     with pytest.raises(DocumentError, match="not a readable PDF"):
         open_document(folder / "broken.pdf")
-    docs = list(DocumentParser(backend="ocr").parse_many(
-        [folder / "locked.pdf", files["png"], folder / "broken.pdf", folder / "missing.pdf"]))
+    docs = list(
+        DocumentParser(backend="ocr").parse_many(
+            [folder / "locked.pdf", files["png"], folder / "broken.pdf", folder / "missing.pdf"]
+        )
+    )
     assert [d.error is None for d in docs] == [False, True, False, False]
     assert "password" in (docs[0].error or "") and docs[0].pages == []
     assert "missing.pdf" in (docs[3].error or "")
@@ -129,11 +139,13 @@ class CountingOCR:
 
 def test_cache_skips_finished_pages(files: dict, tmp_path: Path) -> None:
     ocr = CountingOCR()
-    first = list(DocumentParser(backend="ocr", ocr_engine=ocr, cache_dir=tmp_path).parse_many(
-        [files["scan"], files["png"]]))
+    first = list(
+        DocumentParser(backend="ocr", ocr_engine=ocr, cache_dir=tmp_path).parse_many([files["scan"], files["png"]])
+    )
     assert ocr.pages == 3
-    again = list(DocumentParser(backend="ocr", ocr_engine=ocr, cache_dir=tmp_path).parse_many(
-        [files["scan"], files["png"]]))
+    again = list(
+        DocumentParser(backend="ocr", ocr_engine=ocr, cache_dir=tmp_path).parse_many([files["scan"], files["png"]])
+    )
     assert ocr.pages == 3  # nothing read twice
     assert [d.to_json() for d in again] == [d.to_json() for d in first]
     # other settings are another cache key

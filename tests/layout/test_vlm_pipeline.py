@@ -19,8 +19,13 @@ pytestmark = pytest.mark.engine
 
 SMALL = 64 * 28 * 28
 # Bounds that let a random model finish its JSON: the schema is what is under test, not the words.
-VLM_ARGS: dict[str, Any] = {"max_pixels": SMALL, "max_tokens": 512, "min_blocks": 2, "max_blocks": 4,
-                            "max_text_chars": 24}
+VLM_ARGS: dict[str, Any] = {
+    "max_pixels": SMALL,
+    "max_tokens": 512,
+    "min_blocks": 2,
+    "max_blocks": 4,
+    "max_text_chars": 24,
+}
 
 
 class Recorder:

@@ -16,16 +16,49 @@ from qwenvl.messages import ChatResult
 
 def _doc() -> ParsedDocument:
     blocks = [
-        Block(id="p1-b0", type=BlockType.TITLE, bbox=BBox.of(10, 10, 300, 40), text="Annual Report", reading_order=0,
-              level=1, origin="ocr"),
-        Block(id="p1-b2", type=BlockType.TABLE, bbox=BBox.of(10, 200, 300, 260), text="a\tb\n1\t2",
-              html=rows_to_html([["a", "b"], ["1", "2"]]), reading_order=2, origin="ocr", confidence=0.9),
-        Block(id="p1-b1", type=BlockType.PARAGRAPH, bbox=BBox.of(10, 60, 300, 180), text="Revenue grew.",
-              reading_order=1, origin="ocr"),
-        Block(id="p1-b3", type=BlockType.LIST_ITEM, bbox=BBox.of(10, 270, 300, 290), text="\u2022 first item",
-              reading_order=3, origin="ocr"),
-        Block(id="p1-b4", type=BlockType.PAGE_NUMBER, bbox=BBox.of(140, 380, 160, 395), text="7", reading_order=4,
-              origin="ocr"),
+        Block(
+            id="p1-b0",
+            type=BlockType.TITLE,
+            bbox=BBox.of(10, 10, 300, 40),
+            text="Annual Report",
+            reading_order=0,
+            level=1,
+            origin="ocr",
+        ),
+        Block(
+            id="p1-b2",
+            type=BlockType.TABLE,
+            bbox=BBox.of(10, 200, 300, 260),
+            text="a\tb\n1\t2",
+            html=rows_to_html([["a", "b"], ["1", "2"]]),
+            reading_order=2,
+            origin="ocr",
+            confidence=0.9,
+        ),
+        Block(
+            id="p1-b1",
+            type=BlockType.PARAGRAPH,
+            bbox=BBox.of(10, 60, 300, 180),
+            text="Revenue grew.",
+            reading_order=1,
+            origin="ocr",
+        ),
+        Block(
+            id="p1-b3",
+            type=BlockType.LIST_ITEM,
+            bbox=BBox.of(10, 270, 300, 290),
+            text="\u2022 first item",
+            reading_order=3,
+            origin="ocr",
+        ),
+        Block(
+            id="p1-b4",
+            type=BlockType.PAGE_NUMBER,
+            bbox=BBox.of(140, 380, 160, 395),
+            text="7",
+            reading_order=4,
+            origin="ocr",
+        ),
     ]
     return ParsedDocument(source="report.pdf", pages=[Page(number=1, width=320, height=400, dpi=72, blocks=blocks)])
 
@@ -104,8 +137,13 @@ def _line(text: str, x: float, y: float, h: float = 20, char_w: float = 10) -> L
 
 
 def test_group_lines_keeps_columns_apart() -> None:
-    lines = [_line("left one", 0, 0), _line("right one", 500, 0), _line("left two", 0, 26), _line("right two", 500, 26),
-             _line("left far below", 0, 200)]
+    lines = [
+        _line("left one", 0, 0),
+        _line("right one", 500, 0),
+        _line("left two", 0, 26),
+        _line("right two", 500, 26),
+        _line("left far below", 0, 200),
+    ]
     regions = group_lines(lines)
     texts = sorted(" / ".join(ln.text for ln in r.lines) for r in regions)
     assert texts == ["left far below", "left one / left two", "right one / right two"]
@@ -115,8 +153,9 @@ def test_assemble_types_headings_lists_tables_and_numbers() -> None:
     regions = [
         Region([_line("Big Title", 50, 40, h=44, char_w=22)]),
         Region([_line("Body text that runs on.", 50, 120), _line("More body text here.", 50, 146)]),
-        Region([_line("\u00a2 first point", 70, 200), _line("continued", 90, 226),
-                _line("\u00a2 second point", 70, 252)]),
+        Region(
+            [_line("\u00a2 first point", 70, 200), _line("continued", 90, 226), _line("\u00a2 second point", 70, 252)]
+        ),
         # a table without ruling lines: three columns aligned over three lines
         Region([_line("Item", 50, 320), _line("Qty", 400, 320), _line("Price", 700, 320)]),
         Region([_line("12", 980, 1960)]),
@@ -128,22 +167,41 @@ def test_assemble_types_headings_lists_tables_and_numbers() -> None:
     regions[3] = Region(table_lines)
     blocks = assemble(RawLayout(1000, 2000, regions), page_number=3, origin="ocr")
     kinds = [b.type for b in blocks]
-    assert kinds == [BlockType.TITLE, BlockType.PARAGRAPH, BlockType.LIST_ITEM, BlockType.LIST_ITEM, BlockType.TABLE,
-                     BlockType.PAGE_NUMBER]
+    assert kinds == [
+        BlockType.TITLE,
+        BlockType.PARAGRAPH,
+        BlockType.LIST_ITEM,
+        BlockType.LIST_ITEM,
+        BlockType.TABLE,
+        BlockType.PAGE_NUMBER,
+    ]
     assert blocks[0].level == 1
     assert blocks[2].text == "\u2022 first point continued" and blocks[3].text == "\u2022 second point"
-    assert html_table_rows(blocks[4].html or "") == [["Item", "Qty", "Price"], ["Apple", "3", "1.50"],
-                                                     ["Pear", "4", "2.25"]]
+    assert html_table_rows(blocks[4].html or "") == [
+        ["Item", "Qty", "Price"],
+        ["Apple", "3", "1.50"],
+        ["Pear", "4", "2.25"],
+    ]
     assert [b.id for b in blocks] == [f"p3-b{i}" for i in range(6)]
     assert blocks[1].confidence == pytest.approx(0.9)
 
 
 def test_ruled_table_cells_follow_the_rules() -> None:
     # a 2x2 grid of rules with one word per cell, plus a long word spilling nowhere
-    rules = [(0, 0, 400, 2), (0, 50, 400, 52), (0, 100, 400, 102), (0, 0, 2, 102), (200, 0, 202, 102),
-             (398, 0, 400, 102)]
-    words = [Word("a", (10, 10, 30, 40)), Word("b", (210, 10, 230, 40)), Word("c", (10, 60, 30, 90)),
-             Word("d d", (210, 60, 260, 90))]
+    rules = [
+        (0, 0, 400, 2),
+        (0, 50, 400, 52),
+        (0, 100, 400, 102),
+        (0, 0, 2, 102),
+        (200, 0, 202, 102),
+        (398, 0, 400, 102),
+    ]
+    words = [
+        Word("a", (10, 10, 30, 40)),
+        Word("b", (210, 10, 230, 40)),
+        Word("c", (10, 60, 30, 90)),
+        Word("d d", (210, 60, 260, 90)),
+    ]
     region = Region([Line(words[:2], (10, 10, 230, 40), 30), Line(words[2:], (10, 60, 260, 90), 30)])
     blocks = assemble(RawLayout(500, 500, [region], rules=rules), page_number=1, origin="ocr")
     assert len(blocks) == 1 and blocks[0].type is BlockType.TABLE
@@ -161,10 +219,15 @@ def test_vlm_schema_and_box_mapping() -> None:
     # a tile covering the lower half of a 400x600 page: grid boxes map into that half
     tile = split_tile(Tile(0, 0, 400, 600), overlap=0)[1]
     assert (tile.y0, tile.y1, tile.depth) == (300, 600, 1)
-    result = ChatResult(text="", parsed={"blocks": [
-        {"type": "table", "bbox": [500, 1000, 0, 0], "text": "<table><tr><td>x</td><td>y</td></tr></table>"},
-        {"type": "title", "bbox": [0, 0, 1000, 100], "text": " T "},
-    ]})
+    result = ChatResult(
+        text="",
+        parsed={
+            "blocks": [
+                {"type": "table", "bbox": [500, 1000, 0, 0], "text": "<table><tr><td>x</td><td>y</td></tr></table>"},
+                {"type": "title", "bbox": [0, 0, 1000, 100], "text": " T "},
+            ]
+        },
+    )
     blocks = blocks_from_result(result, tile, config, page_number=2, page_size=(400, 600))
     assert blocks[0].bbox.xyxy == (0, 300, 200, 600)
     assert blocks[0].text == "x\ty" and blocks[0].html is not None

@@ -40,13 +40,23 @@ def to_documents(
     if mode == "page":
         for page in parsed.pages:
             single = ParsedDocument(source=parsed.source, pages=[page])
-            meta: dict[str, Any] = {"source": parsed.source, "page": page.number, "page_width": page.width,
-                                    "page_height": page.height, "dpi": page.dpi, "page_status": page.status,
-                                    "backend": page.backend, "block_count": len(page.blocks)}
+            meta: dict[str, Any] = {
+                "source": parsed.source,
+                "page": page.number,
+                "page_width": page.width,
+                "page_height": page.height,
+                "dpi": page.dpi,
+                "page_status": page.status,
+                "backend": page.backend,
+                "block_count": len(page.blocks),
+            }
             if page.error:
                 meta["page_error"] = page.error
-            yield Document(page_content=to_markdown(single, page_breaks=False).strip(), metadata=meta,
-                           id=_stable_id(f"{parsed.source}#page={page.number}"))
+            yield Document(
+                page_content=to_markdown(single, page_breaks=False).strip(),
+                metadata=meta,
+                id=_stable_id(f"{parsed.source}#page={page.number}"),
+            )
         return
     if mode not in ("block", "chunk"):
         raise ValueError(f"mode={mode!r}: use 'block', 'chunk' or 'page'")

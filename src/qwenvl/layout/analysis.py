@@ -23,8 +23,21 @@ __all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "group_lines", "re
 Box = tuple[float, float, float, float]
 
 #: Tokens that open a list item; OCR reads a round bullet as one of the last three.
-_BULLETS = {"\u2022", "\u00b7", "\u25cf", "\u25aa", "\u25a0", "\u25e6", "-", "\u2013", "\u2014", "*",
-            "\u00a2", "\u00ab", "\u00b0"}
+_BULLETS = {
+    "\u2022",
+    "\u00b7",
+    "\u25cf",
+    "\u25aa",
+    "\u25a0",
+    "\u25e6",
+    "-",
+    "\u2013",
+    "\u2014",
+    "*",
+    "\u00a2",
+    "\u00ab",
+    "\u00b0",
+}
 _MISREAD_BULLETS = {"\u00a2", "\u00ab", "\u00b0"}
 _NUMBERED = re.compile(r"^(\(?\d{1,2}[.)]|\(?[a-z][.)])$")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
@@ -250,8 +263,9 @@ def _table_rows(words: list[Word], area: Box, rules: Sequence[Box], line_h: floa
         cells[r][c].append(w)
     rows = []
     for row in cells:
-        texts = [" ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0])))
-                 for cell in row]
+        texts = [
+            " ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0]))) for cell in row
+        ]
         if any(texts):
             rows.append(texts)
     return rows
@@ -299,7 +313,7 @@ def _restore_bullets(regions: list[Region], ink: Any) -> None:
             box = (int(max(0, x0 - 2.0 * h)), int(y0 + 0.15 * h), int(max(0, x0 - 0.15 * h)), int(y1 - 0.15 * h))
             if box[2] - box[0] < 3 or box[3] - box[1] < 3:
                 continue
-            dark = np.asarray(ink[box[1]:box[3], box[0]:box[2]]) < 110
+            dark = np.asarray(ink[box[1] : box[3], box[0] : box[2]]) < 110
             if not dark.any():
                 continue
             ys, xs = np.nonzero(dark)
@@ -347,7 +361,7 @@ def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region
 def _text_of(lines: list[Line], is_item: bool) -> str:
     text = " ".join(line.text for line in lines)
     if is_item and lines and lines[0].words and lines[0].words[0].text in _MISREAD_BULLETS:
-        text = "\u2022" + text[len(lines[0].words[0].text):]
+        text = "\u2022" + text[len(lines[0].words[0].text) :]
     return " ".join(text.split())
 
 
@@ -392,8 +406,9 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             continue
         rows = _table_rows(words, area, raw.rules, body_h)
         box = _union([area] + [w.bbox for w in words])
-        drafts.append((BlockType.TABLE, box, "\n".join("\t".join(r) for r in rows), rows_to_html(rows), None,
-                       _confidence(words)))
+        drafts.append(
+            (BlockType.TABLE, box, "\n".join("\t".join(r) for r in rows), rows_to_html(rows), None, _confidence(words))
+        )
 
     for fig in raw.figures:
         drafts.append((BlockType.FIGURE, fig, "", None, None, None))
@@ -433,8 +448,17 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     blocks = []
     for rank, i in enumerate(order):
         kind, box, text, html, level, conf = drafts[i]
-        blocks.append(Block(
-            id=f"p{page_number}-b{rank}", type=kind, bbox=BBox.of(*box).clip(raw.width, raw.height), text=text,
-            html=html, reading_order=rank, level=level, confidence=conf, origin=origin,
-        ))
+        blocks.append(
+            Block(
+                id=f"p{page_number}-b{rank}",
+                type=kind,
+                bbox=BBox.of(*box).clip(raw.width, raw.height),
+                text=text,
+                html=html,
+                reading_order=rank,
+                level=level,
+                confidence=conf,
+                origin=origin,
+            )
+        )
     return blocks

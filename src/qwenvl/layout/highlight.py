@@ -45,8 +45,12 @@ def crop(page_image: PIL.Image.Image, bbox: BoxLike, *, padding: float = 8.0) ->
     """The region ``bbox`` of ``page_image`` with ``padding`` pixels around it, kept inside the image."""
     x0, y0, x1, y1 = _xyxy(bbox)
     w, h = page_image.size
-    box = (max(0, int(x0 - padding)), max(0, int(y0 - padding)), min(w, int(x1 + padding + 0.5)),
-           min(h, int(y1 + padding + 0.5)))
+    box = (
+        max(0, int(x0 - padding)),
+        max(0, int(y0 - padding)),
+        min(w, int(x1 + padding + 0.5)),
+        min(h, int(y1 + padding + 0.5)),
+    )
     if box[2] <= box[0] or box[3] <= box[1]:
         raise ValueError(f"bbox {bbox} is empty or outside the {w}x{h} page image")
     return page_image.crop(box)

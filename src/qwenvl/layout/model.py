@@ -10,8 +10,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["SCHEMA_VERSION", "BBox", "Block", "BlockType", "Origin", "Page", "PageStatus", "PageUsage",
-           "ParsedDocument"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "BBox",
+    "Block",
+    "BlockType",
+    "Origin",
+    "Page",
+    "PageStatus",
+    "PageUsage",
+    "ParsedDocument",
+]
 
 #: Written into every exported document; bumped when the JSON shape changes incompatibly.
 SCHEMA_VERSION = "qwenvl.layout/1"
@@ -87,13 +96,18 @@ class BBox(BaseModel):
 
     def union(self, other: BBox) -> BBox:
         """The smallest box holding both."""
-        return BBox(x0=min(self.x0, other.x0), y0=min(self.y0, other.y0), x1=max(self.x1, other.x1),
-                    y1=max(self.y1, other.y1))
+        return BBox(
+            x0=min(self.x0, other.x0), y0=min(self.y0, other.y0), x1=max(self.x1, other.x1), y1=max(self.y1, other.y1)
+        )
 
     def clip(self, width: float, height: float) -> BBox:
         """This box cut to a page of ``width`` x ``height``."""
-        return BBox(x0=min(max(self.x0, 0.0), width), y0=min(max(self.y0, 0.0), height),
-                    x1=min(max(self.x1, 0.0), width), y1=min(max(self.y1, 0.0), height))
+        return BBox(
+            x0=min(max(self.x0, 0.0), width),
+            y0=min(max(self.y0, 0.0), height),
+            x1=min(max(self.x1, 0.0), width),
+            y1=min(max(self.y1, 0.0), height),
+        )
 
     def scale(self, sx: float, sy: float | None = None) -> BBox:
         """This box with x multiplied by ``sx`` and y by ``sy`` (default ``sx``)."""
@@ -106,8 +120,12 @@ class BBox(BaseModel):
 
     def to_grid(self, width: float, height: float, grid: int = 1000) -> tuple[int, int, int, int]:
         """This box on Qwen2-VL's [0, grid) grid of a ``width`` x ``height`` page."""
-        return (round(self.x0 * grid / width), round(self.y0 * grid / height), round(self.x1 * grid / width),
-                round(self.y1 * grid / height))
+        return (
+            round(self.x0 * grid / width),
+            round(self.y0 * grid / height),
+            round(self.x1 * grid / width),
+            round(self.y1 * grid / height),
+        )
 
     def to_points(self, dpi: float) -> tuple[float, float, float, float]:
         """This box in PDF points (1/72 inch) from the top-left, for a page rendered at ``dpi``."""

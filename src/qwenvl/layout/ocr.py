@@ -37,8 +37,12 @@ class OCREngine(Protocol):
 
 def _tessdata_dirs() -> list[Path]:
     dirs = [Path(os.environ["TESSDATA_PREFIX"])] if os.environ.get("TESSDATA_PREFIX") else []
-    dirs += [Path(sys.prefix) / "share" / "tessdata", Path("/usr/share/tesseract-ocr/5/tessdata"),
-             Path("/usr/share/tesseract-ocr/4.00/tessdata"), Path("/usr/share/tessdata")]
+    dirs += [
+        Path(sys.prefix) / "share" / "tessdata",
+        Path("/usr/share/tesseract-ocr/5/tessdata"),
+        Path("/usr/share/tesseract-ocr/4.00/tessdata"),
+        Path("/usr/share/tessdata"),
+    ]
     return dirs
 
 

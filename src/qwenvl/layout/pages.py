@@ -23,8 +23,16 @@ from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
 from qwenvl.layout.model import Block
 from qwenvl.media import MediaPolicy, describe_source, read_source_bytes
 
-__all__ = ["DOCUMENT_SUFFIXES", "DocumentError", "DocumentSource", "PageSource", "dpi_for_budget", "expand_sources",
-           "open_document", "render_page"]
+__all__ = [
+    "DOCUMENT_SUFFIXES",
+    "DocumentError",
+    "DocumentSource",
+    "PageSource",
+    "dpi_for_budget",
+    "expand_sources",
+    "open_document",
+    "render_page",
+]
 
 DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 _DEFAULT_IMAGE_DPI = 200.0
@@ -195,8 +203,9 @@ def expand_sources(
     return out
 
 
-def render_page(source: str | os.PathLike[str] | bytes, number: int, dpi: float, *,
-                password: str | None = None) -> PIL.Image.Image:
+def render_page(
+    source: str | os.PathLike[str] | bytes, number: int, dpi: float, *, password: str | None = None
+) -> PIL.Image.Image:
     """Page ``number`` (1-based) of a document as an image at ``dpi`` (the resolution a `Page` records)."""
     with open_document(source, password=password) as doc:
         if not 1 <= number <= doc.page_count:
@@ -235,8 +244,12 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
         def end_line() -> None:
             end_word()
             if words:
-                box = (min(w.bbox[0] for w in words), min(w.bbox[1] for w in words),
-                       max(w.bbox[2] for w in words), max(w.bbox[3] for w in words))
+                box = (
+                    min(w.bbox[0] for w in words),
+                    min(w.bbox[1] for w in words),
+                    max(w.bbox[2] for w in words),
+                    max(w.bbox[3] for w in words),
+                )
                 lines.append(Line(list(words), box, statistics.median(sizes) * scale if sizes else box[3] - box[1]))
             words.clear()
             sizes.clear()
@@ -257,8 +270,12 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
             visible += 1
             sizes.append(float(c.FPDFText_GetFontSize(textpage.raw, i)))
             if word_chars:
-                word_box[:] = [min(word_box[0], box[0]), min(word_box[1], box[1]), max(word_box[2], box[2]),
-                               max(word_box[3], box[3])]
+                word_box[:] = [
+                    min(word_box[0], box[0]),
+                    min(word_box[1], box[1]),
+                    max(word_box[2], box[2]),
+                    max(word_box[3], box[3]),
+                ]
             else:
                 word_box[:] = box
             word_chars.append(ch)
@@ -271,8 +288,8 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
             fig = ((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale)
             if (fig[2] - fig[0]) * (fig[3] - fig[1]) < 0.8 * width * height:
                 figures.append(fig)
-        return assemble(RawLayout(width, height, group_lines(lines), figures=figures), page_number=number,
-                        origin="pdf_text")
+        return assemble(
+            RawLayout(width, height, group_lines(lines), figures=figures), page_number=number, origin="pdf_text"
+        )
     finally:
         textpage.close()
-

@@ -151,8 +151,12 @@ class DocumentParser:
         self.vlm = VLMLayoutConfig(
             min_pixels=min_pixels,
             max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or _DEFAULT_MAX_PIXELS,
-            max_tokens=max_tokens, coords=coords, min_blocks=min_blocks, max_blocks=max_blocks,
-            max_text_chars=max_text_chars, max_tile_depth=max_tile_depth,
+            max_tokens=max_tokens,
+            coords=coords,
+            min_blocks=min_blocks,
+            max_blocks=max_blocks,
+            max_text_chars=max_text_chars,
+            max_tile_depth=max_tile_depth,
         )
         self.dpi = dpi
         self.batch_size = batch_size
@@ -189,8 +193,10 @@ class DocumentParser:
                 yield open_document(item, password=self.password, policy=self.policy)
             except DocumentError as exc:
                 _log.warning("%s", exc)
-                yield ParsedDocument(source=str(getattr(exc, "source", item)) if not isinstance(item, bytes)
-                                     else "<bytes>", error=str(exc))
+                yield ParsedDocument(
+                    source=str(getattr(exc, "source", item)) if not isinstance(item, bytes) else "<bytes>",
+                    error=str(exc),
+                )
 
     def _ocr_engine(self) -> OCREngine:
         if self._ocr is None:
@@ -199,8 +205,13 @@ class DocumentParser:
 
     def _settings(self) -> dict[str, Any]:
         ocr = self._ocr_choice if isinstance(self._ocr_choice, str) else getattr(self._ocr_choice, "name", "custom")
-        out: dict[str, Any] = {"schema": SCHEMA_VERSION, "backend": self.backend, "dpi": self.dpi, "lang": self.lang,
-                               "ocr": ocr}
+        out: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "backend": self.backend,
+            "dpi": self.dpi,
+            "lang": self.lang,
+            "ocr": ocr,
+        }
         if self.engine is not None and self.backend != "ocr":
             out["model"] = self.engine.model_name
             out["vlm"] = self.vlm.fingerprint()
@@ -263,8 +274,14 @@ class DocumentParser:
                     blocks = None
                 if blocks is not None:
                     w, h = job.page.size_pt
-                    page = Page(number=job.page.number, width=round(w * self.dpi / 72),
-                                height=round(h * self.dpi / 72), dpi=self.dpi, blocks=blocks, backend="pdf_text")
+                    page = Page(
+                        number=job.page.number,
+                        width=round(w * self.dpi / 72),
+                        height=round(h * self.dpi / 72),
+                        dpi=self.dpi,
+                        blocks=blocks,
+                        backend="pdf_text",
+                    )
                     self._finish(job, page, bar)
                     continue
             if self.backend == "vlm" or (self.backend == "auto" and self.engine is not None):
@@ -284,8 +301,15 @@ class DocumentParser:
 
     def _failed(self, job: _Job, reason: str) -> Page:
         width, height = job.image.size if job.image is not None else (0, 0)
-        return Page(number=job.page.number, width=width, height=height, dpi=job.dpi, status="failed", error=reason,
-                    usage=job.usage)
+        return Page(
+            number=job.page.number,
+            width=width,
+            height=height,
+            dpi=job.dpi,
+            status="failed",
+            error=reason,
+            usage=job.usage,
+        )
 
     def _finish(self, job: _Job, page: Page, bar: Any, *, store: bool = True) -> None:
         job.state.pages[job.page.number - 1] = page
@@ -339,8 +363,10 @@ class DocumentParser:
                         for k, sub in enumerate(split_tile(tile)):
                             next_todo.append((i, sub, path + (k,), 0))
                     else:
-                        failed[i] = (f"the answer was cut off by max_tokens={self.vlm.max_tokens} even on tiles of "
-                                     f"depth {tile.depth}: raise max_tokens or max_tile_depth")
+                        failed[i] = (
+                            f"the answer was cut off by max_tokens={self.vlm.max_tokens} even on tiles of "
+                            f"depth {tile.depth}: raise max_tokens or max_tile_depth"
+                        )
                 elif result.error is not None:
                     if attempt < self.retries:
                         next_todo.append((i, tile, path, attempt + 1))
@@ -348,8 +374,9 @@ class DocumentParser:
                         failed[i] = f"{type(result.error).__name__}: {result.error}"
                 else:
                     assert job.image is not None
-                    blocks = blocks_from_result(result, tile, self.vlm, page_number=job.page.number,
-                                                page_size=job.image.size)
+                    blocks = blocks_from_result(
+                        result, tile, self.vlm, page_number=job.page.number, page_size=job.image.size
+                    )
                     tiles[i].append((path, blocks))
             todo = next_todo
         for i, job in enumerate(jobs):
@@ -360,11 +387,23 @@ class DocumentParser:
             if not ordered:
                 yield job, "the model found no blocks on the page"
                 continue
-            ordered = [b.model_copy(update={"reading_order": k, "id": f"p{job.page.number}-b{k}"})
-                       for k, b in enumerate(ordered)]
+            ordered = [
+                b.model_copy(update={"reading_order": k, "id": f"p{job.page.number}-b{k}"})
+                for k, b in enumerate(ordered)
+            ]
             assert job.image is not None
-            yield job, Page(number=job.page.number, width=job.image.width, height=job.image.height, dpi=job.dpi,
-                            blocks=ordered, backend="vlm", usage=job.usage)
+            yield (
+                job,
+                Page(
+                    number=job.page.number,
+                    width=job.image.width,
+                    height=job.image.height,
+                    dpi=job.dpi,
+                    blocks=ordered,
+                    backend="vlm",
+                    usage=job.usage,
+                ),
+            )
 
     def _run_ocr(self, jobs: list[tuple[_Job, str | None]], bar: Any) -> None:
         try:
@@ -397,8 +436,17 @@ class DocumentParser:
             error = reason
             if not blocks:
                 error = (f"{reason}; " if reason else "") + "OCR found no text on the page"
-            return Page(number=job.page.number, width=image.width, height=image.height, dpi=job.dpi, blocks=blocks,
-                        status=status, error=error, backend="ocr", usage=job.usage)
+            return Page(
+                number=job.page.number,
+                width=image.width,
+                height=image.height,
+                dpi=job.dpi,
+                blocks=blocks,
+                status=status,
+                error=error,
+                backend="ocr",
+                usage=job.usage,
+            )
 
         with ThreadPoolExecutor(max_workers=self.ocr_workers) as pool:
             for (job, _), page in zip(jobs, pool.map(one, range(len(jobs))), strict=True):

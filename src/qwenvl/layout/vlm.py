@@ -15,8 +15,15 @@ from qwenvl.messages import ChatRequest, ChatResult, Image, Message, SamplingOpt
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ["PROMPT_VERSION", "VLMLayoutConfig", "Tile", "blocks_from_result", "layout_request", "layout_schema",
-           "split_tile"]
+__all__ = [
+    "PROMPT_VERSION",
+    "VLMLayoutConfig",
+    "Tile",
+    "blocks_from_result",
+    "layout_request",
+    "layout_schema",
+    "split_tile",
+]
 
 #: Changes whenever the prompt or schema changes, so cached pages of an older prompt are not reused.
 PROMPT_VERSION = "vlm-layout/1"
@@ -27,12 +34,11 @@ _PROMPT = (
     "Read this document page. List every block on it (title, section_header, paragraph, list_item, table, figure, "
     "caption, formula, page_header, page_footer, page_number, other) in reading order. For each block give its "
     "type, its bounding box {coords} and its text exactly as printed. Write a table's text as an HTML <table> "
-    "with <tr> and <td>. Answer with JSON only: {{\"blocks\": [{{\"type\": ..., \"bbox\": [x0, y0, x1, y1], "
-    "\"text\": ...}}]}}."
+    'with <tr> and <td>. Answer with JSON only: {{"blocks": [{{"type": ..., "bbox": [x0, y0, x1, y1], '
+    '"text": ...}}]}}.'
 )
 _COORDS = {
-    "grid": "as [x0, y0, x1, y1] on a 0-1000 grid of the page (0,0 is the top-left corner, 1000,1000 the "
-            "bottom-right)",
+    "grid": "as [x0, y0, x1, y1] on a 0-1000 grid of the page (0,0 is the top-left corner, 1000,1000 the bottom-right)",
     "pixels": "as [x0, y0, x1, y1] in pixels of the image you see",
 }
 
@@ -59,8 +65,17 @@ class VLMLayoutConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the cache key depends on."""
-        keys = ("min_pixels", "max_pixels", "max_tokens", "coords", "min_blocks", "max_blocks", "max_text_chars",
-                "max_tile_depth", "prompt")
+        keys = (
+            "min_pixels",
+            "max_pixels",
+            "max_tokens",
+            "coords",
+            "min_blocks",
+            "max_blocks",
+            "max_text_chars",
+            "max_tile_depth",
+            "prompt",
+        )
         return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in keys}}
 
 
@@ -108,19 +123,24 @@ def split_tile(tile: Tile, overlap: float = 0.03) -> list[Tile]:
     w, h = tile.x1 - tile.x0, tile.y1 - tile.y0
     if h >= w:
         mid, pad = tile.y0 + h // 2, int(h * overlap)
-        return [Tile(tile.x0, tile.y0, tile.x1, mid + pad, tile.depth + 1),
-                Tile(tile.x0, mid - pad, tile.x1, tile.y1, tile.depth + 1)]
+        return [
+            Tile(tile.x0, tile.y0, tile.x1, mid + pad, tile.depth + 1),
+            Tile(tile.x0, mid - pad, tile.x1, tile.y1, tile.depth + 1),
+        ]
     mid, pad = tile.x0 + w // 2, int(w * overlap)
-    return [Tile(tile.x0, tile.y0, mid + pad, tile.y1, tile.depth + 1),
-            Tile(mid - pad, tile.y0, tile.x1, tile.y1, tile.depth + 1)]
+    return [
+        Tile(tile.x0, tile.y0, mid + pad, tile.y1, tile.depth + 1),
+        Tile(mid - pad, tile.y0, tile.x1, tile.y1, tile.depth + 1),
+    ]
 
 
 def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
     """The request asking the model for the blocks of ``image`` (a page or a tile)."""
     prompt = (config.prompt or _PROMPT).format(coords=_COORDS[config.coords])
     return ChatRequest(
-        messages=[Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels),
-                                   Text(prompt)])],
+        messages=[
+            Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels), Text(prompt)])
+        ],
         sampling=SamplingOptions(max_tokens=config.max_tokens, temperature=0.0),
         response_format=layout_schema(config),
     )
@@ -163,9 +183,16 @@ def blocks_from_result(
         kind = BlockType(item["type"])
         text, table_html = _table_text(item["text"]) if kind is BlockType.TABLE else (item["text"], None)
         order = start + i
-        blocks.append(Block(
-            id=f"p{page_number}-b{order}", type=kind, bbox=bbox, text=text.strip(), html=table_html,
-            reading_order=order, level={BlockType.TITLE: 1, BlockType.SECTION_HEADER: 2}.get(kind),
-            origin="vlm",
-        ))
+        blocks.append(
+            Block(
+                id=f"p{page_number}-b{order}",
+                type=kind,
+                bbox=bbox,
+                text=text.strip(),
+                html=table_html,
+                reading_order=order,
+                level={BlockType.TITLE: 1, BlockType.SECTION_HEADER: 2}.get(kind),
+                origin="vlm",
+            )
+        )
     return blocks

@@ -27,8 +27,24 @@ _log = logging.getLogger(__name__)
 #: The metadata key holding a page's layout (its blocks as JSON); kept out of embeddings and LLM prompts.
 LAYOUT_KEY = "layout_json"
 #: Metadata that locates a node but means nothing to an embedding model or an LLM.
-LOCATION_KEYS = [LAYOUT_KEY, "x0", "y0", "x1", "y1", "page_width", "page_height", "dpi", "block_id", "block_types",
-                 "reading_order", "origin", "page_status", "confidence", "backend", "heading_level"]
+LOCATION_KEYS = [
+    LAYOUT_KEY,
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "page_width",
+    "page_height",
+    "dpi",
+    "block_id",
+    "block_types",
+    "reading_order",
+    "origin",
+    "page_status",
+    "confidence",
+    "backend",
+    "heading_level",
+]
 
 
 class QwenVLReader(BaseReader):
@@ -136,8 +152,14 @@ class LayoutNodeParser(NodeParser):
                 )
             page = Page.model_validate_json(raw)
             source = str(node.metadata.get("source", ""))
-            chunks, headings[source] = chunk_page(source, page, mode=self.mode, max_size=self.chunk_size,
-                                                  size=self._size_fn or word_count, headings=headings.get(source))
+            chunks, headings[source] = chunk_page(
+                source,
+                page,
+                mode=self.mode,
+                max_size=self.chunk_size,
+                size=self._size_fn or word_count,
+                headings=headings.get(source),
+            )
             page_image = None
             for chunk in chunks:
                 metadata = chunk.metadata()
@@ -147,8 +169,12 @@ class LayoutNodeParser(NodeParser):
                         page_image = render_page(source, page.number, page.dpi)
                     buf = io.BytesIO()
                     crop(page_image, chunk.bbox, padding=0).save(buf, "PNG")
-                    new: TextNode = ImageNode(image=base64.b64encode(buf.getvalue()).decode(),
-                                              image_mimetype="image/png", text=chunk.text, metadata=metadata)
+                    new: TextNode = ImageNode(
+                        image=base64.b64encode(buf.getvalue()).decode(),
+                        image_mimetype="image/png",
+                        text=chunk.text,
+                        metadata=metadata,
+                    )
                 elif figure:
                     continue
                 else:
