@@ -61,6 +61,13 @@ class Chunk:
         return meta
 
 
+def _continues(above: Block, block: Block) -> bool:
+    """Whether ``block`` reads on below ``above`` in the same column (so one box can hold both)."""
+    a, b = above.bbox, block.bbox
+    overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
+    return b.y0 >= a.y0 and overlap >= 0.5 * min(a.width, b.width)
+
+
 def _update_headings(path: list[tuple[int, str]], block: Block) -> list[tuple[int, str]]:
     level = block.level or (1 if block.type is BlockType.TITLE else 2)
     return [h for h in path if h[0] < level] + [(level, " ".join(block.text.split()))]
@@ -107,6 +114,8 @@ def chunk_page(
         heading_only = len(current) == 1 and current[0].type.is_heading
         if current and current_size + n > max_size and not heading_only:
             flush()
+        if current and not _continues(current[-1], block):
+            flush()  # a new column or a jump on the page: keep each chunk's box one region
         if block.type in (BlockType.TABLE, BlockType.FIGURE) and current and not heading_only:
             flush()  # tables and figures start their own chunk (with their heading, if it is all there is)
         if not current:

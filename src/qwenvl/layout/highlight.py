@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import PIL.Image
 import PIL.ImageDraw
+import PIL.ImageFont
 
 from qwenvl.layout.model import BBox
 
@@ -31,13 +32,14 @@ def highlight(
     base = page_image.convert("RGBA")
     layer = PIL.Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = PIL.ImageDraw.Draw(layer)
+    font = PIL.ImageFont.load_default(size=max(12, base.height // 80))
     fill = (*color, round(255 * opacity))
     edge = (*(max(0, v - 90) for v in color), 255)
     for k, box in enumerate(bboxes):
         xyxy = _xyxy(box)
         draw.rectangle(xyxy, fill=fill, outline=edge, width=outline)
         if labels is not None and k < len(labels):
-            draw.text((xyxy[0] + outline, max(0.0, xyxy[1] - 14)), labels[k], fill=edge)
+            draw.text((xyxy[0] + outline, max(0.0, xyxy[1] - font.size - 2)), labels[k], fill=edge, font=font)
     return PIL.Image.alpha_composite(base, layer).convert("RGB")
 
 

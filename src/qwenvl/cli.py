@@ -1,0 +1,323 @@
+"""The `qwenvl` command: parse documents into blocks, ask questions over them with citations, chat about images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qwenvl.errors import QwenVLError
+
+DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+
+_DESCRIPTION = """\
+Qwen2-VL on vLLM, from the command line.
+
+  qwenvl parse scans/*.pdf --out parsed/          blocks with boxes as JSONL + Markdown + drawn pages
+  qwenvl ask report.pdf "What was the revenue?"   an answer citing page regions, and an image of them
+  qwenvl chat photo.png "What is in this image?"  one-shot vision chat, streamed
+
+`parse --backend ocr` needs no GPU and no model (Tesseract on the CPU). Everything else runs Qwen2-VL: in this
+process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2-VL-2B-Instruct), or on a vLLM server
+(--base-url http://host:8000/v1, started with `vllm serve MODEL --trust-request-mm-kwargs`).
+"""
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help=f"hub id or folder (default: $QWENVL_MODEL or {DEFAULT_MODEL})")
+    g.add_argument(
+        "--base-url",
+        default=os.environ.get("QWENVL_BASE_URL"),
+        help="a vLLM server's OpenAI URL, e.g. http://localhost:8000/v1 (default: $QWENVL_BASE_URL)",
+    )
+    g.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="the server's API key, if any")
+    g.add_argument("--min-pixels", type=int, help="smallest image size in pixels (default 4*28*28)")
+    g.add_argument("--max-pixels", type=int, help="largest image size in pixels (default 1280*28*28)")
+    g.add_argument("--max-model-len", type=int, default=8192, help="context length (default 8192)")
+    g.add_argument("--dtype", default="auto", help="vLLM dtype (auto, bfloat16, float32, ...)")
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    g.add_argument("--tensor-parallel-size", type=int, default=1)
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    return args.model or os.environ.get("QWENVL_MODEL") or DEFAULT_MODEL
+
+
+def _make_engine(args: argparse.Namespace) -> Any:
+    model = _model_name(args)
+    if args.base_url:
+        from qwenvl.engine.vllm_server import VLLMServerEngine
+
+        return VLLMServerEngine(
+            args.base_url,
+            model,
+            api_key=args.api_key,
+            max_model_len=args.max_model_len,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+        )
+    from qwenvl.engine.vllm_local import VLLMEngine
+
+    return VLLMEngine(
+        model,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
+
+
+def _wants_engine(args: argparse.Namespace) -> bool:
+    if args.backend == "vlm":
+        return True
+    if args.backend == "ocr":
+        return False
+    return bool(args.model or args.base_url or os.environ.get("QWENVL_MODEL"))
+
+
+def _cache_dir(args: argparse.Namespace) -> str | None:
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return str(args.cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "qwenvl" / "pages")
+
+
+def _parser_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("parsing")
+    g.add_argument(
+        "--backend",
+        choices=["auto", "vlm", "ocr"],
+        default="auto",
+        help="auto: a PDF's text layer, else the VLM when a model is named, else OCR (default)",
+    )
+    g.add_argument("--lang", default="eng", help="OCR language (Tesseract code; chi_sim uses RapidOCR)")
+    g.add_argument("--dpi", type=float, default=200.0, help="resolution for OCR and text-layer pages (default 200)")
+    g.add_argument("--password", help="password of encrypted PDFs")
+    g.add_argument("--cache-dir", type=Path, help="finished pages are kept here (default ~/.cache/qwenvl/pages)")
+    g.add_argument("--no-cache", action="store_true", help="parse every page again")
+    g.add_argument("--batch-size", type=int, default=32, help="pages per engine call (default 32)")
+
+
+def _document_parser(args: argparse.Namespace, engine: Any) -> Any:
+    from qwenvl.layout import DocumentParser
+
+    return DocumentParser(
+        engine,
+        args.backend,
+        lang=args.lang,
+        dpi=args.dpi,
+        password=args.password,
+        cache_dir=_cache_dir(args),
+        batch_size=args.batch_size,
+        progress=True,
+        max_pixels=args.max_pixels,
+        min_pixels=args.min_pixels,
+    )
+
+
+def _unique_stem(source: str, used: set[str]) -> str:
+    stem = Path(source).stem or "document"
+    name, k = stem, 2
+    while name in used:
+        name, k = f"{stem}-{k}", k + 1
+    used.add(name)
+    return name
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """`qwenvl parse`: JSONL of blocks, Markdown, the full JSON and drawn pages per document."""
+    from qwenvl.layout import highlight, render_page
+    from qwenvl.layout.export import dumps_records
+
+    engine = _make_engine(args) if _wants_engine(args) else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    totals = {"ok": 0, "fallback": 0, "failed": 0}
+    unreadable = 0
+    try:
+        for doc in _document_parser(args, engine).parse_many(args.paths):
+            if doc.error is not None:
+                unreadable += 1
+                print(f"{doc.source}: not parsed: {doc.error}", file=sys.stderr)
+                continue
+            stem = _unique_stem(doc.source, used)
+            (out / f"{stem}.jsonl").write_text(dumps_records(doc), encoding="utf-8")
+            (out / f"{stem}.md").write_text(doc.to_markdown(), encoding="utf-8")
+            (out / f"{stem}.json").write_text(doc.to_json(indent=1), encoding="utf-8")
+            if not args.no_images:
+                folder = out / stem
+                folder.mkdir(exist_ok=True)
+                for page in doc.pages:
+                    image = render_page(doc.source, page.number, page.dpi, password=args.password)
+                    labels = [f"{b.reading_order} {b.type.value}" for b in page.blocks]
+                    highlight(image, [b.bbox for b in page.blocks], labels=labels, opacity=0.2).save(
+                        folder / f"page-{page.number:03d}.png"
+                    )
+            counts = doc.status_counts()
+            for key, value in counts.items():
+                totals[key] += value
+            blocks = sum(len(p.blocks) for p in doc.pages)
+            print(
+                f"{doc.source}: {len(doc.pages)} pages, {blocks} blocks "
+                f"(ok {counts['ok']}, fallback {counts['fallback']}, failed {counts['failed']}) -> {out / stem}.*"
+            )
+            for page in doc.pages:
+                if page.status != "ok" or page.error:
+                    print(f"  page {page.number}: {page.status}: {page.error}", file=sys.stderr)
+    finally:
+        if engine is not None:
+            engine.close()
+    pages = sum(totals.values())
+    print(
+        f"pages: {pages} (ok {totals['ok']}, fallback {totals['fallback']}, failed {totals['failed']}); "
+        f"documents not readable: {unreadable}"
+    )
+    return 1 if unreadable or totals["failed"] else 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """`qwenvl ask`: parse (cached), index, retrieve, answer with citations, save the highlighted regions."""
+    from qwenvl.ask import LayoutIndex, answer_request, citation_image, cited_numbers, stream_answer
+
+    engine = _make_engine(args)
+    try:
+        parser = _document_parser(args, engine if args.backend != "ocr" else None)
+        docs = []
+        for doc in parser.parse_many(args.paths):
+            if doc.error is not None:
+                print(f"{doc.source}: not parsed: {doc.error}", file=sys.stderr)
+                continue
+            docs.append(doc)
+        index = LayoutIndex()
+        if not index.add(docs):
+            print("no text found in the documents: nothing to search", file=sys.stderr)
+            return 1
+        citations = index.search(args.question, k=args.top_k)
+        pages: dict[tuple[str, int], Any] = {}
+        limit = getattr(getattr(engine, "defaults", None), "limit_images", 4)
+        request = answer_request(
+            args.question, citations, max_images=min(args.max_images, limit), max_tokens=args.max_tokens, pages=pages
+        )
+        answer = []
+        for piece in stream_answer(engine, request):
+            answer.append(piece)
+            print(piece, end="", flush=True)
+        print("\n\nSources:")
+        numbers = cited_numbers("".join(answer), citations)
+        for c in citations:
+            print(("* " if c.number in numbers else "  ") + c.label)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        image_path = out / "answer-citations.png"
+        citation_image(citations, numbers, pages=pages).save(image_path)
+        print(f"cited regions highlighted in {image_path}")
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """`qwenvl chat`: a vision question about images, streamed."""
+    from qwenvl.messages import ChatRequest, Image, Message, SamplingOptions, Text
+
+    if not args.items:
+        raise SystemExit("qwenvl chat: give image paths or URLs, then the prompt")
+    *images, prompt = args.items
+    engine = _make_engine(args)
+    try:
+        request = ChatRequest(
+            [Message("user", [*(Image(i) for i in images), Text(prompt)])],
+            SamplingOptions(max_tokens=args.max_tokens, temperature=args.temperature),
+        )
+        last = None
+        for chunk in engine.stream(request):
+            print(chunk.text, end="", flush=True)
+            last = chunk
+        print()
+        if last is not None and last.usage is not None:
+            u = last.usage
+            print(
+                f"[{u.prompt_tokens} prompt tokens ({u.image_tokens} image), {u.completion_tokens} generated]",
+                file=sys.stderr,
+            )
+    finally:
+        engine.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `qwenvl` command."""
+    root = argparse.ArgumentParser(
+        prog="qwenvl", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="{parse,ask,chat}")
+
+    p = sub.add_parser(
+        "parse",
+        help="documents into blocks with boxes (JSONL, Markdown, drawn pages)",
+        description="Parse PDFs, TIFFs and images (files, folders or globs) into typed blocks with "
+        "boxes, in reading order. Writes OUT/NAME.jsonl (a block per line with page, "
+        "x0/y0/x1/y1, type, text), OUT/NAME.md, OUT/NAME.json and OUT/NAME/page-NNN.png "
+        "(the blocks drawn). Exit status 1 when a document or page failed.",
+    )
+    p.add_argument("paths", nargs="+", help="PDF, TIFF, PNG/JPEG/WebP files, folders or glob patterns")
+    p.add_argument("--out", default="qwenvl-out", help="output folder (default qwenvl-out)")
+    p.add_argument("--no-images", action="store_true", help="skip drawing the pages")
+    _parser_options(p)
+    _engine_options(p)
+    p.set_defaults(func=cmd_parse)
+
+    a = sub.add_parser(
+        "ask",
+        help="a question over documents, answered with page-and-box citations",
+        description="Parse the documents (cached), index their blocks with a local embedding model, "
+        "retrieve the closest ones, and let Qwen2-VL answer seeing those page regions. "
+        "Prints the answer and its sources, and saves OUT/answer-citations.png.",
+    )
+    a.add_argument("paths", nargs="+", help="documents, folders or globs")
+    a.add_argument("question", help="the question (quote it)")
+    a.add_argument("--top-k", type=int, default=4, help="excerpts to retrieve (default 4)")
+    a.add_argument("--max-images", type=int, default=3, help="excerpts shown to the model as page crops (default 3)")
+    a.add_argument("--max-tokens", type=int, default=256)
+    a.add_argument("--out", default="qwenvl-out", help="folder for the citation image (default qwenvl-out)")
+    _parser_options(a)
+    _engine_options(a)
+    a.set_defaults(func=cmd_ask)
+
+    c = sub.add_parser(
+        "chat", help="one-shot vision chat, streamed", description='Ask about images: qwenvl chat IMAGE... "prompt"'
+    )
+    c.add_argument("items", nargs="+", metavar="IMAGE... PROMPT", help="image paths or URLs, then the prompt")
+    c.add_argument("--max-tokens", type=int, default=512)
+    c.add_argument("--temperature", type=float, default=0.0)
+    _engine_options(c)
+    c.set_defaults(func=cmd_chat)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `qwenvl` command."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "paths", None) and args.command == "ask" and len(args.paths) == 0:
+        raise SystemExit("qwenvl ask: give documents, then the question")
+    try:
+        return int(args.func(args))
+    except QwenVLError as exc:
+        print(f"qwenvl {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished pages are cached", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
