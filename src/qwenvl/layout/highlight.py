@@ -32,14 +32,15 @@ def highlight(
     base = page_image.convert("RGBA")
     layer = PIL.Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = PIL.ImageDraw.Draw(layer)
-    font = PIL.ImageFont.load_default(size=max(12, base.height // 80))
+    size = max(12, base.height // 80)
+    font = PIL.ImageFont.load_default(size=size)
     fill = (*color, round(255 * opacity))
     edge = (*(max(0, v - 90) for v in color), 255)
     for k, box in enumerate(bboxes):
         xyxy = _xyxy(box)
         draw.rectangle(xyxy, fill=fill, outline=edge, width=outline)
         if labels is not None and k < len(labels):
-            draw.text((xyxy[0] + outline, max(0.0, xyxy[1] - font.size - 2)), labels[k], fill=edge, font=font)
+            draw.text((xyxy[0] + outline, max(0.0, xyxy[1] - size - 2)), labels[k], fill=edge, font=font)
     return PIL.Image.alpha_composite(base, layer).convert("RGB")
 
 
