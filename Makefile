@@ -10,8 +10,8 @@ test:
 	$(PY) -m pytest
 
 lint:
-	$(PY) -m ruff check src integrations tests bench
-	$(PY) -m ruff format --check src integrations tests bench
+	$(PY) -m ruff check src integrations tests bench cookbook
+	$(PY) -m ruff format --check src integrations tests bench cookbook
 	$(PY) -m mypy
 
 bench:

@@ -26,7 +26,8 @@ process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2-VL-2B-Instruct),
 """
 
 
-def _engine_options(p: argparse.ArgumentParser) -> None:
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Adds the model options (--model, --base-url, pixel limits, vLLM settings) to an argument parser."""
     g = p.add_argument_group("model")
     g.add_argument("--model", help=f"hub id or folder (default: $QWENVL_MODEL or {DEFAULT_MODEL})")
     g.add_argument(
@@ -47,7 +48,8 @@ def _model_name(args: argparse.Namespace) -> str:
     return args.model or os.environ.get("QWENVL_MODEL") or DEFAULT_MODEL
 
 
-def _make_engine(args: argparse.Namespace) -> Any:
+def make_engine(args: argparse.Namespace) -> Any:
+    """The engine the options name: a `VLLMServerEngine` for --base-url, else an in-process `VLLMEngine`."""
     model = _model_name(args)
     if args.base_url:
         from qwenvl.engine.vllm_server import VLLMServerEngine
@@ -137,7 +139,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from qwenvl.layout import highlight, render_page
     from qwenvl.layout.export import dumps_records
 
-    engine = _make_engine(args) if _wants_engine(args) else None
+    engine = make_engine(args) if _wants_engine(args) else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
@@ -188,7 +190,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     """`qwenvl ask`: parse (cached), index, retrieve, answer with citations, save the highlighted regions."""
     from qwenvl.ask import LayoutIndex, answer_request, citation_image, cited_numbers, stream_answer
 
-    engine = _make_engine(args)
+    engine = make_engine(args)
     try:
         parser = _document_parser(args, engine if args.backend != "ocr" else None)
         docs = []
@@ -232,7 +234,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if not args.items:
         raise SystemExit("qwenvl chat: give image paths or URLs, then the prompt")
     *images, prompt = args.items
-    engine = _make_engine(args)
+    engine = make_engine(args)
     try:
         request = ChatRequest(
             [Message("user", [*(Image(i) for i in images), Text(prompt)])],
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="qwenvl-out", help="output folder (default qwenvl-out)")
     p.add_argument("--no-images", action="store_true", help="skip drawing the pages")
     _parser_options(p)
-    _engine_options(p)
+    add_engine_options(p)
     p.set_defaults(func=cmd_parse)
 
     a = sub.add_parser(
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-tokens", type=int, default=256)
     a.add_argument("--out", default="qwenvl-out", help="folder for the citation image (default qwenvl-out)")
     _parser_options(a)
-    _engine_options(a)
+    add_engine_options(a)
     a.set_defaults(func=cmd_ask)
 
     c = sub.add_parser(
@@ -299,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("items", nargs="+", metavar="IMAGE... PROMPT", help="image paths or URLs, then the prompt")
     c.add_argument("--max-tokens", type=int, default=512)
     c.add_argument("--temperature", type=float, default=0.0)
-    _engine_options(c)
+    add_engine_options(c)
     c.set_defaults(func=cmd_chat)
     return root
 

@@ -20,6 +20,7 @@ __all__ = [
     "VLMLayoutConfig",
     "Tile",
     "blocks_from_result",
+    "layout_prompt",
     "layout_request",
     "layout_schema",
     "split_tile",
@@ -134,9 +135,14 @@ def split_tile(tile: Tile, overlap: float = 0.03) -> list[Tile]:
     ]
 
 
+def layout_prompt(config: VLMLayoutConfig) -> str:
+    """The instruction sent with each page image."""
+    return (config.prompt or _PROMPT).format(coords=_COORDS[config.coords])
+
+
 def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
     """The request asking the model for the blocks of ``image`` (a page or a tile)."""
-    prompt = (config.prompt or _PROMPT).format(coords=_COORDS[config.coords])
+    prompt = layout_prompt(config)
     return ChatRequest(
         messages=[
             Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels), Text(prompt)])

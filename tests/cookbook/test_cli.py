@@ -1,0 +1,88 @@
+"""The `qwenvl` command from a shell: parse on the CPU with no model, ask and chat on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+SAMPLE = Path(__file__).parents[2] / "cookbook" / "data" / "sample-scan.pdf"
+QWENVL = shutil.which("qwenvl", path=str(Path(sys.executable).parent)) or "qwenvl"
+TINY_ARGS = ["--max-model-len", "4096", "--dtype", "float32", "--gpu-memory-utilization", "0.2"]
+
+
+def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop("QWENVL_MODEL", None)
+    return subprocess.run([QWENVL, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_explains_the_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0 and "qwenvl parse" in out.stdout and "qwenvl ask" in out.stdout
+    for command in ("parse", "ask", "chat"):
+        assert run(command, "--help").returncode == 0
+
+
+def test_parse_sample_scan_on_the_cpu(tmp_path: Path) -> None:
+    out = run("parse", str(SAMPLE), "--backend", "ocr", "--out", str(tmp_path), "--no-cache")
+    assert out.returncode == 0, out.stderr
+    assert "pages: 3 (ok 3, fallback 0, failed 0)" in out.stdout
+    records = [json.loads(line) for line in (tmp_path / "sample-scan.jsonl").read_text().splitlines()]
+    assert {r["page"] for r in records} == {1, 2, 3}
+    assert {"title", "paragraph", "table"} <= {r["block_type"] for r in records}
+    assert all(
+        0 <= r["x0"] < r["x1"] <= r["page_width"] and 0 <= r["y0"] < r["y1"] <= r["page_height"] for r in records
+    )
+    assert "| Item | Quantity | Price | Total |" in (tmp_path / "sample-scan.md").read_text()
+    drawn = sorted((tmp_path / "sample-scan").glob("page-*.png"))
+    assert len(drawn) == 3 and PILImage.open(drawn[0]).size == (1700, 2200)
+
+
+def test_parse_reports_unreadable_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 broken")
+    out = run("parse", str(bad), "--backend", "ocr", "--out", str(tmp_path / "out"), "--no-cache")
+    assert out.returncode == 1 and "bad.pdf" in out.stderr and "documents not readable: 1" in out.stdout
+
+
+@pytest.mark.engine
+def test_ask_answers_with_citations_and_a_highlight_image(tiny_model: Path, tmp_path: Path) -> None:
+    out = run(
+        "ask",
+        str(SAMPLE),
+        "What is the total of the Results row?",
+        "--model",
+        str(tiny_model),
+        "--backend",
+        "ocr",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-tokens",
+        "24",
+        *TINY_ARGS,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = out.stdout.split("Sources:")[1].splitlines()
+    sources = [line for line in after if re.match(r"^[* ] \[\d\] ", line)]  # vLLM logs to stdout too
+    assert len(sources) == 4 and "[1]" in sources[0] and "p.2" in sources[0] and "table" in sources[0]
+    image = PILImage.open(tmp_path / "answer-citations.png")
+    assert image.height == 1400 and image.width > 900
+
+
+@pytest.mark.engine
+def test_chat_streams_an_answer(tiny_model: Path, tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    PILImage.new("RGB", (320, 240), (30, 120, 200)).save(path)
+    out = run("chat", str(path), "What is in this image?", "--model", str(tiny_model), "--max-tokens", "8", *TINY_ARGS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "image), 8 generated]" in out.stderr or "generated]" in out.stderr

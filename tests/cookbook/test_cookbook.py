@@ -1,0 +1,81 @@
+"""Every cookbook script runs on the tiny model (its words are noise; its mechanics are checked), sharing the
+session's engine; the Ray recipe, which needs Ray and GPUs, says so and exits."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+COOKBOOK = Path(__file__).parents[2] / "cookbook"
+
+
+def load(name: str) -> ModuleType:
+    if str(COOKBOOK) not in sys.path:
+        sys.path.insert(0, str(COOKBOOK))
+    return importlib.import_module(name)
+
+
+@pytest.mark.engine
+def test_invoice_to_json(vllm_engine: Any) -> None:
+    module = load("invoice_to_json")
+    invoice = module.main([], engine=vllm_engine)
+    assert isinstance(invoice, module.Invoice) and len(invoice.currency) == 3
+
+
+@pytest.mark.engine
+def test_chart_qa(vllm_engine: Any, tmp_path: Path) -> None:
+    out = load("chart_qa").main(
+        ["--out", str(tmp_path / "boxes.png"), "--max-pixels", str(512 * 28 * 28)], engine=vllm_engine
+    )
+    assert out["usage"].image_tokens > 0 and (tmp_path / "boxes.png").is_file()
+    assert all(0 <= b.x1 <= 800 and 0 <= b.y1 <= 500 for b in out["boxes"])
+
+
+@pytest.mark.engine
+def test_screenshot_diff(vllm_engine: Any) -> None:
+    assert isinstance(load("screenshot_diff").main([], engine=vllm_engine), str)
+
+
+@pytest.mark.engine
+def test_video_summary(vllm_engine: Any) -> None:
+    out = load("video_summary").main([], engine=vllm_engine)
+    assert out["video_tokens"] > 0 and isinstance(out["text"], str)
+
+
+@pytest.mark.engine
+def test_rag_langchain_cites_pages_and_boxes(vllm_engine: Any) -> None:
+    out = load("rag_langchain").main([], engine=vllm_engine)
+    assert len(out["sources"]) == 3
+    top = out["sources"][0]
+    assert top["page"] == 2 and top["block_type"] == "table"  # the question asks about a table row
+    assert 0 <= top["x0"] < top["x1"] <= top["page_width"]
+
+
+@pytest.mark.engine
+def test_rag_llamaindex_cites_pages_and_boxes(vllm_engine: Any) -> None:
+    out = load("rag_llamaindex").main([], engine=vllm_engine)
+    assert out["sources"] and out["sources"][0]["page"] == 2 and out["sources"][0]["block_type"] == "table"
+    assert isinstance(out["answer"], str)
+
+
+@pytest.mark.engine
+def test_agent_looks_at_a_region(vllm_engine: Any) -> None:
+    out = load("agent_look_at_region").main([], engine=vllm_engine)
+    assert out["looked"]  # the forced first step called the tool, which cropped a page and asked the model
+    assert 1 <= out["looked"][0]["page"]
+
+
+def test_ray_recipe_says_what_it_needs(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(COOKBOOK / "ray_data_ingest.py"), str(COOKBOOK / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "ray[data,llm]" in run.stderr
