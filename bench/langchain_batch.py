@@ -22,13 +22,13 @@ from _common import images, interleaved, model_path  # noqa: E402
 MAX_PIXELS = 256 * 28 * 28
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """Run the benchmark and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from langchain_core.messages import HumanMessage
 
@@ -76,6 +76,10 @@ def main() -> None:
     print(f"batch / raw engine         {t['batch'] / t['raw']:.3f}  (goal <= 1.1)")
     print(f"loop of invoke / batch     {t['loop'] / t['batch']:.2f}x")
     engine.close()
+    return [
+        (f"`ChatQwenVL.batch` ÷ `VLLMEngine.generate`, {n} image prompts", f"{t['batch'] / t['raw']:.2f} (time)"),
+        ("loop of `ChatQwenVL.invoke` ÷ `ChatQwenVL.batch`", f"{t['loop'] / t['batch']:.1f}x slower"),
+    ]
 
 
 if __name__ == "__main__":

@@ -36,18 +36,24 @@ def cer(got: str, want: str) -> float:
     return Levenshtein.distance(got, want) / max(1, len(want))
 
 
+TABLE: list[tuple[str, str, str, str]] = []
+
+
 def row(name: str, pages: int, seconds: float, errors: list[float] | None, base: float | None) -> str:
+    """A printed result line; also kept in TABLE for bench/run_all.py."""
     rate = pages / seconds
-    err = f"{100 * sum(errors) / len(errors):6.2f}%" if errors else "   n/a "
-    ratio = f"{rate / base:6.2f}x" if base else "   1.00x" if base is None else "    n/a"
-    return f"{name:28s} {pages:5d} {seconds:8.2f} {rate:9.2f} {err:>9s} {ratio:>8s}"
+    err = f"{100 * sum(errors) / len(errors):.2f}%" if errors else "n/a"
+    ratio = f"{rate / base:.2f}x" if base else "1.00x" if base is None else "n/a"
+    TABLE.append((name, f"{rate:.2f}", err, ratio))
+    return f"{name:30s} {pages:5d} {seconds:8.2f} {rate:9.2f} {err:>9s} {ratio:>8s}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=8)
     ap.add_argument("--no-vlm", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    TABLE.clear()
 
     tmp = Path(tempfile.mkdtemp(prefix="qwenvl-bench-"))
     pages = [
@@ -66,7 +72,7 @@ def main() -> None:
         f"{len(pages)} synthetic pages (1700x2200, 200 dpi; {', '.join(PAGE_KINDS)}; every other one rotated and "
         f"noisy), {os.cpu_count()} CPU cores\n"
     )
-    print(f"{'backend':28s} {'pages':>5s} {'seconds':>8s} {'pages/s':>9s} {'CER':>9s} {'vs base':>8s}")
+    print(f"{'backend':30s} {'pages':>5s} {'seconds':>8s} {'pages/s':>9s} {'CER':>9s} {'vs base':>8s}")
 
     base_rate = 0.0
     if shutil.which("tesseract"):
@@ -123,6 +129,7 @@ def main() -> None:
             run("qwenvl vlm (tiny model)", parser, paths, None)
             print(f"  (VLM pages went to the engine in {parser.engine_calls} call(s); CER of a random model is noise)")
     shutil.rmtree(tmp, ignore_errors=True)
+    return list(TABLE)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ def _data_uri(img) -> str:  # noqa: ANN001
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """Run the benchmark and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from langchain_core.messages import HumanMessage
     from langchain_openai import ChatOpenAI
@@ -98,6 +98,13 @@ def main() -> None:
     print(f"in-process / server engine        {t['server'] / t['local']:.2f}x throughput")
     print(f"server engine / ChatOpenAI.batch  {t['langchain'] / t['server']:.2f}x throughput")
     print(f"same image tokens in-process and over HTTP: {a.usage.image_tokens == b.usage.image_tokens}")
+    return [
+        (f"in-process engine ÷ server engine, {n} image prompts", f"{t['server'] / t['local']:.2f}x throughput"),
+        (
+            "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch` on the same server",
+            f"{t['langchain'] / t['server']:.2f}x throughput",
+        ),
+    ]
 
 
 if __name__ == "__main__":
