@@ -163,6 +163,8 @@ class ChatRequest:
     tools: Sequence[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: a LoRA adapter to answer with: a name the engine knows, or a folder with a PEFT adapter (None: the base)
+    lora: str | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:

@@ -13,6 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from qwenvl import budget, media
@@ -175,6 +176,8 @@ class PreparedRequest:
     system_prompt: str | None = None
     #: (min_pixels, max_pixels) each image was planned with
     image_limits: list[tuple[int, int]] = field(default_factory=list)
+    #: the engine's handle of the request's LoRA adapter (None: the base model)
+    lora: Any = None
 
     def resized_images(self) -> list[PIL.Image.Image]:
         """Every image at its final size, for a backend that takes no processor size limits."""
@@ -387,6 +390,38 @@ def _extreme(image: PIL.Image.Image) -> bool:
     """Shapes where the transformers processor's own resize differs from `smart_resize` (see budget)."""
     short, long = sorted(image.size)
     return short < budget.IMAGE_FACTOR or long > short * (budget.MAX_RATIO * 3 // 4)
+
+
+@dataclass(frozen=True)
+class LoRAAdapter:
+    """A LoRA adapter an engine serves: its name, its folder (PEFT format) and its rank."""
+
+    name: str
+    path: str
+    rank: int
+
+
+def resolve_lora(spec: str, named: dict[str, str], *, max_rank: int | None = None) -> LoRAAdapter:
+    """The adapter a request names: one of ``named`` (name -> folder) or a folder holding adapter_config.json.
+
+    Raises `RequestError` saying what to change when it is neither, or when its rank is over ``max_rank``.
+    """
+    path = named.get(spec, spec)
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        known = f" (registered: {', '.join(sorted(named))})" if named else ""
+        raise RequestError(
+            f"LoRA adapter {spec!r} is neither a registered name{known} nor a folder with adapter_config.json; "
+            "pass the folder a fine-tune saved, or register the name with the engine."
+        )
+    rank = int(json.loads(config.read_text()).get("r", 0))
+    if max_rank is not None and rank > max_rank:
+        raise RequestError(
+            f"LoRA adapter {spec!r} has rank {rank}, over the engine's max_lora_rank={max_rank}; "
+            f"create the engine with max_lora_rank={rank} or more."
+        )
+    name = spec if spec in named else str(Path(path).resolve())
+    return LoRAAdapter(name, str(Path(path).resolve()), rank)
 
 
 def error_result(request: ChatRequest, error: BaseException) -> ChatResult:

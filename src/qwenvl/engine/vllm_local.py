@@ -19,7 +19,15 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import (
+    EngineBase,
+    EngineDefaults,
+    PreparedRequest,
+    RequestPreparer,
+    error_result,
+    finalize,
+    resolve_lora,
+)
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -79,15 +87,18 @@ class _Driver:
         self._thread = threading.Thread(target=self._run, name="qwenvl-vllm-driver", daemon=True)
         self._thread.start()
 
-    def add(self, items: Sequence[tuple[str, dict[str, Any], Any, Callable[[Any], None]]]) -> list[Exception | None]:
-        """Add requests (id, inputs, sampling params, sink); returns, per item, the error vLLM raised or None."""
+    def add(
+        self, items: Sequence[tuple[str, dict[str, Any], Any, Any, Callable[[Any], None]]]
+    ) -> list[Exception | None]:
+        """Add requests (id, inputs, sampling params, LoRA request, sink); returns, per item, the error vLLM
+        raised or None."""
         errors: list[Exception | None] = []
         with self._lock:
             if self._closed:
                 raise EngineClosedError("the vLLM engine was closed; create a new VLLMEngine.")
-            for request_id, inputs, params, sink in items:
+            for request_id, inputs, params, lora, sink in items:
                 try:
-                    self._engine.add_request(request_id, inputs, params)
+                    self._engine.add_request(request_id, inputs, params, lora_request=lora)
                 except Exception as exc:  # a request vLLM refuses fails alone
                     errors.append(exc)
                     continue
@@ -172,6 +183,10 @@ class VLLMEngine(EngineBase):
         seed: int = 0,
         media_policy: MediaPolicy | None = None,
         fit_to_context: bool = True,
+        enable_lora: bool = False,
+        max_loras: int = 4,
+        max_lora_rank: int = 16,
+        lora_adapters: dict[str, str] | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         vllm = require("vllm", "vllm")
@@ -200,8 +215,14 @@ class VLLMEngine(EngineBase):
             # JSON without free whitespace: a weak model could otherwise pad with blanks until max_tokens.
             # (vLLM reads this flag from the engine config only, not per request.)
             "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+            **({"enable_lora": True, "max_loras": max_loras, "max_lora_rank": max_lora_rank} if enable_lora else {}),
             **(engine_kwargs or {}),
         }
+        self._lora_enabled = bool(args.get("enable_lora"))
+        self._max_lora_rank = int(args.get("max_lora_rank") or 16)
+        self._lora_names = dict(lora_adapters or {})
+        self._lora_requests: dict[str, Any] = {}
+        self._lora_lock = threading.Lock()
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
@@ -282,7 +303,7 @@ class VLLMEngine(EngineBase):
         the request in vLLM.
         """
         self._check_open()
-        prep = self._preparer.prepare(request)
+        prep = self._prepare(request)
         events: queue.Queue[Any] = queue.Queue()
         request_id = self._add_stream(prep, events.put)
         yield from self._chunks(prep, request_id, iter(events.get, None))
@@ -296,7 +317,7 @@ class VLLMEngine(EngineBase):
         def put(item: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        prep = await asyncio.to_thread(self._preparer.prepare, request)
+        prep = await asyncio.to_thread(self._prepare, request)
         request_id = await asyncio.to_thread(self._add_stream, prep, put)
         state = _StreamState(self, prep, request_id)
         try:
@@ -316,12 +337,36 @@ class VLLMEngine(EngineBase):
         if self._closed:
             raise EngineClosedError("this VLLMEngine was closed; create a new one.")
 
+    def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        prep = self._preparer.prepare(request)
+        prep.lora = self._lora_request(request.lora)
+        return prep
+
     def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
         try:
-            return self._preparer.prepare(request)
+            return self._prepare(request)
         except QwenVLError as exc:
             _log.info("request %s cannot run: %s", request.request_id, exc)
             return error_result(request, exc)
+
+    def _lora_request(self, spec: str | None) -> Any:
+        """vLLM's LoRARequest for an adapter name or folder (one id per adapter for the engine's life)."""
+        if spec is None:
+            return None
+        if not self._lora_enabled:
+            raise RequestError(
+                f"the request asks for LoRA adapter {spec!r} but this VLLMEngine was created without LoRA; "
+                "create it with enable_lora=True (and max_lora_rank at least the adapter's rank)."
+            )
+        adapter = resolve_lora(spec, self._lora_names, max_rank=self._max_lora_rank)
+        with self._lora_lock:
+            lora = self._lora_requests.get(adapter.name)
+            if lora is None:
+                from vllm.lora.request import LoRARequest
+
+                lora = LoRARequest(adapter.name, len(self._lora_requests) + 1, adapter.path)
+                self._lora_requests[adapter.name] = lora
+        return lora
 
     def _inputs(self, prep: PreparedRequest) -> dict[str, Any]:
         inputs: dict[str, Any] = {"prompt": prep.prompt}
@@ -343,7 +388,7 @@ class VLLMEngine(EngineBase):
             collector = _Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
             slots.append(collector)
             params = self._sampling_params(item, stream=False)
-            items.append((collector.request_id, self._inputs(item), params, collector.put))
+            items.append((collector.request_id, self._inputs(item), params, item.lora, collector.put))
         errors = iter(self._driver.add(items))
         out: list[_Collector | ChatResult] = []
         for slot in slots:
@@ -354,7 +399,7 @@ class VLLMEngine(EngineBase):
     def _add_stream(self, prep: PreparedRequest, sink: Callable[[Any], None]) -> str:
         request_id = f"{prep.request.request_id}-{uuid.uuid4().hex[:8]}"
         params = self._sampling_params(prep, stream=True)
-        [error] = self._driver.add([(request_id, self._inputs(prep), params, sink)])
+        [error] = self._driver.add([(request_id, self._inputs(prep), params, prep.lora, sink)])
         if error is not None:
             raise _vllm_error(prep.request, error) from error
         return request_id
