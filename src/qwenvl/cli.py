@@ -19,6 +19,7 @@ Qwen2-VL on vLLM, from the command line.
   qwenvl parse scans/*.pdf --out parsed/          blocks with boxes as JSONL + Markdown + drawn pages
   qwenvl ask report.pdf "What was the revenue?"   an answer citing page regions, and an image of them
   qwenvl chat photo.png "What is in this image?"  one-shot vision chat, streamed
+  qwenvl finetune train.jsonl --out adapter/      a LoRA adapter from image -> answer examples
 
 `parse --backend ocr` needs no GPU and no model (Tesseract on the CPU). Everything else runs Qwen2-VL: in this
 process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2-VL-2B-Instruct), or on a vLLM server
@@ -256,12 +257,43 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """`qwenvl finetune`: train a LoRA adapter; optionally merge it into a full checkpoint."""
+    from qwenvl.finetune import FinetuneConfig, finetune, merge_adapter
+
+    config = FinetuneConfig(
+        rank=args.rank,
+        alpha=args.alpha or 2 * args.rank,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        mix_ratio=args.mix,
+        train_vision=args.train_vision,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
+    result = finetune(_model_name(args), args.data, args.out, general=args.general, config=config)
+    first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"), float("nan"))
+    print(
+        f"adapter saved in {result.adapter_path} ({result.examples} examples, "
+        f"{result.trainable_parameters} trainable parameters; loss {first:.4f} -> {last:.4f})"
+    )
+    print(
+        f"serve it: VLLMEngine(model, enable_lora=True, max_lora_rank={args.rank}) with "
+        f"ChatRequest(..., lora={str(result.adapter_path)!r})"
+    )
+    if args.merge_to:
+        out = merge_adapter(_model_name(args), result.adapter_path, args.merge_to, dtype=args.dtype)
+        print(f"merged checkpoint saved in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `qwenvl` command."""
     root = argparse.ArgumentParser(
         prog="qwenvl", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = root.add_subparsers(dest="command", required=True, metavar="{parse,ask,chat}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="{parse,ask,chat,finetune}")
 
     p = sub.add_parser(
         "parse",
@@ -303,6 +335,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float, default=0.0)
     add_engine_options(c)
     c.set_defaults(func=cmd_chat)
+
+    f = sub.add_parser(
+        "finetune",
+        help="train a LoRA adapter on image -> answer examples (JSONL)",
+        description="Fine-tune a LoRA adapter of --model on a JSONL file of conversations (each "
+        'line {"messages": [...]} ending with the assistant\'s answer; images by path '
+        "relative to the file). Loss on the answer only; the vision encoder frozen unless "
+        "--train-vision. The adapter (PEFT format) is served by VLLMEngine(enable_lora="
+        "True) per request, or merged with --merge-to.",
+    )
+    f.add_argument("data", help="training examples (JSONL)")
+    f.add_argument("--out", required=True, help="folder for the adapter")
+    f.add_argument("--model", help=f"base model (default: $QWENVL_MODEL or {DEFAULT_MODEL})")
+    f.add_argument("--general", help="general examples (JSONL) mixed in against forgetting")
+    f.add_argument("--mix", type=float, default=0.0, help="general examples per domain example (e.g. 0.2)")
+    f.add_argument("--rank", type=int, default=16)
+    f.add_argument("--alpha", type=int, help="LoRA alpha (default 2 x rank)")
+    f.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    f.add_argument("--epochs", type=float, default=3.0)
+    f.add_argument("--batch-size", type=int, default=1)
+    f.add_argument("--train-vision", action="store_true", help="also adapt the vision encoder (serve merged)")
+    f.add_argument("--dtype", default="float32", help="training dtype (float32, bfloat16)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--merge-to", help="also save base + adapter merged as a full checkpoint here")
+    f.set_defaults(func=cmd_finetune)
     return root
 
 

@@ -86,3 +86,35 @@ def test_chat_streams_an_answer(tiny_model: Path, tmp_path: Path) -> None:
     out = run("chat", str(path), "What is in this image?", "--model", str(tiny_model), "--max-tokens", "8", *TINY_ARGS)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "image), 8 generated]" in out.stderr or "generated]" in out.stderr
+
+
+def test_finetune_command_saves_an_adapter_and_a_merged_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
+    PILImage.new("RGB", (56, 56), (200, 10, 10)).save(tmp_path / "a.png")
+    line = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Colour?"}]},
+            {"role": "assistant", "content": "red"},
+        ]
+    }
+    (tmp_path / "train.jsonl").write_text(json.dumps(line) + "\n")
+    out = run(
+        "finetune",
+        str(tmp_path / "train.jsonl"),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(tmp_path / "ad"),
+        "--epochs",
+        "2",
+        "--rank",
+        "4",
+        "--lr",
+        "1e-3",
+        "--merge-to",
+        str(tmp_path / "merged"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "adapter saved in" in out.stdout and "loss" in out.stdout
+    assert (tmp_path / "ad" / "adapter_config.json").is_file()
+    assert json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["r"] == 4
+    assert (tmp_path / "merged" / "config.json").is_file() and list((tmp_path / "merged").glob("*.safetensors"))

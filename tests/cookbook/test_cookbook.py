@@ -79,3 +79,10 @@ def test_ray_recipe_says_what_it_needs(tmp_path: Path) -> None:
         timeout=120,
     )
     assert run.returncode == 2 and "ray[data,llm]" in run.stderr
+
+
+@pytest.mark.engine
+def test_finetune_invoice_recipe(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWENVL_GPU_MEMORY", "0.2")
+    out = load("finetune_invoice").main(["--model", str(tiny_model), "--work", str(tmp_path)])
+    assert out["base"] == 0 and out["tuned"] >= 7 and out["losses"][-1] < out["losses"][0] / 100

@@ -81,6 +81,8 @@ class ChatQwenVL(BaseChatModel):
     max_retries: int = 2
     min_pixels: int | None = None
     max_pixels: int | None = None
+    #: a LoRA adapter (engine-known name or PEFT folder) every call answers with; ``lora=`` per call overrides
+    lora: str | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
@@ -146,6 +148,7 @@ class ChatQwenVL(BaseChatModel):
             "top_p": self.top_p,
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
+            "lora": self.lora,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -182,6 +185,7 @@ class ChatQwenVL(BaseChatModel):
             response_format=kwargs.get("response_format"),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            lora=kwargs.get("lora", self.lora),
         )
 
     def _chat_result(self, result: QwenResult) -> ChatResult:

@@ -16,7 +16,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import (
+    EngineBase,
+    EngineDefaults,
+    LoRAAdapter,
+    PreparedRequest,
+    RequestPreparer,
+    error_result,
+    finalize,
+    resolve_lora,
+)
 from qwenvl.errors import EngineClosedError, QwenVLError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
@@ -45,6 +54,7 @@ class TransformersEngine(EngineBase):
         batch_size: int = 8,
         media_policy: MediaPolicy | None = None,
         fit_to_context: bool = True,
+        lora_adapters: dict[str, str] | None = None,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         torch = require("torch", "transformers")
@@ -84,6 +94,9 @@ class TransformersEngine(EngineBase):
             video_token_id=int(self._processor.video_token_id),
         )
         self._batch_size = batch_size
+        self._lora_names = dict(lora_adapters or {})
+        self._lora_loaded: dict[str, str] = {}  # adapter name -> PEFT adapter name in the model
+        self._lora_active: str | None = None
         self._grammar_compiler: Any = None
         self._lock = threading.Lock()
         self._closed = False
@@ -108,11 +121,16 @@ class TransformersEngine(EngineBase):
         groups: dict[tuple[Any, ...], list[tuple[int, PreparedRequest]]] = {}
         for i, request in enumerate(requests):
             try:
-                prep = self._preparer.prepare(request)
+                prep = self._prepare(request)
             except QwenVLError as exc:
                 results[i] = error_result(request, exc)
                 continue
-            key = (request.sampling, repr(prep.mm_processor_kwargs), json.dumps(prep.constraint, sort_keys=True))
+            key = (
+                request.sampling,
+                repr(prep.mm_processor_kwargs),
+                json.dumps(prep.constraint, sort_keys=True),
+                prep.lora.name if prep.lora else None,
+            )
             groups.setdefault(key, []).append((i, prep))
         for (options, *_), items in groups.items():
             for start in range(0, len(items), self._batch_size):
@@ -132,7 +150,7 @@ class TransformersEngine(EngineBase):
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Yield the answer as it is generated (decoded incrementally); the last chunk has usage."""
         self._check_open()
-        prep = self._preparer.prepare(request)
+        prep = self._prepare(request)
         tokens: queue.Queue[Any] = queue.Queue()
         results: list[ChatResult] = []
         errors: list[BaseException] = []
@@ -182,6 +200,29 @@ class TransformersEngine(EngineBase):
 
     # ------------------------------------------------------------------ internals
 
+    def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        prep = self._preparer.prepare(request)
+        if request.lora is not None:
+            prep.lora = resolve_lora(request.lora, self._lora_names)
+        return prep
+
+    def _activate(self, adapter: LoRAAdapter | None) -> None:
+        """Points the model at ``adapter`` through PEFT (loaded on first use), or at the base weights."""
+        if adapter is None:
+            if self._lora_active is not None:
+                self._hf_model.disable_adapters()
+                self._lora_active = None
+            return
+        peft_name = self._lora_loaded.get(adapter.name)
+        if peft_name is None:
+            require("peft", "train")
+            peft_name = f"lora_{len(self._lora_loaded) + 1}"
+            self._hf_model.load_adapter(adapter.path, adapter_name=peft_name)
+            self._lora_loaded[adapter.name] = peft_name
+        self._hf_model.set_adapter(peft_name)
+        self._hf_model.enable_adapters()
+        self._lora_active = peft_name
+
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError("this TransformersEngine was closed; create a new one.")
@@ -214,6 +255,7 @@ class TransformersEngine(EngineBase):
             gen["logits_processor"] = [self._grammar_processor(batch[0].constraint)]
         pad_id = self._tokenizer.pad_token_id
         with self._lock, torch.inference_mode():
+            self._activate(batch[0].lora)  # one adapter per batch (see generate)
             output = self._hf_model.generate(**inputs, **gen, pad_token_id=pad_id)
         prompt_len = inputs["input_ids"].shape[1]
         results = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -23,6 +24,7 @@ import queue
 import random
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qwenvl._lazy import require
@@ -71,6 +73,7 @@ class VLLMServerEngine(EngineBase):
         fit_to_context: bool = True,
         retry_backoff: float = 0.5,
         send_mm_kwargs: bool | None = None,
+        load_lora: bool = False,
     ) -> None:
         self._httpx = require("httpx", "vllm")
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
@@ -84,6 +87,9 @@ class VLLMServerEngine(EngineBase):
         self._backoff = retry_backoff
         self._in_flight = dict.fromkeys(self._urls, 0)
         self._send_mm_kwargs = send_mm_kwargs
+        self._load_lora = load_lora
+        self._lora_loaded: set[str] = set()
+        self._lora_lock = threading.Lock()
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
@@ -136,7 +142,7 @@ class VLLMServerEngine(EngineBase):
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Yield the answer as the server streams it; the last chunk carries finish_reason and usage."""
         self._check_open()
-        prep = self._preparer.prepare(request)
+        prep = self._prepare(request)
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, events.put), self._loop)
         try:
@@ -148,7 +154,7 @@ class VLLMServerEngine(EngineBase):
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Async `stream`; stopping the iteration closes the connection, which makes vLLM abort the request."""
         self._check_open()
-        prep = await asyncio.to_thread(self._preparer.prepare, request)
+        prep = await asyncio.to_thread(self._prepare, request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -182,14 +188,50 @@ class VLLMServerEngine(EngineBase):
                 return int(entry["max_model_len"])
         raise RequestError(f"the server does not list model {self._model!r}; check the name or pass max_model_len.")
 
+    def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        prep = self._preparer.prepare(request)
+        if prep.videos:
+            raise RequestError("VLLMServerEngine does not send videos yet; use VLLMEngine for video.")
+        prep.lora = self._served_lora(request.lora)
+        return prep
+
     def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
         try:
-            prep = self._preparer.prepare(request)
-            if prep.videos:
-                raise RequestError("VLLMServerEngine does not send videos yet; use VLLMEngine for video.")
-            return prep
+            return self._prepare(request)
         except QwenVLError as exc:
             return error_result(request, exc)
+
+    def _served_lora(self, spec: str | None) -> str | None:
+        """The model name a request with adapter ``spec`` is sent to: a name the server was started with
+        (``--lora-modules NAME=PATH``), or, with ``load_lora``, a folder loaded on every replica at first use."""
+        if spec is None:
+            return None
+        if not (Path(spec) / "adapter_config.json").is_file():
+            return spec  # a name the server knows
+        if not self._load_lora:
+            raise RequestError(
+                f"LoRA adapter {spec!r} is a local folder, but a vLLM server serves adapters by name: start it with "
+                "--enable-lora --lora-modules NAME=FOLDER and pass lora='NAME', or create "
+                "VLLMServerEngine(load_lora=True) for a server run with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True."
+            )
+        path = str(Path(spec).resolve())
+        name = f"{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"  # noqa: S324 - a name, not security
+        with self._lora_lock:
+            if name not in self._lora_loaded:
+                for url in self._urls:
+                    self._call(self._load_adapter(url, name, path))
+                self._lora_loaded.add(name)
+        return name
+
+    async def _load_adapter(self, url: str, name: str, path: str) -> None:
+        response = await self._client.post(url + "/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        if response.status_code >= 400 and "already" not in response.text.lower():
+            raise ServerError(
+                f"{url} refused to load LoRA adapter {path}: {response.text[:300]} (the server needs --enable-lora "
+                "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, and must see the folder)",
+                status=response.status_code,
+                url=url,
+            )
 
     async def _run_batch(self, prepared: Sequence[PreparedRequest | ChatResult]) -> list[ChatResult]:
         async def one(item: PreparedRequest | ChatResult) -> ChatResult:
@@ -247,7 +289,7 @@ class VLLMServerEngine(EngineBase):
         options = prep.request.sampling
         with_kwargs = self._send_mm_kwargs is not False
         body: dict[str, Any] = {
-            "model": self._model,
+            "model": prep.lora or self._model,
             "messages": _openai_messages(prep, prep.images if with_kwargs else prep.resized_images()),
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,

@@ -106,7 +106,8 @@ class DocumentParser:
 
     Pages of all documents go to the engine ``batch_size`` at a time. With ``cache_dir`` finished pages are
     kept on disk and skipped on the next run. ``dpi`` is the resolution for OCR and text-layer pages; VLM pages
-    are rendered at the resolution that fills ``max_pixels``.
+    are rendered at the resolution that fills ``max_pixels``. ``lora`` reads pages with a LoRA adapter (a
+    domain-tuned model).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class DocumentParser:
         max_blocks: int | None = None,
         max_text_chars: int | None = None,
         max_tile_depth: int = 2,
+        lora: str | None = None,
         batch_size: int = 32,
         retries: int = 1,
         fallback: bool = True,
@@ -157,6 +159,7 @@ class DocumentParser:
             max_blocks=max_blocks,
             max_text_chars=max_text_chars,
             max_tile_depth=max_tile_depth,
+            lora=lora,
         )
         self.dpi = dpi
         self.batch_size = batch_size

@@ -63,6 +63,8 @@ class VLMLayoutConfig:
     max_text_chars: int | None = None
     max_tile_depth: int = 2
     prompt: str | None = None
+    #: a LoRA adapter the pages are read with (a domain-tuned layout model)
+    lora: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         """What the cache key depends on."""
@@ -76,6 +78,7 @@ class VLMLayoutConfig:
             "max_text_chars",
             "max_tile_depth",
             "prompt",
+            "lora",
         )
         return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in keys}}
 
@@ -149,6 +152,7 @@ def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatReque
         ],
         sampling=SamplingOptions(max_tokens=config.max_tokens, temperature=0.0),
         response_format=layout_schema(config),
+        lora=config.lora,
     )
 
 

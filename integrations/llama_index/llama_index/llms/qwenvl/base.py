@@ -58,6 +58,7 @@ class QwenVL(FunctionCallingLLM):
     max_tokens: int = Field(default=512, description="the most tokens an answer may have")
     min_pixels: int | None = Field(default=None, description="default per-image minimum pixels")
     max_pixels: int | None = Field(default=None, description="default per-image maximum pixels")
+    lora: str | None = Field(default=None, description="a LoRA adapter (engine-known name or PEFT folder)")
     timeout: float = Field(default=120.0, description="seconds per HTTP attempt (server engine)")
     max_retries: int = Field(default=2, description="retries on server errors (server engine)")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="further engine arguments")
@@ -123,6 +124,7 @@ class QwenVL(FunctionCallingLLM):
             response_format=kwargs.get("response_format"),
             tools=kwargs.get("tools"),
             tool_choice=kwargs.get("tool_choice"),
+            lora=kwargs.get("lora", self.lora),
         )
 
     def _response(self, result: ChatResult) -> ChatResponse:
