@@ -33,8 +33,8 @@ def register() -> None:
             output_tensor[no_lora] = 0
 
     bgmv_shrink._qwenvl_masked = True  # type: ignore[attr-defined]
-    lora_ops.bgmv_shrink = bgmv_shrink  # sgmv_shrink calls it through this module
-    torch_ops.bgmv_shrink = bgmv_shrink
+    setattr(lora_ops, "bgmv_shrink", bgmv_shrink)  # noqa: B010 - sgmv_shrink calls it through this module
+    setattr(torch_ops, "bgmv_shrink", bgmv_shrink)  # noqa: B010
     cpu = sys.modules.get("vllm.lora.punica_wrapper.punica_cpu")
     if cpu is not None:
         cpu.bgmv_shrink = bgmv_shrink  # type: ignore[attr-defined]
