@@ -61,11 +61,17 @@ class Chunk:
         return meta
 
 
-def _continues(above: Block, block: Block) -> bool:
-    """Whether ``block`` reads on below ``above`` in the same column (so one box can hold both)."""
-    a, b = above.bbox, block.bbox
+def _continues(current: list[Block], block: Block) -> bool:
+    """Whether ``block`` reads on below the chunk's last block in the same column, and the chunk's box stays
+    mostly its blocks' own area (a citation box should not cover a neighbouring column)."""
+    a, b = current[-1].bbox, block.bbox
     overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
-    return b.y0 >= a.y0 and overlap >= 0.5 * min(a.width, b.width)
+    if b.y0 < a.y0 or overlap < 0.5 * min(a.width, b.width):
+        return False
+    box = b
+    for other in current:
+        box = box.union(other.bbox)
+    return box.area <= 1.6 * (b.area + sum(other.bbox.area for other in current))
 
 
 def _update_headings(path: list[tuple[int, str]], block: Block) -> list[tuple[int, str]]:
@@ -114,7 +120,7 @@ def chunk_page(
         heading_only = len(current) == 1 and current[0].type.is_heading
         if current and current_size + n > max_size and not heading_only:
             flush()
-        if current and not _continues(current[-1], block):
+        if current and not _continues(current, block):
             flush()  # a new column or a jump on the page: keep each chunk's box one region
         if block.type in (BlockType.TABLE, BlockType.FIGURE) and current and not heading_only:
             flush()  # tables and figures start their own chunk (with their heading, if it is all there is)
