@@ -207,3 +207,22 @@ def test_chat_models_and_the_parser_take_an_adapter(lora_engine: Any, adapters: 
     assert reply.message.content == TARGETS_A[4]
     parser = DocumentParser(lora_engine, backend="vlm", lora="a")
     assert parser.vlm.lora == "a" and parser._settings()["vlm"]["lora"] == "a"  # another cache key
+
+
+def test_train_vision_adapts_the_vision_tower_too(tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    config = FinetuneConfig(rank=4, alpha=8, learning_rate=3e-3, epochs=2, batch_size=2, train_vision=True)
+    result = finetune(tiny_model, [Example(prompt(i), TARGETS_A[i]) for i in range(4)], tmp_path / "v", config=config)
+    with safe_open(str(result.adapter_path / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any("visual" in k for k in keys) and any("language_model" in k for k in keys)
+    frozen = finetune(
+        tiny_model,
+        [Example(prompt(i), TARGETS_A[i]) for i in range(4)],
+        tmp_path / "f",
+        config=FinetuneConfig(rank=4, alpha=8, epochs=1, batch_size=2),
+    )
+    with safe_open(str(frozen.adapter_path / "adapter_model.safetensors"), "pt") as f:
+        assert not any("visual" in k for k in f.keys())
+    assert frozen.trainable_parameters < result.trainable_parameters
