@@ -58,6 +58,6 @@ def server_engine(vllm_server, tiny_model: Path) -> Iterator[object]:  # noqa: A
     """VLLMServerEngine against the session's server."""
     from qwenvl import VLLMServerEngine
 
-    engine = VLLMServerEngine(vllm_server.base_url, str(tiny_model), media_policy=None)
+    engine = VLLMServerEngine(vllm_server.base_url, str(tiny_model), media_policy=None, return_token_ids=True)
     yield engine
     engine.close()
