@@ -366,8 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `qwenvl` command."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "paths", None) and args.command == "ask" and len(args.paths) == 0:
-        raise SystemExit("qwenvl ask: give documents, then the question")
     try:
         return int(args.func(args))
     except QwenVLError as exc:

@@ -136,7 +136,7 @@ def _mix(domain: list[Example], general: list[Example], ratio: float, seed: int)
 class _Encoder:
     """Tokenizes examples as the engines prompt them, labels on the answer (and its end token) only."""
 
-    def __init__(self, model: str, processor: Any, config: FinetuneConfig) -> None:
+    def __init__(self, processor: Any, config: FinetuneConfig) -> None:
         defaults = EngineDefaults.create(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -213,7 +213,7 @@ def finetune(
 
     name = os.fspath(model)
     processor = transformers.AutoProcessor.from_pretrained(name)
-    encode = _Encoder(name, processor, config)
+    encode = _Encoder(processor, config)
     dataset = [encode(e) for e in data]
 
     transformers.set_seed(config.seed)
