@@ -41,7 +41,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-pixels", type=int, help="largest image size in pixels (default 1280*28*28)")
     g.add_argument("--max-model-len", type=int, default=8192, help="context length (default 8192)")
     g.add_argument("--dtype", default="auto", help="vLLM dtype (auto, bfloat16, float32, ...)")
-    g.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    g.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="share of GPU memory vLLM may take (default 0.9; on a CPU, a share of the memory free now)",
+    )
     g.add_argument("--tensor-parallel-size", type=int, default=1)
 
 
@@ -50,30 +55,42 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def make_engine(args: argparse.Namespace) -> Any:
-    """The engine the options name: a `VLLMServerEngine` for --base-url, else an in-process `VLLMEngine`."""
-    model = _model_name(args)
-    if args.base_url:
-        from qwenvl.engine.vllm_server import VLLMServerEngine
+    """The engine the options name: a `VLLMServerEngine` for --base-url, else an in-process `VLLMEngine`.
 
-        return VLLMServerEngine(
-            args.base_url,
+    A model that cannot be loaded raises `EngineError` saying what to pass instead."""
+    from qwenvl.errors import EngineError
+
+    model = _model_name(args)
+    try:
+        if args.base_url:
+            from qwenvl.engine.vllm_server import VLLMServerEngine
+
+            return VLLMServerEngine(
+                args.base_url,
+                model,
+                api_key=args.api_key,
+                max_model_len=args.max_model_len,
+                min_pixels=args.min_pixels,
+                max_pixels=args.max_pixels,
+            )
+        from qwenvl.engine.vllm_local import VLLMEngine
+
+        return VLLMEngine(
             model,
-            api_key=args.api_key,
+            dtype=args.dtype,
             max_model_len=args.max_model_len,
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
         )
-    from qwenvl.engine.vllm_local import VLLMEngine
-
-    return VLLMEngine(
-        model,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        tensor_parallel_size=args.tensor_parallel_size,
-    )
+    except (QwenVLError, OSError) as exc:
+        if getattr(exc, "extra", None):  # a missing package: its own message says what to install
+            raise
+        raise EngineError(
+            f"cannot use model {model!r}: {_one_line(exc)} -- pass --model PATH (a folder with the model), "
+            "--base-url URL (a running vLLM server), or set HF_HUB_OFFLINE=1 with the model in the local cache."
+        ) from exc
 
 
 def _wants_engine(args: argparse.Namespace) -> bool:
@@ -293,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="qwenvl", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    root.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
     sub = root.add_subparsers(dest="command", required=True, metavar="{parse,ask,chat,finetune}")
 
     p = sub.add_parser(
@@ -369,11 +387,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except QwenVLError as exc:
-        print(f"qwenvl {args.command}: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"qwenvl {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; finished pages are cached", file=sys.stderr)
         return 130
+    except Exception as exc:  # one line for the user; the traceback with --debug
+        if args.debug:
+            raise
+        print(
+            f"qwenvl {args.command}: {type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ import base64
 import binascii
 import io
 import ipaddress
+import math
 import os
+import queue
 import socket
+import threading
+import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "MediaPolicy",
     "describe_source",
+    "is_public_address",
     "frames_to_array",
     "load_image",
     "load_video",
@@ -67,8 +72,20 @@ class MediaPolicy:
     #: allow URLs that resolve to loopback/private/link-local addresses (off: SSRF protection)
     allow_private_hosts: bool = False
     max_bytes: int = 32 * 1024 * 1024
+    #: the deadline of one fetch in seconds, redirects and a slow body included (not a per-read timeout)
     timeout: float = 10.0
     max_redirects: int = 3
+    #: the most pixels an image may decode to (checked from its header, before decoding: a small file can
+    #: claim a huge canvas); 100 MP is a 108 MP phone photo's order, 400 MB as RGBA
+    max_image_pixels: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_redirects", "max_image_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "max_redirects" else 1):
+                raise MediaPolicyError(f"MediaPolicy.{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.timeout, int | float) or not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise MediaPolicyError(f"MediaPolicy.timeout must be a positive number of seconds, got {self.timeout!r}.")
 
     @classmethod
     def untrusted(cls, allowed_domains: Sequence[str] = ()) -> MediaPolicy:
@@ -149,9 +166,12 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
         data = read_source_bytes(source, policy)
         if not data:
             raise MediaDecodeError(f"image {describe_source(source)} is empty (0 bytes).", source)
+        limit = (policy or DEFAULT_POLICY).max_image_pixels
         try:
             image = pil.open(io.BytesIO(data))
-            image.load()
+            width, height = image.size
+            if width * height <= limit:
+                image.load()
         except pil.DecompressionBombError as exc:
             raise ImageSizeError(
                 f"image {describe_source(source)} is too large to decode safely ({exc}); downscale it first.", source
@@ -167,6 +187,13 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
                 f"image {describe_source(source)} could not be decoded ({exc}); the file may be truncated or corrupt.",
                 source,
             ) from exc
+        if width * height > limit:  # known from the header: nothing was decoded
+            raise ImageSizeError(
+                f"image {describe_source(source)} is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
+                f"media policy's max_image_pixels ({limit / 1e6:.0f} MP); downscale it first or raise "
+                "MediaPolicy.max_image_pixels.",
+                source,
+            )
         if image.format not in IMAGE_FORMATS:
             raise UnsupportedMediaError(
                 f"image {describe_source(source)} is in format {image.format}, which is not accepted; "
@@ -244,12 +271,35 @@ def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     pil = PIL.Image
     if image.mode == "RGB":
         return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return _scale_to_8bit(image).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = pil.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _scale_to_8bit(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit grey, by scaling its range (never clipping):
+    16-bit data by 1/257; other integers by their own range; floats in [0, 1] by 255, others by their range."""
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    lo = float(finite.min()) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 0.0
+    if image.mode.startswith("I;16") or (image.mode == "I" and lo >= 0 and 255 < hi <= 65535):
+        scaled = values / 257.0
+    elif image.mode == "F" and lo >= 0 and hi <= 1.0:
+        scaled = values * 255.0
+    elif lo >= 0 and hi <= 255:
+        scaled = values
+    else:
+        scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    return PIL.Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
 def _decode_data_uri(uri: str) -> bytes:
@@ -297,8 +347,31 @@ def _read_local(path: Path, policy: MediaPolicy, source: object) -> bytes:
     return _check_local(path, policy, source).read_bytes()
 
 
-def _check_host(url: str, policy: MediaPolicy) -> None:
-    host = urllib.parse.urlparse(url).hostname or ""
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for a globally routable unicast address. IPv6 forms that carry an IPv4 address (IPv4-mapped,
+    IPv4-compatible, 6to4, NAT64 64:ff9b::/96) are judged by that address; Teredo and local-use NAT64
+    (64:ff9b:1::/48) are never public."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id:
+            address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return is_public_address(embedded)
+        if address.teredo is not None or address in _NAT64_LOCAL:
+            return False
+        if address in _NAT64 or int(address) >> 32 == 0:  # NAT64 well-known prefix, IPv4-compatible ::a.b.c.d
+            return is_public_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return bool(address.is_global) and not address.is_multicast
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def _check_host(url: str, policy: MediaPolicy) -> str | None:
+    """Apply the host policy; returns the checked address to connect to (None: resolve as usual)."""
+    parsed = urllib.parse.urlparse(url)
+    host = parsed.hostname or ""
     if not host:
         raise MediaFetchError(f"URL {describe_source(url)} has no host.", url)
     if policy.allowed_domains is not None:
@@ -310,38 +383,102 @@ def _check_host(url: str, policy: MediaPolicy) -> None:
                 url,
             )
     if policy.allow_private_hosts:
-        return
+        return None
     try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (UnicodeError, OSError, ValueError) as exc:
         raise MediaFetchError(f"URL {describe_source(url)}: cannot resolve host {host!r} ({exc}).", url) from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    for address in addresses:
+        if not is_public_address(address):
             raise MediaPolicyError(
                 f"URL {describe_source(url)} points to a non-public address ({address}); the media policy refuses "
                 "those against request forgery. Use MediaPolicy(allow_private_hosts=True) if you trust the input.",
                 url,
             )
+    if not addresses:
+        raise MediaFetchError(f"URL {describe_source(url)}: host {host!r} has no address.", url)
+    # Connect to the address that was checked: a second lookup could answer differently (DNS rebinding).
+    return str(addresses[0])
+
+
+def _pinned(url: str, address: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL to request (host replaced by the checked address), its Host header and TLS server name."""
+    if address is None:
+        return url, {}, {}
+    parsed = urllib.parse.urlparse(url)
+    host = parsed.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parsed.port}" if parsed.port else "")
+    pinned = urllib.parse.urlunparse(parsed._replace(netloc=netloc))
+    header = host + (f":{parsed.port}" if parsed.port else "")
+    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
+    return pinned, {"Host": header}, extensions
 
 
 def _fetch(url: str, policy: MediaPolicy) -> bytes:
+    """Fetch ``url`` within ``policy.timeout`` seconds in all: the download runs in a helper thread, and the
+    caller stops waiting at the deadline whatever the server does (trickling bytes, stalling)."""
     if not policy.allow_remote:
         raise MediaPolicyError(
             f"fetching {describe_source(url)} is disabled by the media policy; download it yourself and pass "
             "bytes, or use a MediaPolicy with allow_remote=True.",
             url,
         )
+    deadline = time.monotonic() + policy.timeout
+    results: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            results.put((True, _download(url, policy, deadline, stop)))
+        except BaseException as exc:
+            results.put((False, exc))
+
+    threading.Thread(target=work, name="qwenvl-media-fetch", daemon=True).start()
+    try:
+        ok, value = results.get(timeout=policy.timeout + 0.05)
+    except queue.Empty:
+        stop.set()
+        raise MediaFetchError(
+            f"fetching {describe_source(url)} took longer than the media policy's timeout ({policy.timeout:g} s); "
+            "the server is too slow, or raise MediaPolicy.timeout.",
+            url,
+        ) from None
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+def _download(url: str, policy: MediaPolicy, deadline: float, stop: threading.Event) -> bytes:
     import httpx
 
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.is_set():
+            raise MediaFetchError(
+                f"fetching {describe_source(url)} took longer than the media policy's timeout ({policy.timeout:g} s).",
+                url,
+            )
+        return remaining
+
     current = url
-    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+    # No proxies from the environment when the address is pinned: a proxy would resolve the name again.
+    with httpx.Client(timeout=policy.timeout, follow_redirects=False, trust_env=policy.allow_private_hosts) as client:
         for _ in range(policy.max_redirects + 1):
-            _check_host(current, policy)
+            address = _check_host(current, policy)
+            target, headers, extensions = _pinned(current, address)
             try:
-                with client.stream("GET", current) as response:
+                extensions["timeout"] = httpx.Timeout(left()).as_dict()
+                request = client.build_request("GET", target, headers=headers, extensions=extensions)
+                response = client.send(request, stream=True)
+                try:
                     if response.is_redirect:
-                        current = str(response.url.join(response.headers.get("location", "")))
+                        location = response.headers.get("location", "")
+                        current = urllib.parse.urljoin(current, location)
+                        if not current.lower().startswith(("http://", "https://")):
+                            raise MediaFetchError(f"{describe_source(url)} redirects to a non-HTTP URL.", url)
                         continue
                     if response.status_code != 200:
                         raise MediaFetchError(
@@ -350,6 +487,7 @@ def _fetch(url: str, policy: MediaPolicy) -> bytes:
                     chunks: list[bytes] = []
                     total = 0
                     for chunk in response.iter_bytes():
+                        left()
                         total += len(chunk)
                         if total > policy.max_bytes:
                             raise MediaPolicyError(
@@ -359,6 +497,8 @@ def _fetch(url: str, policy: MediaPolicy) -> bytes:
                             )
                         chunks.append(chunk)
                     return b"".join(chunks)
+                finally:
+                    response.close()
             except httpx.HTTPError as exc:
                 raise MediaFetchError(f"fetching {describe_source(url)} failed: {exc}", url) from exc
     raise MediaFetchError(f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -77,6 +80,11 @@ class Video:
         _check_pixels(self.min_pixels, self.max_pixels, "video")
         if self.fps is not None and self.nframes is not None:
             raise RequestError("a Video takes fps or nframes, not both; drop one of them.")
+        if self.fps is not None:
+            _check_float("Video.fps", self.fps, lo=1e-3, hi=1000.0)
+        if self.nframes is not None:
+            _check_int("Video.nframes", self.nframes, lo=2, hi=100_000)
+        _check_float("Video.sample_fps", self.sample_fps, lo=1e-3, hi=1000.0)
 
 
 Part: TypeAlias = Text | Image | Video
@@ -89,6 +97,23 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise RequestError(f"ToolCall.name must be a non-empty string, got {_short(self.name)}.")
+        if not isinstance(self.arguments, dict):
+            raise RequestError(
+                f"ToolCall {self.name!r}: arguments must be a dict, got {type(self.arguments).__name__}."
+            )
+        try:
+            json.dumps(self.arguments, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(
+                f"ToolCall {self.name!r}: arguments must be JSON-encodable (strings, numbers, lists, dicts), "
+                f"and {exc}; convert them before building the call."
+            ) from exc
+        if not isinstance(self.id, str):
+            raise RequestError(f"ToolCall {self.name!r}: id must be a string, got {_short(self.id)}.")
 
 
 @dataclass(frozen=True)
@@ -115,12 +140,19 @@ class Message:
         if self.role not in _ROLES:
             raise RequestError(f"message role {self.role!r} is not one of {', '.join(_ROLES)}.")
         if not isinstance(self.content, str):
+            if isinstance(self.content, bytes) or not isinstance(self.content, Sequence):
+                raise RequestError(
+                    f"message content must be a string or a list of parts, got {type(self.content).__name__}."
+                )
             for part in self.content:
                 if not isinstance(part, Text | Image | Video):
                     raise RequestError(
                         f"a message part must be Text, Image or Video, got {type(part).__name__}; "
                         "wrap strings in Text(...) and pictures in Image(...)."
                     )
+        for call in self.tool_calls:
+            if not isinstance(call, ToolCall):
+                raise RequestError(f"Message.tool_calls holds ToolCall objects, got {type(call).__name__}.")
 
     def parts(self) -> list[Part]:
         """The content as a list of parts (a string becomes one `Text`)."""
@@ -134,7 +166,11 @@ class Message:
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to decode. ``temperature=0`` (the default) is greedy decoding."""
+    """How to decode. ``temperature=0`` (the default) is greedy decoding.
+
+    Values are checked here, before anything reaches an engine: a non-integer count, NaN or infinity, a seed
+    outside ``[0, 2**63)`` or a stop list that is not strings raises `RequestError` naming the field.
+    """
 
     max_tokens: int = 512
     temperature: float = 0.0
@@ -143,12 +179,52 @@ class SamplingOptions:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise RequestError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        if self.temperature < 0:
-            raise RequestError(f"temperature must be >= 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}.")
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `RequestError` naming the first field with a value no engine can take (engines call this
+        again before sending, in case an object was changed after it was made)."""
+        _check_int("SamplingOptions.max_tokens", self.max_tokens, lo=1, hi=MAX_TOKENS_LIMIT)
+        _check_float("SamplingOptions.temperature", self.temperature, lo=0.0, hi=100.0)
+        _check_float("SamplingOptions.top_p", self.top_p, lo=0.0, hi=1.0)
+        if self.top_p == 0:
+            raise RequestError("SamplingOptions.top_p must be in (0, 1], got 0.")
+        if self.seed is not None:
+            _check_int("SamplingOptions.seed", self.seed, lo=0, hi=2**63 - 1)
+        if self.stop is not None:
+            if isinstance(self.stop, str):
+                object.__setattr__(self, "stop", (self.stop,))
+            elif not isinstance(self.stop, Sequence) or not all(isinstance(s, str) and s for s in self.stop):
+                raise RequestError(
+                    f"SamplingOptions.stop must be a list of non-empty strings, got {_short(self.stop)}."
+                )
+            elif len(self.stop) > 64:
+                raise RequestError(f"SamplingOptions.stop has {len(self.stop)} strings; give at most 64.")
+
+
+#: the largest max_tokens accepted (an engine's context is smaller anyway)
+MAX_TOKENS_LIMIT = 1 << 24
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_int(name: str, value: object, *, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | numbers.Integral):
+        raise RequestError(f"{name} must be an integer, got {_short(value)}.")
+    if not lo <= int(value) <= hi:
+        raise RequestError(f"{name} must be in [{lo}, {hi}], got {value}.")
+
+
+def _check_float(name: str, value: object, *, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RequestError(f"{name} must be a number, got {_short(value)}.")
+    if not math.isfinite(float(value)):
+        raise RequestError(f"{name} must be a finite number, got {value}.")
+    if not lo <= float(value) <= hi:
+        raise RequestError(f"{name} must be in [{lo}, {hi}], got {value}.")
 
 
 @dataclass(frozen=True)
@@ -167,11 +243,33 @@ class ChatRequest:
     lora: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.messages, str | bytes) or not isinstance(self.messages, Sequence):
+            raise RequestError(
+                f"ChatRequest.messages must be a list of Message objects, got {type(self.messages).__name__}."
+            )
         if not self.messages:
             raise RequestError("a ChatRequest needs at least one message.")
         for msg in self.messages:
             if not isinstance(msg, Message):
                 raise RequestError(f"ChatRequest.messages holds Message objects, got {type(msg).__name__}.")
+        if not isinstance(self.sampling, SamplingOptions):
+            raise RequestError(f"ChatRequest.sampling must be a SamplingOptions, got {type(self.sampling).__name__}.")
+        if self.tools is not None:
+            if isinstance(self.tools, str | bytes | dict) or not isinstance(self.tools, Sequence):
+                raise RequestError(
+                    f"ChatRequest.tools must be a list of tool definitions, got {type(self.tools).__name__}."
+                )
+            for i, tool in enumerate(self.tools):
+                _check_tool(i, tool)
+        if self.tool_choice is not None and not isinstance(self.tool_choice, str | dict):
+            raise RequestError(
+                f"ChatRequest.tool_choice must be 'auto', 'none', 'required', a tool name or a dict, "
+                f"got {_short(self.tool_choice)}."
+            )
+        if not isinstance(self.request_id, str) or not self.request_id:
+            raise RequestError(f"ChatRequest.request_id must be a non-empty string, got {_short(self.request_id)}.")
+        if self.lora is not None and not isinstance(self.lora, str | Path):
+            raise RequestError(f"ChatRequest.lora must be an adapter name or folder, got {_short(self.lora)}.")
 
     def images(self) -> list[Image]:
         """Every image of the conversation, in order."""
@@ -253,8 +351,31 @@ class ChatChunk:
     error: QwenVLError | None = None
 
 
+def _check_tool(index: int, tool: object) -> None:
+    """A tool definition must be a dict naming a function whose parameters are a JSON-schema dict."""
+    hint = "give {'type': 'function', 'function': {'name': ..., 'parameters': {...}}}"
+    if not isinstance(tool, dict):
+        raise RequestError(f"ChatRequest.tools[{index}] must be a dict, got {_short(tool)}; {hint}.")
+    fn = tool.get("function", tool)
+    if tool.get("type", "function") != "function" or not isinstance(fn, dict):
+        raise RequestError(f"ChatRequest.tools[{index}] is not a function tool ({_short(tool)}); {hint}.")
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise RequestError(f"ChatRequest.tools[{index}] has no function name; {hint}.")
+    params = fn.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise RequestError(
+            f"ChatRequest.tools[{index}] ({fn['name']!r}): parameters must be a JSON-schema dict, got {_short(params)}."
+        )
+    try:
+        json.dumps(fn, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"ChatRequest.tools[{index}] ({fn['name']!r}) is not JSON-encodable: {exc}.") from exc
+
+
 def _check_pixels(min_pixels: int | None, max_pixels: int | None, what: str) -> None:
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            raise RequestError(f"{what} {name} must be an integer, got {_short(value)}.")
         if value is not None and value <= 0:
             raise RequestError(f"{what} {name} must be positive, got {value}.")
     if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:

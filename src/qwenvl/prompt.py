@@ -219,4 +219,7 @@ def _parse_call(raw: str) -> tuple[ToolCall | None, str]:
             return None, f"arguments are not valid JSON ({exc})"
     if not isinstance(arguments, dict):
         return None, "arguments must be a JSON object"
-    return ToolCall(name=data["name"], arguments=arguments), ""
+    try:
+        return ToolCall(name=data["name"], arguments=arguments), ""
+    except RequestError as exc:  # e.g. NaN in the arguments, or an empty name
+        return None, str(exc)

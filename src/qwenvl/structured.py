@@ -12,7 +12,20 @@ __all__ = ["json_schema_of", "parse_structured"]
 
 def json_schema_of(response_format: Any) -> dict[str, Any]:
     """The JSON schema of a ``response_format``: a JSON schema dict, a pydantic model class, or an OpenAI-style
-    ``{"type": "json_schema", "json_schema": {"schema": ...}}`` / ``{"type": "json_object"}`` dict."""
+    ``{"type": "json_schema", "json_schema": {"schema": ...}}`` / ``{"type": "json_object"}`` dict.
+
+    Raises `RequestError` when it is none of these or not a valid JSON schema."""
+    schema = _schema_of(response_format)
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise RequestError(f"response_format is not a valid JSON schema: {exc.message}; fix the schema.") from exc
+    return schema
+
+
+def _schema_of(response_format: Any) -> dict[str, Any]:
     if isinstance(response_format, type) and hasattr(response_format, "model_json_schema"):
         return dict(response_format.model_json_schema())
     if isinstance(response_format, dict):

@@ -88,10 +88,10 @@ async def test_astream_equals_agenerate_and_cancels(vllm_engine) -> None:  # noq
         break
     await stream.aclose()
     for _ in range(50):
-        if vllm_engine._driver.pending() == 0:
+        if vllm_engine.unfinished_requests() == 0:
             break
         await asyncio.sleep(0.1)
-    assert vllm_engine._driver.pending() == 0
+    assert vllm_engine.unfinished_requests() == 0
 
 
 async def test_async_calls_overlap(vllm_engine) -> None:  # noqa: ANN001

@@ -297,7 +297,10 @@ class ChatQwenVL(BaseChatModel):
         stop = kwargs.pop("stop", None)
         for item, cfg in zip(inputs, configs, strict=True):
             cfg = ensure_config(cfg)
-            messages = self._convert_input(item).to_messages()
+            try:
+                messages, convert_error = self._convert_input(item).to_messages(), None
+            except Exception as exc:  # an input that cannot even be read fails alone
+                messages, convert_error = [], exc
             callbacks = manager.configure(
                 cfg.get("callbacks"),
                 self.callbacks,
@@ -317,10 +320,12 @@ class ChatQwenVL(BaseChatModel):
                 run_id=cfg.pop("run_id", None),
                 batch_size=len(inputs),
             )
-            try:
-                request, error = self._request(messages, stop, **kwargs), None
-            except (TypeError, ValueError) as exc:
-                request, error = None, exc
+            request, error = None, convert_error
+            if convert_error is None:
+                try:
+                    request = self._request(messages, stop, **kwargs)
+                except Exception as exc:  # any failure to build this request is this input's error alone
+                    error = exc
             out.append((run, request, error))
         return out  # a request that could not be built fails alone, without reaching the engine
 

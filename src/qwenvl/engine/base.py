@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,18 @@ if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
 
-__all__ = ["Engine", "EngineBase", "EngineDefaults", "PreparedRequest", "RequestPreparer", "error_result", "finalize"]
+__all__ = [
+    "Engine",
+    "EngineBase",
+    "EngineDefaults",
+    "PreparedRequest",
+    "RequestPreparer",
+    "check_model_source",
+    "cpu_memory_share",
+    "error_result",
+    "finalize",
+    "preparation_error",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -244,6 +256,9 @@ class RequestPreparer:
 
     def prepare(self, request: ChatRequest) -> PreparedRequest:
         """Prepare one request; raises a `QwenVLError` naming the input when it cannot run."""
+        if not isinstance(request, ChatRequest):
+            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
+        request.sampling.validate()
         d = self.defaults
         mode, constraint, system_prompt = _decoding_plan(request)
         images, videos = request.images(), request.videos()
@@ -428,8 +443,61 @@ def error_result(request: ChatRequest, error: BaseException) -> ChatResult:
     """A failed `ChatResult` for ``request``; non-qwenvl errors are wrapped in `EngineError`."""
     from qwenvl.errors import EngineError
 
+    request_id = getattr(request, "request_id", None)
+    if not isinstance(request_id, str):
+        request_id = None
     if not isinstance(error, QwenVLError):
-        wrapped = EngineError(f"request {request.request_id} failed: {type(error).__name__}: {error}")
+        wrapped = EngineError(f"request {request_id} failed: {type(error).__name__}: {error}")
         wrapped.__cause__ = error
         error = wrapped
-    return ChatResult(error=error, request_id=request.request_id, finish_reason="error")  # type: ignore[arg-type]
+    return ChatResult(error=error, request_id=request_id, finish_reason="error")
+
+
+def preparation_error(request: object, exc: BaseException) -> QwenVLError:
+    """The typed error for a request whose preparation raised something unexpected (a bug or odd input):
+    a `RequestError` naming the request and the cause, so it fails alone."""
+    request_id = getattr(request, "request_id", "?")
+    error = RequestError(f"request {request_id} could not be prepared: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def check_model_source(model: str | os.PathLike[str]) -> str:
+    """``model`` as a string, after refusing early what cannot load: a folder that does not exist, or, with
+    ``HF_HUB_OFFLINE`` set, a hub id that is not in the local cache."""
+    text = os.fspath(model)
+    if not isinstance(text, str) or not text.strip():
+        raise RequestError(f"model must be a hub id or a folder, got {model!r}.")
+    path = Path(text).expanduser()
+    looks_local = text.startswith(("/", "./", "../", "~")) or text.count("/") != 1 or path.exists()
+    if looks_local:
+        if not path.is_dir():
+            raise RequestError(
+                f"model folder {text!r} does not exist (or is not a folder); pass a folder with the model's "
+                "config.json and weights, or a hub id such as 'Qwen/Qwen2-VL-2B-Instruct'."
+            )
+        return text
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - comes with transformers
+            return text
+        if not isinstance(try_to_load_from_cache(text, "config.json"), str):
+            raise RequestError(
+                f"model {text!r} is not in the local hub cache and HF_HUB_OFFLINE is set; download it first "
+                "(huggingface-cli download), pass a local folder, or unset HF_HUB_OFFLINE."
+            )
+    return text
+
+
+def cpu_memory_share(reserve: float = 0.2, floor: float = 0.05, cap: float = 0.9) -> float:
+    """The share of this machine's memory that vLLM on the CPU may take: what is free now, less ``reserve``
+    of it for everything else (vLLM refuses to start when its share is more than what is free)."""
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        share = memory.available * (1 - reserve) / memory.total
+    except Exception:  # pragma: no cover - psutil comes with vLLM
+        return 0.3
+    return round(min(cap, max(floor, share)), 3)

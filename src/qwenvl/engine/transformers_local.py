@@ -24,9 +24,10 @@ from qwenvl.engine.base import (
     RequestPreparer,
     error_result,
     finalize,
+    preparation_error,
     resolve_lora,
 )
-from qwenvl.errors import EngineClosedError, QwenVLError
+from qwenvl.errors import EngineClosedError, QwenVLError, RequestError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
 
@@ -125,6 +126,9 @@ class TransformersEngine(EngineBase):
             except QwenVLError as exc:
                 results[i] = error_result(request, exc)
                 continue
+            except Exception as exc:  # whatever preparation raises, this request fails alone
+                results[i] = error_result(request, preparation_error(request, exc))
+                continue
             key = (
                 request.sampling,
                 repr(prep.mm_processor_kwargs),
@@ -201,6 +205,8 @@ class TransformersEngine(EngineBase):
     # ------------------------------------------------------------------ internals
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        if not isinstance(request, ChatRequest):
+            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
         prep = self._preparer.prepare(request)
         if request.lora is not None:
             prep.lora = resolve_lora(request.lora, self._lora_names)

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -24,8 +25,11 @@ from qwenvl.engine.base import (
     EngineDefaults,
     PreparedRequest,
     RequestPreparer,
+    check_model_source,
+    cpu_memory_share,
     error_result,
     finalize,
+    preparation_error,
     resolve_lora,
 )
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError
@@ -75,17 +79,43 @@ class _Driver:
     """Steps one vLLM `LLMEngine` in a background thread and hands each output to its request's sink.
 
     Requests added together in one `add` call reach the scheduler before its next step, as one batch.
-    A sink is called from the driver thread with each `RequestOutput`, or with an exception when the
-    engine dies; it must be quick and must not raise.
+    A sink is called from the driver thread with each `RequestOutput`, or with an exception when the engine
+    dies; a sink that raises (its consumer is gone, its event loop closed) has its request aborted.
+
+    Every request that enters leaves exactly once: finished, aborted, refused, or failed with the engine.
+    A watchdog thread notices when vLLM's engine-core process dies or one step runs past ``stall_timeout``
+    seconds; then every pending request fails at once and later calls raise `EngineError`.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, *, stall_timeout: float = 300.0, watch_interval: float = 0.5) -> None:
         self._engine = engine
-        self._lock = threading.Condition()
+        self._engine_lock = threading.Lock()  # one call into vLLM at a time
+        self._state = threading.Condition()  # guards the fields below and wakes the driver
         self._sinks: dict[str, Callable[[Any], None]] = {}
+        self._to_abort: list[str] = []
         self._closed = False
+        self._dead: EngineError | None = None
+        self._step_since: float | None = None
+        self._stall_timeout = stall_timeout
+        self._watch_interval = watch_interval
         self._thread = threading.Thread(target=self._run, name="qwenvl-vllm-driver", daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="qwenvl-vllm-watchdog", daemon=True)
+        self._watchdog.start()
+
+    # ------------------------------------------------------------------ called by the engine's users
+
+    @property
+    def dead(self) -> EngineError | None:
+        """Why the engine died, or None while it works."""
+        return self._dead
+
+    def check(self) -> None:
+        """Raise `EngineClosedError` / `EngineError` when no request can run."""
+        if self._closed:
+            raise EngineClosedError("the vLLM engine was closed; create a new VLLMEngine.")
+        if self._dead is not None:
+            raise EngineError(f"{self._dead} Call engine.restart() or create a new VLLMEngine.")
 
     def add(
         self, items: Sequence[tuple[str, dict[str, Any], Any, Any, Callable[[Any], None]]]
@@ -93,70 +123,166 @@ class _Driver:
         """Add requests (id, inputs, sampling params, LoRA request, sink); returns, per item, the error vLLM
         raised or None."""
         errors: list[Exception | None] = []
-        with self._lock:
-            if self._closed:
-                raise EngineClosedError("the vLLM engine was closed; create a new VLLMEngine.")
+        with self._engine_lock:
+            self.check()
             for request_id, inputs, params, lora, sink in items:
                 try:
                     self._engine.add_request(request_id, inputs, params, lora_request=lora)
-                except Exception as exc:  # a request vLLM refuses fails alone
+                except Exception as exc:  # a request vLLM refuses fails alone ...
                     errors.append(exc)
+                    self._forget(request_id)  # ... and leaves nothing half-added behind
                     continue
-                self._sinks[request_id] = sink
+                with self._state:
+                    self._sinks[request_id] = sink
                 errors.append(None)
-            self._lock.notify()
+        with self._state:
+            self._state.notify_all()
         return errors
 
     def abort(self, request_id: str) -> None:
-        """Stop a request; its sink gets nothing more."""
-        with self._lock:
-            if self._sinks.pop(request_id, None) is not None and not self._closed:
-                self._engine.abort_request([request_id])
+        """Stop a request; its sink gets nothing more. Never blocks: the driver aborts it in vLLM before its
+        next step."""
+        with self._state:
+            if self._sinks.pop(request_id, None) is not None and not self._closed and self._dead is None:
+                self._to_abort.append(request_id)
+                self._state.notify_all()
 
-    def pending(self) -> int:
-        """How many requests the engine has not finished."""
-        with self._lock:
+    def unfinished(self) -> int:
+        """How many requests vLLM has not finished (after pending aborts are applied)."""
+        if self._dead is not None or self._closed:
+            return 0
+        with self._engine_lock:
+            self._apply_aborts()
             return int(self._engine.get_num_unfinished_requests())
 
     def close(self) -> None:
         """Stop stepping; pending requests get an `EngineClosedError`."""
-        with self._lock:
+        with self._state:
             self._closed = True
             sinks, self._sinks = list(self._sinks.values()), {}
-            self._lock.notify()
+            self._state.notify_all()
         for sink in sinks:
-            sink(EngineClosedError("the engine was closed while this request ran."))
+            _deliver(sink, EngineClosedError("the engine was closed while this request ran."))
+        self._unblock(EngineClosedError("the engine was closed."))
         self._thread.join(timeout=30)
 
+    # ------------------------------------------------------------------ the driver and the watchdog
+
+    def _forget(self, request_id: str) -> None:
+        """Drop whatever vLLM kept of a request it refused half-way (engine lock held)."""
+        try:
+            self._engine.abort_request([request_id])
+        except Exception:  # noqa: S110 - best effort on a request that may not exist
+            pass
+
+    def _apply_aborts(self) -> None:
+        with self._state:
+            ids, self._to_abort = self._to_abort, []
+        if ids:
+            self._engine.abort_request(ids)
+
     def _run(self) -> None:
+        try:
+            while True:
+                with self._state:
+                    while not self._closed and self._dead is None and not self._sinks and not self._to_abort:
+                        self._state.wait(timeout=1.0)
+                    if self._closed or self._dead is not None:
+                        return
+                outputs: list[Any] = []
+                with self._engine_lock:
+                    if self._dead is not None or self._closed:
+                        return
+                    self._apply_aborts()
+                    if self._engine.has_unfinished_requests():
+                        self._step_since = time.monotonic()
+                        try:
+                            outputs = self._engine.step()
+                        finally:
+                            self._step_since = None
+                    else:
+                        self._fail_orphans()
+                self._route(outputs)
+        except BaseException as exc:  # the engine (or this thread) died: nothing pending may hang
+            if not self._closed:
+                _log.error("vLLM engine step failed: %s: %s", type(exc).__name__, exc)
+            self._die(f"the vLLM engine failed: {type(exc).__name__}: {exc}")
+
+    def _route(self, outputs: Sequence[Any]) -> None:
+        ready: list[tuple[str, Callable[[Any], None], Any]] = []
+        with self._state:
+            for out in outputs:
+                sink = self._sinks.get(out.request_id)
+                if sink is not None:
+                    ready.append((out.request_id, sink, out))
+                    if out.finished:
+                        del self._sinks[out.request_id]
+        for request_id, sink, item in ready:
+            if not _deliver(sink, item) and not item.finished:
+                self.abort(request_id)  # nobody is listening any more
+
+    def _fail_orphans(self) -> None:
+        """Requests with a sink that vLLM no longer has would wait for ever: fail them (engine lock held)."""
+        with self._state:
+            orphans, self._sinks = list(self._sinks.values()), {}
+        for sink in orphans:
+            _deliver(sink, EngineError("vLLM dropped this request without an answer; send it again."))
+
+    def _watch(self) -> None:
         while True:
-            with self._lock:
-                while not self._closed and not self._engine.has_unfinished_requests():
-                    self._lock.wait()
-                if self._closed:
-                    return
-                try:
-                    outputs = self._engine.step()
-                except Exception as exc:  # the engine died: nothing pending may hang
-                    _log.exception("vLLM engine step failed")
-                    ready: list[tuple[Callable[[Any], None], Any]] = [
-                        (sink, EngineError(f"the vLLM engine failed: {type(exc).__name__}: {exc}"))
-                        for sink in self._sinks.values()
-                    ]
-                    self._sinks.clear()
-                    self._closed = True
-                else:
-                    ready = []
-                    for out in outputs:
-                        sink = self._sinks.get(out.request_id)
-                        if sink is not None:
-                            ready.append((sink, out))
-                            if out.finished:
-                                del self._sinks[out.request_id]
-            for sink, item in ready:
-                sink(item)
-            if self._closed:
+            time.sleep(self._watch_interval)
+            if self._closed or self._dead is not None:
                 return
+            reason = self._health()
+            if reason is not None:
+                _log.error("vLLM engine is not healthy: %s", reason)
+                self._die(reason)
+                return
+
+    def _health(self) -> str | None:
+        """Why the engine cannot answer any more, or None."""
+        if not self._thread.is_alive():
+            return "the vLLM driver thread stopped."
+        resources = getattr(getattr(self._engine, "engine_core", None), "resources", None)
+        if getattr(resources, "engine_dead", False):
+            return "vLLM's engine-core process died."
+        manager = getattr(resources, "engine_manager", None)
+        for proc in getattr(manager, "processes", None) or []:
+            if not proc.is_alive():
+                return f"vLLM's engine-core process {proc.name} exited (code {proc.exitcode})."
+        since = self._step_since
+        if since is not None and time.monotonic() - since > self._stall_timeout:
+            return f"one vLLM step has run for over {self._stall_timeout:.0f} s (stall_timeout): the engine is stuck."
+        return None
+
+    def _die(self, reason: str) -> None:
+        error = EngineError(reason)
+        with self._state:
+            if self._dead is not None or self._closed:
+                return
+            self._dead = error
+            sinks, self._sinks = list(self._sinks.values()), {}
+            self._to_abort = []
+            self._state.notify_all()
+        for sink in sinks:
+            _deliver(sink, error)
+        self._unblock(error)
+
+    def _unblock(self, error: Exception) -> None:
+        """Wake a step blocked on the engine core's output queue (it raises ``error``)."""
+        outputs = getattr(getattr(self._engine, "engine_core", None), "outputs_queue", None)
+        if outputs is not None and self._step_since is not None:
+            outputs.put_nowait(error)
+
+
+def _deliver(sink: Callable[[Any], None], item: Any) -> bool:
+    """Call a sink; False when it raised (its consumer is gone)."""
+    try:
+        sink(item)
+    except Exception as exc:
+        _log.debug("a request's consumer is gone (%s: %s)", type(exc).__name__, exc)
+        return False
+    return True
 
 
 class VLLMEngine(EngineBase):
@@ -166,6 +292,11 @@ class VLLMEngine(EngineBase):
     limits (each `Image` may set its own); ``limit_images``/``limit_videos`` cap media per prompt.
     ``engine_kwargs`` passes further vLLM engine arguments (see `VLLM_ENGINE_KEYS`). Use as a context manager,
     or call `close()`, to free the engine.
+
+    ``gpu_memory_utilization`` (None: 0.9 on a GPU; on a CPU, a share of the memory that is free now) is the
+    fraction of memory vLLM may take. ``stall_timeout`` is how long one vLLM step may run before the engine is
+    declared stuck. When the engine dies (its process killed, a step stuck), every pending request fails with
+    `EngineError` at once, later calls raise `EngineError` at once, and `restart()` starts a new vLLM engine.
     """
 
     def __init__(
@@ -179,7 +310,7 @@ class VLLMEngine(EngineBase):
         limit_images: int = 4,
         limit_videos: int = 1,
         tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
+        gpu_memory_utilization: float | None = None,
         seed: int = 0,
         media_policy: MediaPolicy | None = None,
         fit_to_context: bool = True,
@@ -187,15 +318,16 @@ class VLLMEngine(EngineBase):
         max_loras: int = 4,
         max_lora_rank: int = 16,
         lora_adapters: dict[str, str] | None = None,
+        stall_timeout: float = 300.0,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        vllm = require("vllm", "vllm")
+        require("vllm", "vllm")
         unknown = set(engine_kwargs or {}) - VLLM_ENGINE_KEYS
         if unknown:
             raise RequestError(
                 f"engine_kwargs has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(VLLM_ENGINE_KEYS))}."
             )
-        self._model = os.fspath(model)
+        self._model = check_model_source(model)
         self._defaults = EngineDefaults.create(
             min_pixels=min_pixels,
             max_pixels=max_pixels,
@@ -223,20 +355,37 @@ class VLLMEngine(EngineBase):
         self._lora_names = dict(lora_adapters or {})
         self._lora_requests: dict[str, Any] = {}
         self._lora_lock = threading.Lock()
+        self._stall_timeout = stall_timeout
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
             # vLLM 0.32's CPU worker kills the engine ("CPU Generator does not use offset") when a request
             # with a seed has its prefill split into chunks; whole prefills avoid that.
             args.setdefault("enable_chunked_prefill", False)
-        self._llm = vllm.LLM(**{k: v for k, v in args.items() if v is not None})
-        self._max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+            if args["gpu_memory_utilization"] is None:
+                args["gpu_memory_utilization"] = cpu_memory_share()
+        elif args["gpu_memory_utilization"] is None:
+            args["gpu_memory_utilization"] = 0.9
+        self._args = {k: v for k, v in args.items() if v is not None}
+        self._closed = False
+        self._start()
         self._tokenizer_source = args.get("tokenizer") or self._model
         self._preparer = self._make_preparer(args)
-        self._driver = _Driver(self._llm.llm_engine)
-        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        vllm = require("vllm", "vllm")
+        try:
+            self._llm = vllm.LLM(**self._args)
+        except Exception as exc:
+            raise EngineError(
+                f"vLLM could not start model {self._model!r}: {type(exc).__name__}: {str(exc)[:500]}. "
+                "Check the model id or folder (offline, pass a local folder or set HF_HUB_OFFLINE=1 with the "
+                "model in the cache) and that gpu_memory_utilization fits the free memory."
+            ) from exc
+        self._max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        self._driver = _Driver(self._llm.llm_engine, stall_timeout=self._stall_timeout)
 
     def _make_preparer(self, args: dict[str, Any]) -> RequestPreparer:
         return RequestPreparer.from_pretrained(
@@ -248,18 +397,48 @@ class VLLMEngine(EngineBase):
             trust_remote_code=bool(args.get("trust_remote_code")),
         )
 
+    @property
+    def healthy(self) -> bool:
+        """True while the engine can run requests (not closed, not dead)."""
+        return not self._closed and self._driver.dead is None
+
+    def unfinished_requests(self) -> int:
+        """How many requests vLLM holds that have not finished (0 when idle: nothing leaked)."""
+        return self._driver.unfinished()
+
+    def restart(self) -> None:
+        """Start a new vLLM engine in place of this one (after it died); pending requests fail."""
+        if self._closed:
+            raise EngineClosedError("this VLLMEngine was closed; create a new one.")
+        self._shutdown_vllm(timeout=30.0)
+        self._start()
+
     def close(self) -> None:
         """Shut the vLLM engine down and free its memory. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        self._shutdown_vllm(timeout=60.0)
+
+    def _shutdown_vllm(self, timeout: float) -> None:
+        """Stop the driver and vLLM; a shutdown that does not return within ``timeout`` is left behind."""
         self._driver.close()
-        engine = self._llm.llm_engine
-        renderer = getattr(engine, "renderer", None)
-        if renderer is not None:
-            renderer.shutdown()
-        engine.engine_core.shutdown()
-        del self._llm
+        llm = self.__dict__.pop("_llm", None)
+        if llm is None:
+            return
+
+        def shutdown() -> None:
+            engine = llm.llm_engine
+            renderer = getattr(engine, "renderer", None)
+            if renderer is not None:
+                renderer.shutdown()
+            engine.engine_core.shutdown()
+
+        worker = threading.Thread(target=shutdown, name="qwenvl-vllm-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            _log.warning("vLLM did not shut down within %.0f s; leaving it behind", timeout)
 
     # ------------------------------------------------------------------ generation
 
@@ -267,32 +446,43 @@ class VLLMEngine(EngineBase):
         """Run a batch of requests as one batch in vLLM; results in request order.
 
         A request that cannot be prepared or that vLLM rejects gets a result with ``error``; the rest complete.
+        An interrupt (KeyboardInterrupt) while waiting aborts the whole batch in vLLM.
         """
         self._check_open()
         prepared = [self._try_prepare(r) for r in requests]
         collectors = self._submit(prepared, threading.Event)
-        for collector in collectors:
-            if isinstance(collector, _Collector):
-                collector.done.wait()  # type: ignore[union-attr]
-        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
-
-    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Async `generate`; preparation and submission run in a worker thread. Cancelling aborts the batch."""
-        self._check_open()
-
-        def prepare_and_submit() -> list[_Collector | ChatResult]:
-            return self._submit([self._try_prepare(r) for r in requests], lambda: _AsyncEvent(loop))
-
-        loop = asyncio.get_running_loop()
-        collectors = await asyncio.to_thread(prepare_and_submit)
         try:
             for collector in collectors:
                 if isinstance(collector, _Collector):
-                    await collector.done.wait()  # type: ignore[union-attr]
-        except asyncio.CancelledError:
+                    self._wait(collector)
+        except BaseException:
+            self._abort_all(collectors)
+            raise
+        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
+
+    async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Async `generate`; preparation and submission run in a worker thread. Cancelling (or a ``wait_for``
+        timeout) at any point aborts every request of the batch."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        handoff = _Handoff(self)
+
+        def prepare_and_submit() -> list[_Collector | ChatResult] | None:
+            prepared = [self._try_prepare(r) for r in requests]
+            if handoff.cancelled:
+                return None
+            collectors = self._submit(prepared, lambda: _AsyncEvent(loop))
+            handoff.submitted([c.request_id for c in collectors if isinstance(c, _Collector)])
+            return collectors
+
+        try:
+            collectors = await loop.run_in_executor(None, prepare_and_submit)
+            assert collectors is not None
             for collector in collectors:
                 if isinstance(collector, _Collector):
-                    self._driver.abort(collector.request_id)
+                    await collector.done.wait()  # type: ignore[union-attr]
+        except BaseException:
+            handoff.cancel()
             raise
         return [c.result() if isinstance(c, _Collector) else c for c in collectors]
 
@@ -303,22 +493,37 @@ class VLLMEngine(EngineBase):
         the request in vLLM.
         """
         self._check_open()
-        prep = self._prepare(request)
+        prep = self._prepare_or_raise(request)
         events: queue.Queue[Any] = queue.Queue()
         request_id = self._add_stream(prep, events.put)
-        yield from self._chunks(prep, request_id, iter(events.get, None))
+        yield from self._chunks(prep, request_id, self._events(events))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Async `stream`. Stopping the iteration (break, cancel) aborts the request in vLLM."""
+        """Async `stream`. Stopping the iteration (break, cancel, ``wait_for`` timeout) at any point aborts
+        the request in vLLM."""
         self._check_open()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
+        handoff = _Handoff(self)
 
         def put(item: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
-        prep = await asyncio.to_thread(self._prepare, request)
-        request_id = await asyncio.to_thread(self._add_stream, prep, put)
+        def prepare_and_add() -> tuple[PreparedRequest, str] | None:
+            prep = self._prepare_or_raise(request)
+            if handoff.cancelled:
+                return None
+            request_id = self._add_stream(prep, put)
+            handoff.submitted([request_id])
+            return prep, request_id
+
+        try:
+            added = await loop.run_in_executor(None, prepare_and_add)
+        except BaseException:
+            handoff.cancel()
+            raise
+        assert added is not None
+        prep, request_id = added
         state = _StreamState(self, prep, request_id)
         try:
             while True:
@@ -336,17 +541,47 @@ class VLLMEngine(EngineBase):
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError("this VLLMEngine was closed; create a new one.")
+        self._driver.check()
+
+    def _wait(self, collector: _Collector) -> None:
+        """Wait for a batched request; the driver always ends it (answer, abort or engine failure)."""
+        while not collector.done.wait(1.0):  # type: ignore[union-attr]
+            if self._driver.dead is not None and not collector.done.is_set():  # type: ignore[union-attr]
+                collector.put(self._driver.dead)
+
+    def _events(self, events: queue.Queue[Any]) -> Iterator[Any]:
+        while True:
+            try:
+                yield events.get(timeout=1.0)
+            except queue.Empty:
+                if self._driver.dead is not None:
+                    yield self._driver.dead
+
+    def _abort_all(self, collectors: Sequence[_Collector | ChatResult]) -> None:
+        for collector in collectors:
+            if isinstance(collector, _Collector):
+                self._driver.abort(collector.request_id)
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        if not isinstance(request, ChatRequest):
+            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
         prep = self._preparer.prepare(request)
         prep.lora = self._lora_request(request.lora)
         return prep
 
-    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
+    def _prepare_or_raise(self, request: ChatRequest) -> PreparedRequest:
         try:
             return self._prepare(request)
+        except QwenVLError:
+            raise
+        except Exception as exc:
+            raise preparation_error(request, exc) from exc
+
+    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
+        try:
+            return self._prepare_or_raise(request)
         except QwenVLError as exc:
-            _log.info("request %s cannot run: %s", request.request_id, exc)
+            _log.info("request %s cannot run: %s", getattr(request, "request_id", "?"), exc)
             return error_result(request, exc)
 
     def _lora_request(self, spec: str | None) -> Any:
@@ -385,9 +620,13 @@ class VLLMEngine(EngineBase):
             if isinstance(item, ChatResult):
                 slots.append(item)
                 continue
+            try:
+                params = self._sampling_params(item, stream=False)
+            except Exception as exc:
+                slots.append(error_result(item.request, _vllm_error(item.request, exc)))
+                continue
             collector = _Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
             slots.append(collector)
-            params = self._sampling_params(item, stream=False)
             items.append((collector.request_id, self._inputs(item), params, item.lora, collector.put))
         errors = iter(self._driver.add(items))
         out: list[_Collector | ChatResult] = []
@@ -398,7 +637,10 @@ class VLLMEngine(EngineBase):
 
     def _add_stream(self, prep: PreparedRequest, sink: Callable[[Any], None]) -> str:
         request_id = f"{prep.request.request_id}-{uuid.uuid4().hex[:8]}"
-        params = self._sampling_params(prep, stream=True)
+        try:
+            params = self._sampling_params(prep, stream=True)
+        except Exception as exc:
+            raise _vllm_error(prep.request, exc) from exc
         [error] = self._driver.add([(request_id, self._inputs(prep), params, prep.lora, sink)])
         if error is not None:
             raise _vllm_error(prep.request, error) from error
@@ -431,6 +673,7 @@ class VLLMEngine(EngineBase):
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         options: SamplingOptions = prep.request.sampling
+        options.validate()
         structured = None
         if prep.constraint is not None:
             structured = StructuredOutputsParams(json=prep.constraint)
@@ -449,6 +692,34 @@ class VLLMEngine(EngineBase):
         )
 
 
+class _Handoff:
+    """The hand-off of requests from a worker thread to the driver, for a caller that may be cancelled
+    meanwhile: whichever side comes second aborts what was submitted, so nothing runs unwatched."""
+
+    def __init__(self, engine: VLLMEngine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._ids: list[str] | None = None
+        self.cancelled = False
+
+    def submitted(self, request_ids: list[str]) -> None:
+        with self._lock:
+            self._ids = request_ids
+            cancelled = self.cancelled
+        if cancelled:
+            self._abort(request_ids)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            ids = self._ids or []
+        self._abort(ids)
+
+    def _abort(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self._engine._driver.abort(request_id)
+
+
 class _AsyncEvent:
     """An event set from another thread that an event loop can await."""
 
@@ -457,7 +728,10 @@ class _AsyncEvent:
         self._event = asyncio.Event()
 
     def set(self) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)
+        self._loop.call_soon_threadsafe(self._event.set)  # raises when the loop is closed: the driver copes
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
 
     async def wait(self) -> None:
         await self._event.wait()

@@ -16,19 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import hashlib
 import io
 import json
 import logging
+import math
 import queue
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from qwenvl._lazy import require
-from qwenvl.engine.base import EngineBase, EngineDefaults, PreparedRequest, RequestPreparer, error_result, finalize
+from qwenvl.engine.base import (
+    EngineBase,
+    EngineDefaults,
+    PreparedRequest,
+    RequestPreparer,
+    error_result,
+    finalize,
+    preparation_error,
+)
 from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
@@ -44,9 +55,11 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 class VLLMServerEngine(EngineBase):
     """Qwen2-VL behind vLLM OpenAI-compatible servers (``vllm serve``), with the in-process engine's API.
 
-    ``base_url`` is one URL (``http://host:8000/v1``) or several replicas. ``timeout`` bounds each HTTP attempt
-    (seconds); ``max_retries`` retries 408/429/5xx answers and connection errors with exponential backoff;
-    ``max_concurrency`` caps requests in flight per replica.
+    ``base_url`` is one URL (``http://host:8000/v1``) or several replicas. ``timeout`` is the deadline of each
+    HTTP attempt in seconds, whole: connecting, waiting, and reading the answer or the entire stream (a server
+    that trickles bytes or sends keep-alives forever is cut off there). ``max_retries`` retries 408/429/5xx
+    answers, deadlines and connection errors with exponential backoff, or after the server's ``Retry-After``
+    (capped at ``max_retry_after`` seconds); ``max_concurrency`` caps requests in flight per replica.
 
     Pixel limits: a server started with ``--trust-request-mm-kwargs`` gets the same images and processor
     limits as the in-process engine (identical answers). Other servers refuse per-request processor limits;
@@ -76,6 +89,7 @@ class VLLMServerEngine(EngineBase):
         media_policy: MediaPolicy | None = None,
         fit_to_context: bool = True,
         retry_backoff: float = 0.5,
+        max_retry_after: float = 30.0,
         send_mm_kwargs: bool | None = None,
         load_lora: bool = False,
         return_token_ids: bool = True,
@@ -90,6 +104,11 @@ class VLLMServerEngine(EngineBase):
         self._timeout = timeout
         self._max_retries = max_retries
         self._backoff = retry_backoff
+        self._max_retry_after = max_retry_after
+        if not timeout > 0 or max_retries < 0:
+            raise RequestError(
+                f"VLLMServerEngine needs timeout > 0 and max_retries >= 0, got {timeout!r} and {max_retries!r}."
+            )
         self._in_flight = dict.fromkeys(self._urls, 0)
         self._send_mm_kwargs = send_mm_kwargs
         self._load_lora = load_lora
@@ -189,8 +208,16 @@ class VLLMServerEngine(EngineBase):
 
     async def _server_max_model_len(self) -> int:
         response = await self._request("GET", "/models", None)
-        for entry in response.json().get("data", []):
-            if entry.get("id") == self._model and entry.get("max_model_len"):
+        data = _json_body(response)
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise ServerError(
+                f"{response.url} did not answer with a model list; is base_url a vLLM server's /v1 URL?",
+                status=response.status_code,
+                url=str(response.url),
+            )
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("id") == self._model and entry.get("max_model_len"):
                 return int(entry["max_model_len"])
         raise RequestError(f"the server does not list model {self._model!r}; check the name or pass max_model_len.")
 
@@ -206,6 +233,8 @@ class VLLMServerEngine(EngineBase):
             return self._prepare(request)
         except QwenVLError as exc:
             return error_result(request, exc)
+        except Exception as exc:  # whatever preparation raises, this request fails alone
+            return error_result(request, preparation_error(request, exc))
 
     def _served_lora(self, spec: str | None) -> str | None:
         """The model name a request with adapter ``spec`` is sent to: a name the server was started with
@@ -245,19 +274,23 @@ class VLLMServerEngine(EngineBase):
                 return item
             try:
                 response = await self._post_completion(item)
-                return self._result(item, response.json())
+                return self._result(item, _json_body(response), str(response.url))
             except Exception as exc:
                 return error_result(item.request, exc)
 
         return list(await asyncio.gather(*(one(p) for p in prepared)))
 
     async def _post_completion(self, prep: PreparedRequest) -> Any:
+        body = self._body(prep, stream=False)
         try:
-            return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
+            return await self._request("POST", "/chat/completions", body)
         except ServerError as exc:
-            if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
+            # Every request of a batch that went out with processor kwargs before the first refusal came back
+            # is refused too: each one is sent again without them.
+            if not _refuses_mm_kwargs(exc) or "mm_processor_kwargs" not in body or self._send_mm_kwargs is True:
                 raise
-            _log.info("the server refuses per-request mm_processor_kwargs; resizing images in the client instead")
+            if self._send_mm_kwargs is None:
+                _log.info("the server refuses per-request mm_processor_kwargs; resizing images in the client instead")
             self._send_mm_kwargs = False
             return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
 
@@ -274,8 +307,12 @@ class VLLMServerEngine(EngineBase):
             url = self._pick(avoid=url if last is not None and last.status is None else None)
             async with self._slots[url]:
                 self._in_flight[url] += 1
+                wait = self._backoff * 2**attempt
                 try:
-                    response = await self._client.request(method, url + path, json=body)
+                    async with asyncio.timeout(self._timeout):
+                        response = await self._client.request(method, url + path, json=body)
+                except TimeoutError:
+                    last = ServerError(f"{url} gave no complete answer within {self._timeout:g} s (timeout)", url=url)
                 except self._httpx.TransportError as exc:
                     last = ServerError(f"cannot reach {url}: {type(exc).__name__}: {exc}", url=url)
                 else:
@@ -284,15 +321,17 @@ class VLLMServerEngine(EngineBase):
                     last = _server_error(response, url)
                     if response.status_code not in _RETRY_STATUS:
                         raise last
+                    wait = max(wait, _retry_after(response, self._max_retry_after))
                 finally:
                     self._in_flight[url] -= 1
             if attempt < self._max_retries:
-                await asyncio.sleep(self._backoff * 2**attempt)
+                await asyncio.sleep(wait)
         assert last is not None
         raise last
 
     def _body(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
         options = prep.request.sampling
+        options.validate()
         with_kwargs = self._send_mm_kwargs is not False
         body: dict[str, Any] = {
             "model": prep.lora or self._model,
@@ -332,11 +371,21 @@ class VLLMServerEngine(EngineBase):
             completion_tokens=int(usage.get("completion_tokens", 0)),
         )
 
-    def _result(self, prep: PreparedRequest, data: dict[str, Any]) -> ChatResult:
-        choice = data["choices"][0]
-        prompt_ids = data.get("prompt_token_ids")
+    def _result(self, prep: PreparedRequest, data: Any, url: str) -> ChatResult:
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+            prompt_ids = data.get("prompt_token_ids")
+            text = message.get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ServerError(
+                f"{url} answered without a chat completion ({type(exc).__name__}: {exc}); is it a vLLM server?",
+                url=url,
+            ) from exc
         result = ChatResult(
-            text=choice["message"].get("content") or "",
+            text=text,
             finish_reason=choice.get("finish_reason") or "stop",
             usage=self._usage(prep, data.get("usage"), prompt_ids),
             request_id=prep.request.request_id,
@@ -373,10 +422,14 @@ class VLLMServerEngine(EngineBase):
         finish: str | None = None
         usage: dict[str, Any] | None = None
         pending: ChatChunk | None = None
+        done = False
         async with self._slots[url]:
             self._in_flight[url] += 1
             try:
-                async with self._client.stream("POST", url + "/chat/completions", json=body) as response:
+                async with (
+                    asyncio.timeout(self._timeout),
+                    self._client.stream("POST", url + "/chat/completions", json=body) as response,
+                ):
                     if not response.is_success:
                         await response.aread()
                         raise _server_error(response, url)
@@ -385,8 +438,14 @@ class VLLMServerEngine(EngineBase):
                             continue
                         payload = line[5:].strip()
                         if payload == "[DONE]":
+                            done = True
                             break
-                        data = json.loads(payload)
+                        try:
+                            data = json.loads(payload)
+                        except ValueError as exc:
+                            raise ServerError(f"{url} sent a stream event that is not JSON: {payload[:200]!r}") from exc
+                        if not isinstance(data, dict):
+                            raise ServerError(f"{url} sent a stream event that is not an object: {payload[:200]!r}")
                         if "error" in data and not data.get("choices"):
                             raise ServerError(f"{url}: {data['error']}", url=url)
                         prompt_ids = data.get("prompt_token_ids") or prompt_ids
@@ -402,10 +461,20 @@ class VLLMServerEngine(EngineBase):
                                 token_ids=list(choice.get("token_ids") or []),
                                 request_id=prep.request.request_id,
                             )
+            except TimeoutError as exc:
+                raise ServerError(
+                    f"streaming from {url} did not finish within the timeout ({self._timeout:g} s)", url=url
+                ) from exc
             except self._httpx.TransportError as exc:
                 raise ServerError(f"streaming from {url} broke off: {type(exc).__name__}: {exc}", url=url) from exc
             finally:
                 self._in_flight[url] -= 1
+        if not done:
+            raise ServerError(
+                f"the stream from {url} ended before the answer was complete (no [DONE]); the server or a proxy "
+                "cut it off.",
+                url=url,
+            )
         last = pending or ChatChunk(request_id=prep.request.request_id)
         whole = finalize(
             ChatResult(text="".join(texts), finish_reason=finish or "stop", usage=self._usage(prep, usage, prompt_ids)),
@@ -459,3 +528,34 @@ def _server_error(response: Any, url: str) -> ServerError:
         message = response.text[:500]
     status = response.status_code
     return ServerError(f"{url} answered HTTP {status}: {message}", status=status, url=url)
+
+
+def _json_body(response: Any) -> Any:
+    """The JSON body of a successful answer; `ServerError` naming the URL when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ServerError(
+            f"{response.url} answered HTTP {response.status_code} with a body that is not JSON "
+            f"({response.text[:120]!r}); is base_url a vLLM server's /v1 URL?",
+            status=response.status_code,
+            url=str(response.url),
+        ) from exc
+
+
+def _retry_after(response: Any, cap: float) -> float:
+    """The wait a 429/503 answer asks for (``Retry-After`` in seconds or as an HTTP date), at most ``cap``."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return 0.0
+    return min(max(0.0, seconds), cap)

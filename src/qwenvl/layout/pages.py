@@ -8,6 +8,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -42,6 +43,18 @@ class DocumentError(MediaError):
     """A document that cannot be opened: missing, encrypted, corrupt or of an unsupported type."""
 
 
+#: the most pixels a PDF page is rendered to, whatever size it claims (an A0 sheet at 200 dpi is 62 MP)
+MAX_RENDER_PIXELS = 64_000_000
+
+
+def capped_dpi(width_pt: float, height_pt: float, dpi: float, max_pixels: int = MAX_RENDER_PIXELS) -> float:
+    """``dpi``, lowered where a page of ``width_pt`` x ``height_pt`` points would render to over ``max_pixels``."""
+    area = max(1.0, width_pt) * max(1.0, height_pt)
+    if area * (dpi / 72.0) ** 2 <= max_pixels:
+        return dpi
+    return max(0.1, math.floor(72.0 * math.sqrt(max_pixels / area) * 10) / 10)
+
+
 def dpi_for_budget(width_pt: float, height_pt: float, max_pixels: int, *, lo: float = 10.0, hi: float = 300.0) -> float:
     """The render resolution that makes a page of ``width_pt`` x ``height_pt`` points about ``max_pixels`` pixels."""
     dpi = 72.0 * math.sqrt(max_pixels / max(1.0, width_pt * height_pt))
@@ -63,8 +76,13 @@ class PageSource:
         return f"{self.document.digest}:{self.number}"
 
     def render(self, dpi: float) -> tuple[PIL.Image.Image, float]:
-        """The page as an RGB image and the resolution it has (images keep their own pixels)."""
+        """The page as an RGB image and the resolution it has (images keep their own pixels; a PDF page is
+        rendered at most `MAX_RENDER_PIXELS` large, at a lower resolution when it claims a huge size)."""
         return self.document._render(self.number, dpi)
+
+    def safe_dpi(self, dpi: float) -> float:
+        """``dpi``, capped so that this page renders to at most `MAX_RENDER_PIXELS`."""
+        return capped_dpi(*self.size_pt, dpi) if self.size_pt is not None else dpi
 
     def text_blocks(self, dpi: float, *, min_chars: int = 1) -> list[Block] | None:
         """Blocks from the PDF text layer in page pixels at ``dpi``, or None when the page has no usable layer."""
@@ -106,6 +124,8 @@ class DocumentSource:
         if self.kind == "pdf":
             page = self._handle[number - 1]
             try:
+                width_pt, height_pt = page.get_size()
+                dpi = capped_dpi(width_pt, height_pt, dpi)
                 image = page.render(scale=dpi / 72.0).to_pil().convert("RGB")
             finally:
                 page.close()
@@ -126,6 +146,11 @@ class DocumentSource:
             return _pdf_text_blocks(page, number, dpi, min_chars)
         finally:
             page.close()
+
+
+def _has_no_pages(data: bytes) -> bool:
+    """True for a PDF whose page tree is empty (PDFium refuses to open those with an unhelpful error)."""
+    return bool(re.search(rb"/Count\s+0\b", data)) and not re.search(rb"/Type\s*/Page(?!s)", data)
 
 
 def _sniff(data: bytes) -> str:
@@ -150,6 +175,9 @@ def open_document(
         label = name or describe_source(source)
     else:
         label = name or (describe_source(source) if isinstance(source, bytes | bytearray) else str(source))
+        if isinstance(source, str) and any(ch in source for ch in "*?[") and not Path(source).exists():
+            if "://" not in source[:16]:
+                raise DocumentError(f"{label}: the pattern matches no file", source)
         try:
             data = read_source_bytes(source, policy)
         except MediaError as exc:
@@ -161,13 +189,26 @@ def open_document(
             pdf = pdfium.PdfDocument(data, password=password)
         except pdfium.PdfiumError as exc:
             msg = str(exc)
+            if _has_no_pages(data):
+                raise DocumentError(f"{label}: the PDF has no pages", source) from exc
             if "password" in msg.lower():
                 hint = "it is encrypted: pass password=..." if password is None else "the password is wrong"
                 raise DocumentError(f"{label}: cannot open the PDF, {hint}", source) from exc
             raise DocumentError(f"{label}: not a readable PDF ({msg}); is the file complete?", source) from exc
+        if len(pdf) == 0:
+            pdf.close()
+            raise DocumentError(f"{label}: the PDF has no pages", source)
         return DocumentSource(label, digest, "pdf", pdf, len(pdf))
+    limit = (policy or MediaPolicy()).max_image_pixels
     try:
         image = PIL.Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > limit:
+            raise DocumentError(
+                f"{label}: the image is {width}x{height}, over the media policy's max_image_pixels "
+                f"({limit / 1e6:.0f} MP); downscale it or raise MediaPolicy.max_image_pixels",
+                source,
+            )
         image.load()
         frames = sum(1 for _ in PIL.ImageSequence.Iterator(image))
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
@@ -195,9 +236,8 @@ def expand_sources(
                 continue
             if any(ch in str(item) for ch in "*?[") and not path.exists():
                 matches = sorted(glob.glob(str(item), recursive=True))
-                if not matches:
-                    raise DocumentError(f"{item}: the pattern matches no file", item)
-                out.extend(matches)
+                # A pattern that matches nothing stays in the list: opening it fails for that item alone.
+                out.extend(matches or [item])
                 continue
         out.append(item)
     return out

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,38 +42,65 @@ class PageCache:
     """Finished pages on disk, one JSON file each, keyed by page content and parser settings.
 
     Files are written atomically as pages finish, so a run that stops (crash, Ctrl-C) keeps its finished pages
-    and the next run starts where it stopped.
+    and the next run starts where it stopped. Each file carries its key: an entry that is not the one asked
+    for (copied, overwritten, corrupt) is ignored. A folder that cannot be written is a warning, not a crash:
+    the run goes on without caching.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.enabled = True
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: OSError) -> None:
+        if self.enabled:
+            _log.warning("page cache %s is not usable (%s); going on without a cache", self.folder, exc)
+            warnings.warn(
+                f"qwenvl: the page cache folder {self.folder} is not usable ({exc}); pages are not cached. "
+                "Pass another cache_dir (--cache-dir) or none (--no-cache).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.enabled = False
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Page | None:
-        """The cached page for ``key``, or None (also for an unreadable entry)."""
+        """The cached page for ``key``, or None (also for an unreadable entry or one of another key)."""
+        if not self.enabled:
+            return None
         path = self._path(key)
         try:
-            return Page.model_validate_json(path.read_bytes())
+            entry = json.loads(path.read_bytes())
+            if not isinstance(entry, dict) or entry.get("key") != key:
+                raise ValueError("the entry belongs to another key")
+            return Page.model_validate(entry["page"])
         except FileNotFoundError:
             return None
-        except ValueError:
-            _log.warning("ignoring unreadable cache entry %s", path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _log.warning("ignoring unusable cache entry %s (%s)", path, exc)
             return None
 
     def put(self, key: str, page: Page) -> None:
         """Stores ``page`` under ``key``."""
+        if not self.enabled:
+            return
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(page.model_dump_json().encode())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps({"key": key, "page": page.model_dump(mode="json")}).encode())
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._disable(exc)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.folder.glob("*/*.json"))
+        return sum(1 for _ in self.folder.glob("*/*.json")) if self.enabled else 0
 
 
 @dataclass
@@ -270,8 +298,9 @@ class DocumentParser:
                 self._finish(job, cached, bar, store=False)
                 continue
             if self.backend == "auto" and job.page.size_pt is not None:
+                dpi = job.page.safe_dpi(self.dpi)
                 try:
-                    blocks = job.page.text_blocks(self.dpi)
+                    blocks = job.page.text_blocks(dpi)
                 except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
                     _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
                     blocks = None
@@ -279,9 +308,9 @@ class DocumentParser:
                     w, h = job.page.size_pt
                     page = Page(
                         number=job.page.number,
-                        width=round(w * self.dpi / 72),
-                        height=round(h * self.dpi / 72),
-                        dpi=self.dpi,
+                        width=round(w * dpi / 72),
+                        height=round(h * dpi / 72),
+                        dpi=dpi,
                         blocks=blocks,
                         backend="pdf_text",
                     )
@@ -421,7 +450,7 @@ class DocumentParser:
         images: list[PIL.Image.Image | Exception] = []
         for job, _ in jobs:
             try:
-                ready = job.image is not None and job.dpi >= self.dpi
+                ready = job.image is not None and job.dpi >= job.page.safe_dpi(self.dpi)
                 images.append(job.image if ready and job.image is not None else self._render(job, self.dpi))
             except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
                 images.append(exc)

@@ -29,6 +29,7 @@ from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
 from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Video
+from qwenvl.errors import RequestError
 from qwenvl.messages import ChatChunk, ChatResult, Part
 
 __all__ = ["QwenVL", "to_qwen_messages"]
@@ -334,7 +335,7 @@ def to_qwen_messages(messages: Sequence[ChatMessage]) -> list[Message]:
                     raise ValueError("QwenVL reads videos from a path or file URL; save the video bytes first.")
                 parts.append(Video(source, fps=block.fps))
             elif isinstance(block, ToolCallBlock):
-                kwargs = block.tool_kwargs if isinstance(block.tool_kwargs, dict) else json.loads(block.tool_kwargs)
+                kwargs = _tool_arguments(block.tool_name, block.tool_kwargs)
                 calls.append(ToolCall(name=block.tool_name, arguments=kwargs, id=block.tool_call_id or ""))
             else:
                 raise ValueError(
@@ -344,13 +345,9 @@ def to_qwen_messages(messages: Sequence[ChatMessage]) -> list[Message]:
         for call in msg.additional_kwargs.get("tool_calls", []) or []:  # OpenAI-style history
             fn = call.get("function", call)
             args = fn.get("arguments", {})
-            calls.append(
-                ToolCall(
-                    name=fn["name"],
-                    arguments=json.loads(args) if isinstance(args, str) else args,
-                    id=call.get("id", ""),
-                )
-            )
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise RequestError(f"a tool call in additional_kwargs['tool_calls'] names no function: {call!r:.200}.")
+            calls.append(ToolCall(name=fn["name"], arguments=_tool_arguments(fn["name"], args), id=call.get("id", "")))
         out.append(
             Message(
                 role,  # type: ignore[arg-type]
@@ -371,3 +368,19 @@ def _image_source(block: ImageBlock) -> Any:
     if block.url is not None:
         return str(block.url)
     raise ValueError("an ImageBlock needs image bytes, a path or a url.")
+
+
+def _tool_arguments(name: str, value: Any) -> dict[str, Any]:
+    """A tool call's arguments as a dict; `RequestError` naming the tool when they are not a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise RequestError(
+                f"the arguments of the tool call {name!r} are not valid JSON ({exc}); pass a dict or a JSON object."
+            ) from exc
+    if not isinstance(value, dict):
+        raise RequestError(
+            f"the arguments of the tool call {name!r} must be a JSON object, got {type(value).__name__}."
+        )
+    return value

@@ -1,0 +1,172 @@
+"""Bad requests of many kinds, long requests, and health checks shared by the reliability tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image as PILImage
+
+from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, ToolCall, Video
+from qwenvl.errors import (
+    ContextOverflowError,
+    ImageSizeError,
+    MediaDecodeError,
+    MediaNotFoundError,
+    MediaPolicyError,
+    QwenVLError,
+    RequestError,
+    UnsupportedMediaError,
+)
+from tests.helpers import make_image, png_bytes
+
+#: an answer of at least 3000 tokens whatever the random model writes: 1500 digits in a JSON array
+LONG_SCHEMA = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": 9},
+    "minItems": 1500,
+    "maxItems": 1500,
+}
+
+
+def long_request(i: int = 0) -> ChatRequest:
+    """A request that runs for seconds on the tiny model (thousands of tokens under a schema)."""
+    return ChatRequest([Message("user", f"count {i}")], SamplingOptions(max_tokens=3500), response_format=LONG_SCHEMA)
+
+
+def good_request(i: int = 0, max_tokens: int = 4) -> ChatRequest:
+    """A short, valid image request."""
+    img = Image(make_image(96 + 8 * i, 64 + 4 * i, seed=i), max_pixels=64 * 28 * 28)
+    return ChatRequest([Message("user", [img, Text(f"what is {i}?")])], SamplingOptions(max_tokens=max_tokens))
+
+
+def _user(*parts: Any) -> list[Message]:
+    return [Message("user", list(parts))]
+
+
+def _mutated(request: ChatRequest, target: str, field: str, value: Any) -> ChatRequest:
+    """A request changed after construction, past its validation (what a careless or hostile caller does)."""
+    obj = request.sampling if target == "sampling" else request
+    object.__setattr__(obj, field, value)
+    return request
+
+
+def _bomb_png() -> bytes:
+    """A 13000x13000 PNG of a few kB: its header claims 169 MP."""
+    buf = io.BytesIO()
+    PILImage.new("1", (13000, 13000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pdf_bytes() -> bytes:
+    return b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF"
+
+
+def _bad_tool_history() -> ChatRequest:
+    call = ToolCall("lookup", {"q": "x"})
+    object.__setattr__(call, "arguments", {"when": object()})  # not JSON-encodable, past validation
+    return ChatRequest([Message("user", "hi"), Message("assistant", "", tool_calls=[call]), Message("user", "go on")])
+
+
+@dataclass(frozen=True)
+class BadKind:
+    """One kind of bad input: how to build it and the error it must give."""
+
+    name: str
+    build: Callable[[], Any]
+    error: type[QwenVLError]
+
+
+def bad_kinds(tmp_dir: str) -> list[BadKind]:
+    """Bad requests an engine must fail alone, each with its typed error."""
+    return [
+        BadKind(
+            "truncated PNG", lambda: ChatRequest(_user(Image(png_bytes(make_image(64, 64))[:120]))), MediaDecodeError
+        ),
+        BadKind("empty image bytes", lambda: ChatRequest(_user(Image(b""))), MediaDecodeError),
+        BadKind("missing image file", lambda: ChatRequest(_user(Image(f"{tmp_dir}/nope.png"))), MediaNotFoundError),
+        BadKind("folder as image", lambda: ChatRequest(_user(Image(tmp_dir))), MediaNotFoundError),
+        BadKind("PDF bytes as image", lambda: ChatRequest(_user(Image(_pdf_bytes()))), UnsupportedMediaError),
+        BadKind("int as image", lambda: ChatRequest(_user(Image(42))), UnsupportedMediaError),  # type: ignore[arg-type]
+        BadKind("1x300 image", lambda: ChatRequest(_user(Image(PILImage.new("RGB", (1, 300))))), ImageSizeError),
+        BadKind("169 MP header", lambda: ChatRequest(_user(Image(_bomb_png()))), ImageSizeError),
+        BadKind("bad base64", lambda: ChatRequest(_user(Image("data:image/png;base64,@@@"))), MediaDecodeError),
+        BadKind("ftp URL", lambda: ChatRequest(_user(Image("ftp://example.com/x.png"))), UnsupportedMediaError),
+        BadKind("loopback URL", lambda: ChatRequest(_user(Image("http://127.0.0.1:9/x.png"))), MediaPolicyError),
+        BadKind("NAT64 URL", lambda: ChatRequest(_user(Image("http://[64:ff9b::a9fe:a9fe]/x.png"))), MediaPolicyError),
+        BadKind("mapped v6 URL", lambda: ChatRequest(_user(Image("http://[::ffff:10.0.0.1]/x.png"))), MediaPolicyError),
+        BadKind(
+            "five images",
+            lambda: ChatRequest(_user(*[Image(png_bytes(make_image(40, 40, k))) for k in range(5)])),
+            RequestError,
+        ),
+        BadKind("context overflow", lambda: ChatRequest([Message("user", "word " * 6000)]), ContextOverflowError),
+        BadKind("unknown LoRA", lambda: ChatRequest([Message("user", "x")], lora="no-such-adapter"), RequestError),
+        BadKind(
+            "tool_choice without tools", lambda: ChatRequest(_user(Text("x")), tool_choice="required"), RequestError
+        ),
+        BadKind(
+            "forced call and schema",
+            lambda: ChatRequest(
+                _user(Text("x")),
+                tools=[{"name": "f", "parameters": {"type": "object"}}],
+                tool_choice="f",
+                response_format={"type": "object"},
+            ),
+            RequestError,
+        ),
+        BadKind("max_tokens=2.5", lambda: _mutated(good_request(), "sampling", "max_tokens", 2.5), RequestError),
+        BadKind("temperature=nan", lambda: _mutated(good_request(), "sampling", "temperature", math.nan), RequestError),
+        BadKind("temperature=inf", lambda: _mutated(good_request(), "sampling", "temperature", math.inf), RequestError),
+        BadKind("seed=2**64", lambda: _mutated(good_request(), "sampling", "seed", 2**64), RequestError),
+        BadKind("stop=[1]", lambda: _mutated(good_request(), "sampling", "stop", [1]), RequestError),
+        BadKind("tools=['x']", lambda: _mutated(good_request(), "request", "tools", ["x"]), RequestError),
+        BadKind("tool call args not JSON", _bad_tool_history, RequestError),
+        BadKind("a dict, not a ChatRequest", lambda: {"messages": []}, RequestError),
+        BadKind(
+            "video of one frame",
+            lambda: ChatRequest(_user(Video([png_bytes(make_image(56, 56))]), Text("x"))),
+            MediaDecodeError,
+        ),
+        BadKind(
+            "response_format not a schema", lambda: ChatRequest(_user(Text("x")), response_format=42), RequestError
+        ),
+        BadKind(
+            "invalid JSON schema",
+            lambda: ChatRequest(_user(Text("x")), response_format={"type": "bogus"}),
+            RequestError,
+        ),
+    ]
+
+
+def wait_idle(engine: Any, timeout: float = 5.0) -> int:
+    """Poll until the engine holds no unfinished request (or ``timeout``); returns the last count."""
+    end = time.monotonic() + timeout
+    count = engine.unfinished_requests()
+    while count and time.monotonic() < end:
+        time.sleep(0.05)
+        count = engine.unfinished_requests()
+    return int(count)
+
+
+async def await_idle(engine: Any, timeout: float = 5.0) -> int:
+    """`wait_idle` without blocking the event loop."""
+    end = time.monotonic() + timeout
+    count = engine.unfinished_requests()
+    while count and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+        count = engine.unfinished_requests()
+    return int(count)
+
+
+def assert_answers(engine: Any) -> None:
+    """The engine answers a normal request, and nothing is left running afterwards."""
+    [result] = engine.generate([good_request(7)])
+    assert result.ok, result.error
+    assert result.usage.completion_tokens >= 1 and result.usage.image_tokens > 0
+    assert wait_idle(engine) == 0
