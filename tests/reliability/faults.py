@@ -49,6 +49,10 @@ def _user(*parts: Any) -> list[Message]:
     return [Message("user", list(parts))]
 
 
+def _req(*parts: Any, **kwargs: Any) -> ChatRequest:
+    return ChatRequest(_user(*parts), **kwargs)
+
+
 def _mutated(request: ChatRequest, target: str, field: str, value: Any) -> ChatRequest:
     """A request changed after construction, past its validation (what a careless or hostile caller does)."""
     obj = request.sampling if target == "sampling" else request
@@ -85,31 +89,27 @@ class BadKind:
 def bad_kinds(tmp_dir: str) -> list[BadKind]:
     """Bad requests an engine must fail alone, each with its typed error."""
     return [
-        BadKind(
-            "truncated PNG", lambda: ChatRequest(_user(Image(png_bytes(make_image(64, 64))[:120]))), MediaDecodeError
-        ),
-        BadKind("empty image bytes", lambda: ChatRequest(_user(Image(b""))), MediaDecodeError),
-        BadKind("missing image file", lambda: ChatRequest(_user(Image(f"{tmp_dir}/nope.png"))), MediaNotFoundError),
-        BadKind("folder as image", lambda: ChatRequest(_user(Image(tmp_dir))), MediaNotFoundError),
-        BadKind("PDF bytes as image", lambda: ChatRequest(_user(Image(_pdf_bytes()))), UnsupportedMediaError),
-        BadKind("int as image", lambda: ChatRequest(_user(Image(42))), UnsupportedMediaError),  # type: ignore[arg-type]
-        BadKind("1x300 image", lambda: ChatRequest(_user(Image(PILImage.new("RGB", (1, 300))))), ImageSizeError),
-        BadKind("169 MP header", lambda: ChatRequest(_user(Image(_bomb_png()))), ImageSizeError),
-        BadKind("bad base64", lambda: ChatRequest(_user(Image("data:image/png;base64,@@@"))), MediaDecodeError),
-        BadKind("ftp URL", lambda: ChatRequest(_user(Image("ftp://example.com/x.png"))), UnsupportedMediaError),
-        BadKind("loopback URL", lambda: ChatRequest(_user(Image("http://127.0.0.1:9/x.png"))), MediaPolicyError),
-        BadKind("NAT64 URL", lambda: ChatRequest(_user(Image("http://[64:ff9b::a9fe:a9fe]/x.png"))), MediaPolicyError),
-        BadKind("mapped v6 URL", lambda: ChatRequest(_user(Image("http://[::ffff:10.0.0.1]/x.png"))), MediaPolicyError),
+        BadKind("truncated PNG", lambda: _req(Image(png_bytes(make_image(64, 64))[:120])), MediaDecodeError),
+        BadKind("empty image bytes", lambda: _req(Image(b"")), MediaDecodeError),
+        BadKind("missing image file", lambda: _req(Image(f"{tmp_dir}/nope.png")), MediaNotFoundError),
+        BadKind("folder as image", lambda: _req(Image(tmp_dir)), MediaNotFoundError),
+        BadKind("PDF bytes as image", lambda: _req(Image(_pdf_bytes())), UnsupportedMediaError),
+        BadKind("int as image", lambda: _req(Image(42)), UnsupportedMediaError),  # type: ignore[arg-type]
+        BadKind("1x300 image", lambda: _req(Image(PILImage.new("RGB", (1, 300)))), ImageSizeError),
+        BadKind("169 MP header", lambda: _req(Image(_bomb_png())), ImageSizeError),
+        BadKind("bad base64", lambda: _req(Image("data:image/png;base64,@@@")), MediaDecodeError),
+        BadKind("ftp URL", lambda: _req(Image("ftp://example.com/x.png")), UnsupportedMediaError),
+        BadKind("loopback URL", lambda: _req(Image("http://127.0.0.1:9/x.png")), MediaPolicyError),
+        BadKind("NAT64 URL", lambda: _req(Image("http://[64:ff9b::a9fe:a9fe]/x.png")), MediaPolicyError),
+        BadKind("mapped v6 URL", lambda: _req(Image("http://[::ffff:10.0.0.1]/x.png")), MediaPolicyError),
         BadKind(
             "five images",
-            lambda: ChatRequest(_user(*[Image(png_bytes(make_image(40, 40, k))) for k in range(5)])),
+            lambda: _req(*[Image(png_bytes(make_image(40, 40, k))) for k in range(5)]),
             RequestError,
         ),
         BadKind("context overflow", lambda: ChatRequest([Message("user", "word " * 6000)]), ContextOverflowError),
         BadKind("unknown LoRA", lambda: ChatRequest([Message("user", "x")], lora="no-such-adapter"), RequestError),
-        BadKind(
-            "tool_choice without tools", lambda: ChatRequest(_user(Text("x")), tool_choice="required"), RequestError
-        ),
+        BadKind("tool_choice without tools", lambda: _req(Text("x"), tool_choice="required"), RequestError),
         BadKind(
             "forced call and schema",
             lambda: ChatRequest(
@@ -130,15 +130,13 @@ def bad_kinds(tmp_dir: str) -> list[BadKind]:
         BadKind("a dict, not a ChatRequest", lambda: {"messages": []}, RequestError),
         BadKind(
             "video of one frame",
-            lambda: ChatRequest(_user(Video([png_bytes(make_image(56, 56))]), Text("x"))),
+            lambda: _req(Video([png_bytes(make_image(56, 56))]), Text("x")),
             MediaDecodeError,
         ),
-        BadKind(
-            "response_format not a schema", lambda: ChatRequest(_user(Text("x")), response_format=42), RequestError
-        ),
+        BadKind("response_format not a schema", lambda: _req(Text("x"), response_format=42), RequestError),
         BadKind(
             "invalid JSON schema",
-            lambda: ChatRequest(_user(Text("x")), response_format={"type": "bogus"}),
+            lambda: _req(Text("x"), response_format={"type": "bogus"}),
             RequestError,
         ),
     ]
