@@ -1,0 +1,98 @@
+"""Cancellation is abortion: stopping a call at any point leaves no request running in vLLM.
+
+Each sweep cancels long requests (thousands of tokens) at many points, from before the hand-off to the driver
+to mid-generation, and then counts the engine's unfinished requests: a request that kept running with no
+consumer would still be counted seconds later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.reliability.faults import assert_answers, await_idle, good_request, long_request, wait_idle
+
+pytestmark = pytest.mark.engine
+
+DELAYS = [0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 0.8]
+
+
+def test_long_request_really_is_long(vllm_engine) -> None:  # noqa: ANN001
+    """The sweeps below are meaningful only if a long request outlives the time we wait for the abort."""
+    start = time.monotonic()
+    [result] = vllm_engine.generate([long_request(99)])
+    assert result.usage.completion_tokens >= 3000
+    assert time.monotonic() - start > 1.0
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+async def test_wait_for_timeout_aborts_a_batch(vllm_engine, delay: float) -> None:  # noqa: ANN001
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(vllm_engine.agenerate([long_request(1), long_request(2), good_request(3)]), delay)
+    assert await await_idle(vllm_engine, timeout=1.0) == 0
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+async def test_cancelling_a_stream_task_aborts_it(vllm_engine, delay: float) -> None:  # noqa: ANN001
+    async def consume() -> int:
+        count = 0
+        async for _ in vllm_engine.astream(long_request(4)):
+            count += 1
+        return count
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(delay)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await await_idle(vllm_engine, timeout=1.0) == 0
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 5, 20])
+async def test_breaking_out_of_a_stream_aborts_it(vllm_engine, chunks: int) -> None:  # noqa: ANN001
+    stream = vllm_engine.astream(long_request(5))
+    seen = 0
+    async for _ in stream:
+        seen += 1
+        if seen == chunks:
+            break
+    await stream.aclose()
+    assert await await_idle(vllm_engine, timeout=1.0) == 0
+
+
+@pytest.mark.parametrize("chunks", [0, 1, 3, 10])
+def test_closing_a_sync_stream_aborts_it(vllm_engine, chunks: int) -> None:  # noqa: ANN001
+    stream = vllm_engine.stream(long_request(6))
+    for _ in range(chunks):
+        next(stream)
+    stream.close()
+    assert wait_idle(vllm_engine, timeout=1.0) == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.001, 0.01, 0.05, 0.2])
+def test_a_loop_closed_under_a_pending_call_leaves_the_engine_working(vllm_engine, delay: float) -> None:  # noqa: ANN001
+    """asyncio.run(wait_for(...)) closes its loop while the engine may still answer into it."""
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(vllm_engine.agenerate([long_request(7), good_request(8)]), delay))
+    assert wait_idle(vllm_engine, timeout=1.0) == 0
+    assert_answers(vllm_engine)
+
+
+def test_answers_arriving_after_the_loop_closed_do_not_kill_the_driver(vllm_engine) -> None:  # noqa: ANN001
+    """Short requests that finish just after their loop closed: the driver must survive the closed loop."""
+    for delay in (0.05, 0.1, 0.2, 0.3):
+        try:
+            asyncio.run(asyncio.wait_for(vllm_engine.agenerate([good_request(i, 24) for i in range(4)]), delay))
+        except TimeoutError:
+            pass
+    time.sleep(0.5)
+    assert vllm_engine.healthy
+    assert_answers(vllm_engine)
+
+
+async def test_engine_is_healthy_after_the_sweeps(vllm_engine) -> None:  # noqa: ANN001
+    [result] = await vllm_engine.agenerate([good_request(9)])
+    assert result.ok
+    assert vllm_engine.unfinished_requests() == 0
