@@ -499,6 +499,12 @@ def _download(url: str, policy: MediaPolicy, deadline: float, stop: threading.Ev
                     return b"".join(chunks)
                 finally:
                     response.close()
+            except httpx.TimeoutException as exc:
+                raise MediaFetchError(
+                    f"fetching {describe_source(url)} took longer than the media policy's timeout "
+                    f"({policy.timeout:g} s); the server is too slow, or raise MediaPolicy.timeout.",
+                    url,
+                ) from exc
             except httpx.HTTPError as exc:
                 raise MediaFetchError(f"fetching {describe_source(url)} failed: {exc}", url) from exc
     raise MediaFetchError(f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url)
