@@ -1,0 +1,97 @@
+"""Adapters under bad input, through the real engine: a bad input fails alone (batch with
+return_exceptions keeps the others), errors are typed, and the engine answers afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlock
+
+from langchain_qwenvl import ChatQwenVL
+from llama_index.llms.qwenvl import QwenVL
+from qwenvl.errors import QwenVLError, RequestError
+from tests.reliability.faults import assert_answers, await_idle
+
+pytestmark = pytest.mark.engine
+
+
+def _tool_history(args: dict) -> list:
+    return [
+        HumanMessage("look it up"),
+        AIMessage("", tool_calls=[{"name": "lookup", "args": args, "id": "call_1"}]),
+        ToolMessage("found", tool_call_id="call_1"),
+    ]
+
+
+BAD_INPUTS = {
+    "args not JSON": _tool_history({"when": object()}),
+    "args with NaN": _tool_history({"x": math.nan}),
+    "audio block": [
+        HumanMessage([{"type": "audio", "source_type": "base64", "data": "AAAA", "mime_type": "audio/wav"}])
+    ],
+    "undecodable image": [HumanMessage([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])],
+    "private image URL": [HumanMessage([{"type": "image_url", "image_url": {"url": "http://169.254.169.254/x.png"}}])],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_langchain_batch_keeps_the_good_inputs(vllm_engine, name: str) -> None:  # noqa: ANN001
+    chat = ChatQwenVL(engine=vllm_engine, max_tokens=4)
+    out = chat.batch(["hello", BAD_INPUTS[name], "bye"], return_exceptions=True)
+    assert isinstance(out[0], AIMessage) and isinstance(out[2], AIMessage)
+    assert isinstance(out[1], QwenVLError | ValueError | TypeError), out[1]
+    with pytest.raises((QwenVLError, ValueError, TypeError)):
+        chat.invoke(BAD_INPUTS[name])
+
+
+async def test_langchain_abatch_keeps_the_good_inputs(vllm_engine) -> None:  # noqa: ANN001
+    chat = ChatQwenVL(engine=vllm_engine, max_tokens=4)
+    out = await chat.abatch(["hello", *BAD_INPUTS.values(), "bye"], return_exceptions=True)
+    assert isinstance(out[0], AIMessage) and isinstance(out[-1], AIMessage)
+    assert all(isinstance(o, Exception) for o in out[1:-1])
+
+
+async def test_langchain_cancelled_astream_aborts(vllm_engine) -> None:  # noqa: ANN001
+    chat = ChatQwenVL(engine=vllm_engine, max_tokens=3500)
+
+    async def consume() -> None:
+        async for _ in chat.astream("count forever"):
+            pass
+
+    for delay in (0.0, 0.01, 0.1, 0.3):
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await await_idle(vllm_engine, timeout=1.0) == 0
+
+
+@pytest.mark.parametrize("kwargs", ["{not json", "[1, 2]", '"a string"'])
+def test_llama_index_bad_tool_kwargs_are_request_errors(vllm_engine, kwargs) -> None:  # noqa: ANN001
+    llm = QwenVL(engine=vllm_engine, max_tokens=4)
+    messages = [
+        ChatMessage(role="user", blocks=[TextBlock(text="look it up")]),
+        ChatMessage(
+            role="assistant", blocks=[ToolCallBlock(tool_call_id="c1", tool_name="lookup", tool_kwargs=kwargs)]
+        ),
+    ]
+    with pytest.raises(RequestError, match="lookup"):
+        llm.chat(messages)
+    with pytest.raises(RequestError, match="lookup"):
+        asyncio.run(llm.achat(messages))
+
+
+async def test_llama_index_cancelled_achat_aborts(vllm_engine) -> None:  # noqa: ANN001
+    llm = QwenVL(engine=vllm_engine, max_tokens=3500)
+    messages = [ChatMessage(role="user", content="go")]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(llm.achat(messages), 0.2)
+    assert await await_idle(vllm_engine, timeout=1.0) == 0
+
+
+def test_engine_answers_after_adapter_faults(vllm_engine) -> None:  # noqa: ANN001
+    assert_answers(vllm_engine)
