@@ -7,7 +7,9 @@ consumer would still be counted seconds later.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import threading
 import time
 
 import pytest
@@ -92,7 +94,37 @@ def test_answers_arriving_after_the_loop_closed_do_not_kill_the_driver(vllm_engi
     assert_answers(vllm_engine)
 
 
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_ctrl_c_during_generate_aborts_the_batch(vllm_engine, delay: float) -> None:  # noqa: ANN001
+    timer = threading.Timer(delay, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            vllm_engine.generate([long_request(10), long_request(11), good_request(12)])
+    finally:
+        timer.cancel()
+    assert wait_idle(vllm_engine, timeout=1.0) == 0
+
+
 async def test_engine_is_healthy_after_the_sweeps(vllm_engine) -> None:  # noqa: ANN001
     [result] = await vllm_engine.agenerate([good_request(9)])
     assert result.ok
     assert vllm_engine.unfinished_requests() == 0
+
+
+@pytest.mark.transformers
+async def test_transformers_engine_stops_a_closed_stream(hf_engine) -> None:  # noqa: ANN001
+    """The reference engine too: a closed stream stops its generation, so the next call is not kept waiting
+    behind thousands of tokens nobody reads."""
+    for close in ("sync", "async"):
+        if close == "sync":
+            stream = hf_engine.stream(long_request(20))
+            next(stream)
+            stream.close()
+        else:
+            astream = hf_engine.astream(long_request(21))
+            await astream.__anext__()
+            await astream.aclose()
+        start = time.monotonic()
+        [result] = hf_engine.generate([good_request(13, max_tokens=2)])
+        assert result.ok and time.monotonic() - start < 15

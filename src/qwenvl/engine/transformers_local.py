@@ -152,16 +152,31 @@ class TransformersEngine(EngineBase):
         return await asyncio.to_thread(self.generate, requests)
 
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
-        """Yield the answer as it is generated (decoded incrementally); the last chunk has usage."""
+        """Yield the answer as it is generated (decoded incrementally); the last chunk has usage. Closing the
+        iterator early stops the generation at its next token."""
+        return self._stream(request, threading.Event())
+
+    def _stream(self, request: ChatRequest, stop: threading.Event) -> Iterator[ChatChunk]:
+        try:
+            yield from self._stream_tokens(request, stop)
+        finally:
+            stop.set()
+
+    def _stream_tokens(self, request: ChatRequest, stop: threading.Event) -> Iterator[ChatChunk]:
         self._check_open()
         prep = self._prepare(request)
         tokens: queue.Queue[Any] = queue.Queue()
         results: list[ChatResult] = []
         errors: list[BaseException] = []
 
+        def on_token(token: int) -> None:
+            if stop.is_set():
+                raise _Stopped  # ends transformers' generate: nobody reads this stream any more
+            tokens.put(token)
+
         def work() -> None:
             try:
-                results.extend(self._run([prep], request.sampling, on_token=tokens.put))
+                results.extend(self._run([prep], request.sampling, on_token=on_token))
             except BaseException as exc:
                 errors.append(exc)
             finally:
@@ -196,11 +211,15 @@ class TransformersEngine(EngineBase):
         )
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """`stream` driven from a worker thread."""
-        iterator = self.stream(request)
+        """`stream` driven from a worker thread; stopping the iteration (break, cancel) stops the generation."""
+        stop = threading.Event()
+        iterator = self._stream(request, stop)
         done = object()
-        while (chunk := await asyncio.to_thread(next, iterator, done)) is not done:
-            yield chunk  # type: ignore[misc]
+        try:
+            while (chunk := await asyncio.to_thread(next, iterator, done)) is not done:
+                yield chunk  # type: ignore[misc]
+        finally:
+            stop.set()
 
     # ------------------------------------------------------------------ internals
 
@@ -315,6 +334,10 @@ class TransformersEngine(EngineBase):
             token_ids=kept,
         )
         return finalize(result, prep)
+
+
+class _Stopped(Exception):
+    """Raised from the token callback to end a generation whose stream was closed."""
 
 
 class _TokenStreamer:
