@@ -119,8 +119,12 @@ def test_tiff_png_bytes_folder_and_glob(files: dict) -> None:
     assert names == sorted(names) and "page.png" in names and "digital.pdf" in names
     with pytest.raises(ValueError, match="parse_many"):
         parser.parse(files["folder"])
+    # a pattern that matches nothing fails alone, as an unreadable document; the other sources are parsed
+    [unmatched, png] = parser.parse_many([str(files["folder"] / "*.nothing"), files["png"]])
+    assert unmatched.error and "matches no file" in unmatched.error and not unmatched.pages
+    assert png.error is None and png.pages
     with pytest.raises(DocumentError, match="matches no file"):
-        list(parser.parse_many(str(files["folder"] / "*.nothing")))
+        parser.parse(str(files["folder"] / "*.nothing"))
 
 
 class CountingOCR:
