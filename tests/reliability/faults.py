@@ -168,3 +168,21 @@ def assert_answers(engine: Any) -> None:
     assert result.ok, result.error
     assert result.usage.completion_tokens >= 1 and result.usage.image_tokens > 0
     assert wait_idle(engine) == 0
+
+
+async def cancel_stream_after(stream: Any, delay: float) -> bool:
+    """Consume an async iterator in a task and cancel the task after ``delay`` seconds; True when it was
+    cancelled (False when the stream ended first)."""
+
+    async def consume() -> None:
+        async for _ in stream:
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(delay)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return True
+    return False

@@ -13,7 +13,7 @@ from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlo
 from langchain_qwenvl import ChatQwenVL
 from llama_index.llms.qwenvl import QwenVL
 from qwenvl.errors import QwenVLError, RequestError
-from tests.reliability.faults import assert_answers, await_idle
+from tests.reliability.faults import assert_answers, await_idle, cancel_stream_after
 
 pytestmark = pytest.mark.engine
 
@@ -57,16 +57,8 @@ async def test_langchain_abatch_keeps_the_good_inputs(vllm_engine) -> None:  # n
 async def test_langchain_cancelled_astream_aborts(vllm_engine) -> None:  # noqa: ANN001
     chat = ChatQwenVL(engine=vllm_engine, max_tokens=3500)
 
-    async def consume() -> None:
-        async for _ in chat.astream("count forever"):
-            pass
-
     for delay in (0.0, 0.01, 0.1, 0.3):
-        task = asyncio.create_task(consume())
-        await asyncio.sleep(delay)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_stream_after(chat.astream("count forever"), delay)
         assert await await_idle(vllm_engine, timeout=1.0) == 0
 
 

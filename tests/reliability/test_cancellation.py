@@ -14,7 +14,14 @@ import time
 
 import pytest
 
-from tests.reliability.faults import assert_answers, await_idle, good_request, long_request, wait_idle
+from tests.reliability.faults import (
+    assert_answers,
+    await_idle,
+    cancel_stream_after,
+    good_request,
+    long_request,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -38,17 +45,7 @@ async def test_wait_for_timeout_aborts_a_batch(vllm_engine, delay: float) -> Non
 
 @pytest.mark.parametrize("delay", DELAYS)
 async def test_cancelling_a_stream_task_aborts_it(vllm_engine, delay: float) -> None:  # noqa: ANN001
-    async def consume() -> int:
-        count = 0
-        async for _ in vllm_engine.astream(long_request(4)):
-            count += 1
-        return count
-
-    task = asyncio.create_task(consume())
-    await asyncio.sleep(delay)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    assert await cancel_stream_after(vllm_engine.astream(long_request(4)), delay)
     assert await await_idle(vllm_engine, timeout=1.0) == 0
 
 
