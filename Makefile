@@ -10,8 +10,8 @@ test:
 	$(PY) -m pytest
 
 lint:
-	$(PY) -m ruff check src integrations tests bench cookbook
-	$(PY) -m ruff format --check src integrations tests bench cookbook
+	$(PY) -m ruff check src integrations tests bench cookbook conftest.py
+	$(PY) -m ruff format --check src integrations tests bench cookbook conftest.py
 	$(PY) -m mypy
 
 bench:

