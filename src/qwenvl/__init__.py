@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from qwenvl.budget import fit_to_context, image_tokens, smart_resize
 from qwenvl.engine.base import Engine, EngineDefaults
+from qwenvl.engine.factory import create_engine
 from qwenvl.errors import (
     ContextOverflowError,
     EngineError,
@@ -16,6 +17,7 @@ from qwenvl.errors import (
     MissingDependencyError,
     QwenVLError,
     RequestError,
+    RequestTimeoutError,
 )
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import (
@@ -53,6 +55,7 @@ __all__ = [
     "MissingDependencyError",
     "QwenVLError",
     "RequestError",
+    "RequestTimeoutError",
     "SamplingOptions",
     "Text",
     "ToolCall",
@@ -61,6 +64,7 @@ __all__ = [
     "VLLMEngine",
     "VLLMServerEngine",
     "Video",
+    "create_engine",
     "fit_to_context",
     "image_tokens",
     "smart_resize",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qwenvl.engine.factory import create_engine
 from qwenvl.errors import QwenVLError
 
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
@@ -36,18 +37,18 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("QWENVL_BASE_URL"),
         help="a vLLM server's OpenAI URL, e.g. http://localhost:8000/v1 (default: $QWENVL_BASE_URL)",
     )
-    g.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="the server's API key, if any")
+    g.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="the server's API key (--base-url only)")
     g.add_argument("--min-pixels", type=int, help="smallest image size in pixels (default 4*28*28)")
     g.add_argument("--max-pixels", type=int, help="largest image size in pixels (default 1280*28*28)")
     g.add_argument("--max-model-len", type=int, default=8192, help="context length (default 8192)")
-    g.add_argument("--dtype", default="auto", help="vLLM dtype (auto, bfloat16, float32, ...)")
+    g.add_argument("--dtype", help="vLLM dtype (auto, bfloat16, float32, ...; in-process engine only)")
     g.add_argument(
         "--gpu-memory-utilization",
         type=float,
         default=None,
         help="share of GPU memory vLLM may take (default 0.9; on a CPU, a share of the memory free now)",
     )
-    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--tensor-parallel-size", type=int, help="GPUs per model (in-process engine only; default 1)")
 
 
 def _model_name(args: argparse.Namespace) -> str:
@@ -62,25 +63,14 @@ def make_engine(args: argparse.Namespace) -> Any:
 
     model = _model_name(args)
     try:
-        if args.base_url:
-            from qwenvl.engine.vllm_server import VLLMServerEngine
-
-            return VLLMServerEngine(
-                args.base_url,
-                model,
-                api_key=args.api_key,
-                max_model_len=args.max_model_len,
-                min_pixels=args.min_pixels,
-                max_pixels=args.max_pixels,
-            )
-        from qwenvl.engine.vllm_local import VLLMEngine
-
-        return VLLMEngine(
+        return create_engine(
             model,
-            dtype=args.dtype,
+            args.base_url,
+            api_key=args.api_key if args.base_url else None,  # $QWENVL_API_KEY is for servers
             max_model_len=args.max_model_len,
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,
+            dtype=args.dtype,
             gpu_memory_utilization=args.gpu_memory_utilization,
             tensor_parallel_size=args.tensor_parallel_size,
         )

@@ -15,6 +15,7 @@ __all__ = [
     "MissingDependencyError",
     "QwenVLError",
     "RequestError",
+    "RequestTimeoutError",
     "ServerError",
     "StructuredOutputError",
     "UnsupportedMediaError",
@@ -100,6 +101,19 @@ class StructuredOutputError(QwenVLError, ValueError):
 
 class EngineError(QwenVLError, RuntimeError):
     """The inference engine failed while running a request."""
+
+
+class RequestTimeoutError(EngineError, TimeoutError):
+    """A request ran past its ``timeout`` and was aborted; raise the timeout or send less work."""
+
+    @classmethod
+    def of(cls, request: object) -> RequestTimeoutError:
+        """The error of ``request`` (a `ChatRequest`) past its deadline."""
+        request_id, timeout = getattr(request, "request_id", "?"), getattr(request, "timeout", None)
+        return cls(
+            f"request {request_id} ran past its timeout ({timeout:g} s) and was stopped; raise the timeout, or ask "
+            "for fewer tokens."
+        )
 
 
 class EngineClosedError(EngineError):

@@ -241,6 +241,9 @@ class ChatRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: a LoRA adapter to answer with: a name the engine knows, or a folder with a PEFT adapter (None: the base)
     lora: str | None = None
+    #: a deadline in seconds from when the engine takes the request (None: none); past it the request is
+    #: aborted and fails with `RequestTimeoutError`
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.messages, str | bytes) or not isinstance(self.messages, Sequence):
@@ -268,6 +271,8 @@ class ChatRequest:
             )
         if not isinstance(self.request_id, str) or not self.request_id:
             raise RequestError(f"ChatRequest.request_id must be a non-empty string, got {_short(self.request_id)}.")
+        if self.timeout is not None:
+            _check_float("ChatRequest.timeout", self.timeout, lo=1e-3, hi=7 * 24 * 3600.0)
         if self.lora is not None and not isinstance(self.lora, str | Path):
             raise RequestError(f"ChatRequest.lora must be an adapter name or folder, got {_short(self.lora)}.")
 
@@ -278,6 +283,24 @@ class ChatRequest:
     def videos(self) -> list[Video]:
         """Every video of the conversation, in order."""
         return [p for m in self.messages for p in m.parts() if isinstance(p, Video)]
+
+    def with_defaults(
+        self, *, min_pixels: int | None = None, max_pixels: int | None = None, timeout: float | None = None
+    ) -> ChatRequest:
+        """A copy where images without their own pixel limits get these, and the request gets ``timeout``
+        unless it has its own: the per-request form of settings made on a chat model for any engine."""
+        request = self
+        if min_pixels is not None or max_pixels is not None:
+            request = request.map_images(
+                lambda img: replace(
+                    img,
+                    min_pixels=img.min_pixels if img.min_pixels is not None else min_pixels,
+                    max_pixels=img.max_pixels if img.max_pixels is not None else max_pixels,
+                )
+            )
+        if timeout is not None and request.timeout is None:
+            request = replace(request, timeout=timeout)
+        return request
 
     def map_images(self, fn: Callable[[Image], Image]) -> ChatRequest:
         """A copy of the request with every image replaced by ``fn(image)``."""

@@ -26,32 +26,15 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langchain_qwenvl.convert import to_ai_message, to_ai_message_chunk, to_qwen_messages
-from qwenvl import ChatRequest, Engine, SamplingOptions
+from qwenvl import ChatRequest, Engine, SamplingOptions, create_engine
+from qwenvl.engine.factory import model_engine_options, plan_engine
 from qwenvl.messages import ChatChunk
 from qwenvl.messages import ChatResult as QwenResult
 
 __all__ = ["ChatQwenVL"]
 
-#: keys of ``model_kwargs`` passed to the engine the model builds (the rest are refused)
-ENGINE_KEYS = frozenset(
-    {
-        "dtype",
-        "max_model_len",
-        "limit_images",
-        "limit_videos",
-        "tensor_parallel_size",
-        "gpu_memory_utilization",
-        "seed",
-        "engine_kwargs",
-        "media_policy",
-        "fit_to_context",
-        "api_key",
-        "max_concurrency",
-        "tokenizer",
-        "send_mm_kwargs",
-    }
-)
-#: keys of ``model_kwargs`` that go into every request's sampling options
+#: keys of ``model_kwargs`` that go into every request's sampling options; the other keys go to the engine the
+#: model builds, which must take them (see `qwenvl.engine.factory`)
 SAMPLING_KEYS = frozenset({"top_p", "seed"})
 
 
@@ -63,6 +46,10 @@ class ChatQwenVL(BaseChatModel):
     load over replicas)
     or ``engine`` (any `qwenvl.Engine`, which several chat models may share). ``base_url`` defaults to
     $QWENVL_BASE_URL.
+
+    ``min_pixels``/``max_pixels`` and ``timeout`` (a deadline per call, in seconds) apply to every engine, per
+    request. ``max_retries`` and ``model_kwargs`` engine keys configure the engine this model builds
+    (``max_retries``: a server engine's retries); with ``engine=`` they raise, as do keys the engine does not take.
 
     Images go in as OpenAI ``image_url`` blocks (http(s) or data URIs), LangChain standard ``image`` blocks
     (``base64`` + ``mime_type``, or ``url``), or Qwen's ``{"type": "image", "image": path_or_url}``, each with
@@ -78,7 +65,7 @@ class ChatQwenVL(BaseChatModel):
     top_p: float = 1.0
     timeout: float | None = None
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
-    max_retries: int = 2
+    max_retries: int | None = None
     min_pixels: int | None = None
     max_pixels: int | None = None
     #: a LoRA adapter (engine-known name or PEFT folder) every call answers with; ``lora=`` per call overrides
@@ -90,14 +77,17 @@ class ChatQwenVL(BaseChatModel):
     _engine: Any = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Check the arguments; the engine itself starts on first use."""
-        if self.engine is None and self.model is None:
-            raise ValueError("ChatQwenVL needs model= (with base_url= for a server) or engine=.")
-        unknown = set(self.model_kwargs) - ENGINE_KEYS - SAMPLING_KEYS
-        if unknown:
-            raise ValueError(
-                f"model_kwargs has unknown key(s) {sorted(unknown)}; allowed: {sorted(ENGINE_KEYS | SAMPLING_KEYS)}"
-            )
+        """Check the arguments against the engine they will reach; the engine itself starts on first use."""
+        explicit: set[str] = {k for k in ("base_url", "max_retries") if k in self.model_fields_set and getattr(self, k)}
+        explicit |= {k for k in self.model_kwargs if k not in SAMPLING_KEYS}
+        plan_engine(
+            "ChatQwenVL",
+            engine=self.engine,
+            model=self.model,
+            base_url=self.base_url,
+            options=self._engine_options(),
+            explicit=explicit,
+        )
         self._engine = self.engine
 
     # ------------------------------------------------------------------ engine and metadata
@@ -109,24 +99,20 @@ class ChatQwenVL(BaseChatModel):
             self._engine = self._build_engine()
         return self._engine
 
+    def _engine_options(self) -> dict[str, Any]:
+        """The options of the engine this model builds (None: the engine's default)."""
+        return model_engine_options(
+            self.model,
+            self.base_url,
+            {k: v for k, v in self.model_kwargs.items() if k not in SAMPLING_KEYS},
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+        )
+
     def _build_engine(self) -> Engine:
-        options: dict[str, Any] = {k: v for k, v in self.model_kwargs.items() if k in ENGINE_KEYS}
-        pixels: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
-        assert self.model is not None
-        if self.base_url is not None:
-            from qwenvl import VLLMServerEngine
-
-            return VLLMServerEngine(
-                self.base_url,
-                self.model,
-                timeout=self.timeout or 120.0,
-                max_retries=self.max_retries,
-                **pixels,
-                **options,
-            )
-        from qwenvl import VLLMEngine
-
-        return VLLMEngine(self.model, **pixels, **options)
+        return create_engine(self.model, self.base_url, **self._engine_options())
 
     @property
     def _llm_type(self) -> str:
@@ -179,7 +165,7 @@ class ChatQwenVL(BaseChatModel):
             stop=stop or kwargs.get("stop") or self.stop,
             seed=kwargs.get("seed", self.model_kwargs.get("seed")),
         )
-        return ChatRequest(
+        request = ChatRequest(
             to_qwen_messages(messages),
             sampling,
             response_format=kwargs.get("response_format"),
@@ -187,6 +173,8 @@ class ChatQwenVL(BaseChatModel):
             tool_choice=kwargs.get("tool_choice"),
             lora=kwargs.get("lora", self.lora),
         )
+        timeout = kwargs.get("timeout", self.timeout)
+        return request.with_defaults(min_pixels=self.min_pixels, max_pixels=self.max_pixels, timeout=timeout)
 
     def _chat_result(self, result: QwenResult) -> ChatResult:
         result.raise_for_error()

@@ -46,7 +46,9 @@ class TestChatQwenVLUnit(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"model": "Qwen/Qwen2-VL-2B-Instruct"}  # the engine starts on first use only
+        # a server configuration: the standard timeout and max_retries configure a server engine (which starts
+        # on first use only); for the in-process engine ChatQwenVL refuses max_retries rather than ignore it
+        return {"model": "Qwen/Qwen2-VL-2B-Instruct", "base_url": "http://127.0.0.1:8000/v1"}
 
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:
@@ -73,6 +75,12 @@ class TestChatQwenVLIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[ChatQwenVL]:
         return ChatQwenVL
+
+    @property
+    def standard_chat_model_params(self) -> dict:
+        # max_retries configures the engine ChatQwenVL builds; with engine= it raises rather than being ignored.
+        # timeout applies to every engine (a per-call deadline) and stays.
+        return {k: v for k, v in super().standard_chat_model_params.items() if k != "max_retries"}
 
     @property
     def chat_model_params(self) -> dict:

@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from qwenvl.engine.base import (
     preparation_error,
     resolve_lora,
 )
-from qwenvl.errors import EngineClosedError, QwenVLError, RequestError
+from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, RequestTimeoutError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
 
@@ -276,19 +277,28 @@ class TransformersEngine(EngineBase):
             gen.update(stop_strings=list(options.stop), tokenizer=self._tokenizer)
         if on_token is not None:
             gen["streamer"] = _TokenStreamer(on_token)
+        deadlines = [p.request.timeout for p in batch if p.request.timeout is not None]
+        if deadlines:
+            gen["max_time"] = min(deadlines)  # transformers stops generating there; the answer is then an error
         if batch[0].constraint is not None:
             gen["logits_processor"] = [self._grammar_processor(batch[0].constraint)]
         pad_id = self._tokenizer.pad_token_id
         with self._lock, torch.inference_mode():
             self._activate(batch[0].lora)  # one adapter per batch (see generate)
+            started = time.monotonic()
             output = self._hf_model.generate(**inputs, **gen, pad_token_id=pad_id)
+            elapsed = time.monotonic() - started
         prompt_len = inputs["input_ids"].shape[1]
         results = []
         for row, prep in enumerate(batch):
             mask = inputs["attention_mask"][row]
             prompt_ids = [int(t) for t, m in zip(inputs["input_ids"][row], mask, strict=True) if m]
             new = [int(t) for t in output[row, prompt_len:]]
-            results.append(self._finish(prep, prompt_ids, new, options))
+            result = self._finish(prep, prompt_ids, new, options)
+            limit = prep.request.timeout
+            if limit is not None and elapsed >= limit and result.finish_reason == "length":
+                result = error_result(prep.request, RequestTimeoutError.of(prep.request))
+            results.append(result)
         return results
 
     def _grammar_processor(self, schema: dict[str, Any]) -> Any:

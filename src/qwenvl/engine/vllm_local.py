@@ -32,7 +32,7 @@ from qwenvl.engine.base import (
     preparation_error,
     resolve_lora,
 )
-from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError
+from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError, RequestTimeoutError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
 
@@ -480,7 +480,7 @@ class VLLMEngine(EngineBase):
             assert collectors is not None
             for collector in collectors:
                 if isinstance(collector, _Collector):
-                    await collector.done.wait()  # type: ignore[union-attr]
+                    await self._await(collector)
         except BaseException:
             handoff.cancel()
             raise
@@ -496,7 +496,7 @@ class VLLMEngine(EngineBase):
         prep = self._prepare_or_raise(request)
         events: queue.Queue[Any] = queue.Queue()
         request_id = self._add_stream(prep, events.put)
-        yield from self._chunks(prep, request_id, self._events(events))
+        yield from self._chunks(prep, request_id, self._events(events, prep.request, request_id))
 
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Async `stream`. Stopping the iteration (break, cancel, ``wait_for`` timeout) at any point aborts
@@ -525,9 +525,14 @@ class VLLMEngine(EngineBase):
         assert added is not None
         prep, request_id = added
         state = _StreamState(self, prep, request_id)
+        deadline = _deadline(prep.request)
         try:
             while True:
-                chunk = state.feed(await events.get())
+                try:
+                    event = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise RequestTimeoutError.of(prep.request) from None
+                chunk = state.feed(event)
                 if chunk is not None:
                     yield chunk
                 if state.finished:
@@ -544,18 +549,34 @@ class VLLMEngine(EngineBase):
         self._driver.check()
 
     def _wait(self, collector: _Collector) -> None:
-        """Wait for a batched request; the driver always ends it (answer, abort or engine failure)."""
-        while not collector.done.wait(1.0):  # type: ignore[union-attr]
-            if self._driver.dead is not None and not collector.done.is_set():  # type: ignore[union-attr]
-                collector.put(self._driver.dead)
+        """Wait for a batched request; the driver always ends it (answer, abort or engine failure), and its
+        deadline, when it has one, ends the wait."""
+        while not collector.done.wait(min(1.0, collector.remaining())):  # type: ignore[union-attr]
+            if self._driver.dead is not None:
+                collector.settle(self._driver.dead)
+            elif collector.remaining() <= 0:
+                self._driver.abort(collector.request_id)
+                collector.settle(RequestTimeoutError.of(collector.prep.request))
 
-    def _events(self, events: queue.Queue[Any]) -> Iterator[Any]:
+    async def _await(self, collector: _Collector) -> None:
+        """`_wait` for the async path."""
+        try:
+            await asyncio.wait_for(collector.done.wait(), collector.remaining())  # type: ignore[union-attr]
+        except TimeoutError:
+            self._driver.abort(collector.request_id)
+            collector.settle(RequestTimeoutError.of(collector.prep.request))
+
+    def _events(self, events: queue.Queue[Any], request: ChatRequest, request_id: str) -> Iterator[Any]:
+        deadline = _deadline(request)
         while True:
             try:
-                yield events.get(timeout=1.0)
+                yield events.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if self._driver.dead is not None:
                     yield self._driver.dead
+                elif time.monotonic() >= deadline:
+                    self._driver.abort(request_id)
+                    yield RequestTimeoutError.of(request)
 
     def _abort_all(self, collectors: Sequence[_Collector | ChatResult]) -> None:
         for collector in collectors:
@@ -746,11 +767,24 @@ class _Collector:
         self.request_id = request_id
         self.done = done
         self.output: Any = None
+        self.deadline = _deadline(prep.request)
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        """Seconds to this request's deadline (a large number when it has none)."""
+        return max(0.0, self.deadline - time.monotonic())
 
     def put(self, output: Any) -> None:
         if isinstance(output, BaseException) or output.finished:
+            self.settle(output)
+
+    def settle(self, output: Any) -> None:
+        """Record the request's outcome; the first one wins (an answer racing a deadline or a failure)."""
+        with self._lock:
+            if self.output is not None:
+                return
             self.output = output
-            self.done.set()
+        self.done.set()
 
     def result(self) -> ChatResult:
         request = self.prep.request
@@ -802,6 +836,11 @@ class _StreamState:
             chunk.parsed = whole.parsed
             chunk.error = whole.error
         return chunk
+
+
+def _deadline(request: ChatRequest) -> float:
+    """The monotonic time a request must end by (far in the future when it has no timeout)."""
+    return time.monotonic() + (request.timeout if request.timeout is not None else 10.0**9)
 
 
 def _vllm_error(request: ChatRequest, exc: BaseException) -> QwenVLError:

@@ -40,7 +40,7 @@ from qwenvl.engine.base import (
     finalize,
     preparation_error,
 )
-from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, ServerError
+from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, RequestTimeoutError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
 from qwenvl.prompt import to_template_messages, with_system_prompt
@@ -273,8 +273,11 @@ class VLLMServerEngine(EngineBase):
             if isinstance(item, ChatResult):
                 return item
             try:
-                response = await self._post_completion(item)
+                async with asyncio.timeout(item.request.timeout):
+                    response = await self._post_completion(item)
                 return self._result(item, _json_body(response), str(response.url))
+            except TimeoutError:
+                return error_result(item.request, RequestTimeoutError.of(item.request))
             except Exception as exc:
                 return error_result(item.request, exc)
 
@@ -397,15 +400,19 @@ class VLLMServerEngine(EngineBase):
     async def _stream_to(self, prep: PreparedRequest, emit: Any) -> None:
         """Stream one request, emitting ("chunk", ChatChunk) events, then ("done", None) or ("error", e)."""
         try:
-            try:
-                whole = await self._stream_once(prep, emit)
-            except ServerError as exc:
-                if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
-                    raise
-                self._send_mm_kwargs = False
-                whole = await self._stream_once(prep, emit)
+            async with asyncio.timeout(prep.request.timeout):
+                try:
+                    whole = await self._stream_once(prep, emit)
+                except ServerError as exc:
+                    if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
+                        raise
+                    self._send_mm_kwargs = False
+                    whole = await self._stream_once(prep, emit)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            emit(("error", RequestTimeoutError.of(prep.request)))
+            return
         except Exception as exc:
             emit(("error", exc if isinstance(exc, QwenVLError) else ServerError(f"streaming failed: {exc}")))
             return

@@ -28,7 +28,8 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
-from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Video
+from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Video, create_engine
+from qwenvl.engine.factory import model_engine_options, plan_engine
 from qwenvl.errors import RequestError
 from qwenvl.messages import ChatChunk, ChatResult, Part
 
@@ -51,6 +52,10 @@ class QwenVL(FunctionCallingLLM):
     with ``model`` (a `qwenvl.VLLMServerEngine`), or ``engine`` (any `qwenvl.Engine`, shareable).
     ``ChatMessage.blocks`` may hold `TextBlock`, `ImageBlock` (url, path, bytes or base64) and `VideoBlock`
     (path or url); any other block raises.
+
+    ``min_pixels``/``max_pixels`` and ``timeout`` (a deadline per call) apply to every engine, per request;
+    ``max_retries`` and ``engine_kwargs`` configure the engine this LLM builds and raise with ``engine=``, as do
+    keys that engine does not take.
     """
 
     model: str | None = Field(default_factory=lambda: os.environ.get("QWENVL_MODEL"), description="hub id or folder")
@@ -60,16 +65,23 @@ class QwenVL(FunctionCallingLLM):
     min_pixels: int | None = Field(default=None, description="default per-image minimum pixels")
     max_pixels: int | None = Field(default=None, description="default per-image maximum pixels")
     lora: str | None = Field(default=None, description="a LoRA adapter (engine-known name or PEFT folder)")
-    timeout: float = Field(default=120.0, description="seconds per HTTP attempt (server engine)")
-    max_retries: int = Field(default=2, description="retries on server errors (server engine)")
+    timeout: float | None = Field(default=None, description="a deadline per call in seconds (every engine)")
+    max_retries: int | None = Field(default=None, description="retries of a server engine this LLM builds")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="further engine arguments")
 
     _engine: Any = PrivateAttr(default=None)
 
     def __init__(self, engine: Engine | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if engine is None and self.model is None:
-            raise ValueError("QwenVL needs model= (with base_url= for a server) or engine=.")
+        explicit: set[str] = {k for k in ("base_url", "max_retries") if k in self.model_fields_set and getattr(self, k)}
+        plan_engine(
+            "QwenVL",
+            engine=engine,
+            model=self.model,
+            base_url=self.base_url,
+            options=self._engine_options(),
+            explicit=explicit | set(self.engine_kwargs),
+        )
         self._engine = engine
 
     @classmethod
@@ -81,20 +93,20 @@ class QwenVL(FunctionCallingLLM):
     def qwen_engine(self) -> Engine:
         """The engine (started on first use when built from ``model``)."""
         if self._engine is None:
-            pixels: dict[str, Any] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
-            assert self.model is not None
-            if self.base_url is not None:
-                from qwenvl import VLLMServerEngine
-
-                self._engine = VLLMServerEngine(
-                    self.base_url, self.model, timeout=self.timeout, max_retries=self.max_retries,
-                    **pixels, **self.engine_kwargs,
-                )  # fmt: skip
-            else:
-                from qwenvl import VLLMEngine
-
-                self._engine = VLLMEngine(self.model, **pixels, **self.engine_kwargs)
+            self._engine = create_engine(self.model, self.base_url, **self._engine_options())
         return self._engine
+
+    def _engine_options(self) -> dict[str, Any]:
+        """The options of the engine this LLM builds (None: the engine's default)."""
+        return model_engine_options(
+            self.model,
+            self.base_url,
+            self.engine_kwargs,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+        )
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -119,7 +131,7 @@ class QwenVL(FunctionCallingLLM):
             stop=kwargs.get("stop"),
             seed=kwargs.get("seed"),
         )
-        return ChatRequest(
+        request = ChatRequest(
             to_qwen_messages(messages),
             sampling,
             response_format=kwargs.get("response_format"),
@@ -127,6 +139,8 @@ class QwenVL(FunctionCallingLLM):
             tool_choice=kwargs.get("tool_choice"),
             lora=kwargs.get("lora", self.lora),
         )
+        timeout = kwargs.get("timeout", self.timeout)
+        return request.with_defaults(min_pixels=self.min_pixels, max_pixels=self.max_pixels, timeout=timeout)
 
     def _response(self, result: ChatResult) -> ChatResponse:
         result.raise_for_error()
