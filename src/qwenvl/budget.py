@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from qwenvl.messages import ChatRequest, Image
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_FACTOR",
     "MAX_PIXELS",
     "MAX_RATIO",
@@ -24,6 +25,7 @@ __all__ = [
     "VIDEO_MAX_PIXELS",
     "VIDEO_MIN_PIXELS",
     "fit_to_context",
+    "grid_tokens",
     "image_tokens",
     "smart_nframes",
     "smart_resize",
@@ -36,6 +38,8 @@ TEMPORAL_PATCH_SIZE = 2
 IMAGE_FACTOR = PATCH_SIZE * MERGE_SIZE  # 28: one visual token covers 28x28 pixels
 MIN_PIXELS = 4 * IMAGE_FACTOR**2
 MAX_PIXELS = 16384 * IMAGE_FACTOR**2
+#: the engines' default per-image budget (Qwen2-VL's model card suggests 1280 tokens for documents)
+DEFAULT_MAX_PIXELS = 1280 * IMAGE_FACTOR**2
 MAX_RATIO = 200
 VIDEO_MIN_PIXELS = 128 * IMAGE_FACTOR**2
 VIDEO_MAX_PIXELS = 768 * IMAGE_FACTOR**2
@@ -106,7 +110,12 @@ def smart_resize(
 def image_tokens(width: int, height: int, min_pixels: int | None = None, max_pixels: int | None = None) -> int:
     """Return how many visual tokens an image of ``width`` x ``height`` pixels costs Qwen2-VL."""
     h, w = smart_resize(height, width, min_pixels, max_pixels)
-    return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
+    return grid_tokens(h, w)
+
+
+def grid_tokens(height: int, width: int) -> int:
+    """Return how many visual tokens an image already resized to ``height`` x ``width`` costs."""
+    return (height // IMAGE_FACTOR) * (width // IMAGE_FACTOR)
 
 
 def smart_nframes(
@@ -142,7 +151,7 @@ def smart_nframes(
 
 def video_tokens(nframes: int, height: int, width: int) -> int:
     """Return how many visual tokens ``nframes`` frames already resized to ``height`` x ``width`` cost."""
-    return (nframes // TEMPORAL_PATCH_SIZE) * (height // IMAGE_FACTOR) * (width // IMAGE_FACTOR)
+    return (nframes // TEMPORAL_PATCH_SIZE) * grid_tokens(height, width)
 
 
 def fit_to_context(

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 __all__ = [
     "ContextOverflowError",
+    "DocumentError",
     "EngineError",
     "EngineClosedError",
     "ImageSizeError",
+    "LayoutError",
     "MediaDecodeError",
     "MediaError",
     "MediaFetchError",
     "MediaNotFoundError",
     "MediaPolicyError",
     "MissingDependencyError",
+    "OCRUnavailableError",
     "QwenVLError",
     "RequestError",
     "RequestTimeoutError",
@@ -76,6 +79,18 @@ class MediaPolicyError(MediaError, PermissionError):
 
 class MediaFetchError(MediaError):
     """A remote image could not be fetched (network error, HTTP status, timeout)."""
+
+
+class DocumentError(MediaError):
+    """A document that cannot be opened: missing, encrypted, corrupt, empty or of an unsupported type."""
+
+
+class LayoutError(QwenVLError, ValueError):
+    """Layout data or a layout option that cannot be used (another schema version, an empty box, ...)."""
+
+
+class OCRUnavailableError(QwenVLError, FileNotFoundError):
+    """An OCR engine's language data or program is missing; the message says what to install."""
 
 
 class ContextOverflowError(RequestError):

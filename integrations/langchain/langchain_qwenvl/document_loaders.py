@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,9 +12,10 @@ from langchain_core.document_loaders import BaseBlobParser, BaseLoader
 from langchain_core.documents import Document
 from langchain_core.documents.base import Blob
 
+from qwenvl.errors import LayoutError
 from qwenvl.layout import DocumentParser, ParsedDocument
 from qwenvl.layout.chunking import chunk_document, word_count
-from qwenvl.layout.export import to_markdown
+from qwenvl.layout.export import page_records, readable_documents, stable_id
 
 __all__ = ["QwenVLBlobParser", "QwenVLDocumentLoader", "to_documents"]
 
@@ -34,41 +34,15 @@ def to_documents(
     """LangChain Documents of a parsed document: one per block, per chunk of blocks (up to ``max_size``, tables
     whole), or per page (Markdown). Metadata is flat: source, page, x0/y0/x1/y1, page_width/page_height,
     block_type, reading_order, headings, ..."""
-    for page in parsed.pages:
-        if page.status == "failed":
-            _log.warning("%s page %d failed: %s", parsed.source, page.number, page.error)
     if mode == "page":
-        for page in parsed.pages:
-            single = ParsedDocument(source=parsed.source, pages=[page])
-            meta: dict[str, Any] = {
-                "source": parsed.source,
-                "page": page.number,
-                "page_width": page.width,
-                "page_height": page.height,
-                "dpi": page.dpi,
-                "page_status": page.status,
-                "backend": page.backend,
-                "block_count": len(page.blocks),
-            }
-            if page.error:
-                meta["page_error"] = page.error
-            yield Document(
-                page_content=to_markdown(single, page_breaks=False).strip(),
-                metadata=meta,
-                id=_stable_id(f"{parsed.source}#page={page.number}"),
-            )
+        for record in page_records(parsed):
+            yield Document(page_content=record.text, metadata=dict(record.metadata), id=record.id)
         return
     if mode not in ("block", "chunk"):
-        raise ValueError(f"mode={mode!r}: use 'block', 'chunk' or 'page'")
+        raise LayoutError(f"mode={mode!r}: use 'block', 'chunk' or 'page'")
     for chunk in chunk_document(parsed, mode=mode, max_size=max_size, size=size):
         meta = chunk.metadata()
-        yield Document(page_content=chunk.text, metadata=meta, id=_stable_id(f"{parsed.source}#{meta['block_id']}"))
-
-
-def _stable_id(name: str) -> str:
-    """A UUID derived from ``name``: the same block gets the same id on every run (vector stores such as Qdrant
-    take only UUIDs or integers)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+        yield Document(page_content=chunk.text, metadata=meta, id=stable_id(f"{parsed.source}#{meta['block_id']}"))
 
 
 class QwenVLDocumentLoader(BaseLoader):
@@ -110,14 +84,7 @@ class QwenVLDocumentLoader(BaseLoader):
 
     def lazy_load(self) -> Iterator[Document]:
         """Documents, file after file, as each file's pages are parsed."""
-        for parsed in self.parser.parse_many(self.file_path):
-            if parsed.error is not None:
-                if self.on_error == "raise":
-                    from qwenvl.layout import DocumentError
-
-                    raise DocumentError(parsed.error, parsed.source)
-                _log.warning("skipping %s: %s", parsed.source, parsed.error)
-                continue
+        for parsed in readable_documents(self.parser.parse_many(self.file_path), self.on_error):
             yield from to_documents(parsed, mode=self.mode, max_size=self.max_size, size=self.size)
 
 

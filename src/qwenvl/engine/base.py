@@ -89,7 +89,7 @@ class EngineDefaults:
     """Per-engine defaults applied to requests that do not set their own."""
 
     min_pixels: int = budget.MIN_PIXELS
-    max_pixels: int = 1280 * budget.IMAGE_FACTOR**2
+    max_pixels: int = budget.DEFAULT_MAX_PIXELS
     video_min_pixels: int = budget.VIDEO_MIN_PIXELS
     video_max_pixels: int = budget.VIDEO_MAX_PIXELS
     limit_images: int = 4
@@ -293,7 +293,7 @@ class RequestPreparer:
         limits = [(img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels) for img in request.images()]
         pairs = list(zip(pil_images, limits, strict=True))
         sizes = [budget.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
-        image_tokens = [(h // budget.IMAGE_FACTOR) * (w // budget.IMAGE_FACTOR) for h, w in sizes]
+        image_tokens = [budget.grid_tokens(h, w) for h, w in sizes]
         image_size = None
         if pil_images:
             if len(set(limits)) == 1 and not any(_extreme(im) for im in pil_images):

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import Literal
 
+from qwenvl.errors import DocumentError
 from qwenvl.layout.model import Block, BlockType, Page, ParsedDocument
 
-__all__ = ["block_metadata", "html_table_rows", "iter_block_records", "to_markdown"]
+_log = logging.getLogger(__name__)
+
+__all__ = [
+    "PageRecord",
+    "block_metadata",
+    "html_table_rows",
+    "iter_block_records",
+    "page_records",
+    "readable_documents",
+    "stable_id",
+    "to_markdown",
+]
 
 
 class _TableParser(HTMLParser):
@@ -142,3 +158,56 @@ def iter_block_records(document: ParsedDocument) -> Iterator[dict[str, object]]:
 def dumps_records(document: ParsedDocument) -> str:
     """The document's blocks as JSON lines."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in iter_block_records(document))
+
+
+def stable_id(name: str) -> str:
+    """A UUID derived from ``name``: the same page or block gets the same id on every run (vector stores such as
+    Qdrant take only UUIDs or integers)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """One page as the loaders hand it to a framework: a stable id, its Markdown and flat, JSON-safe metadata."""
+
+    id: str
+    text: str
+    metadata: dict[str, str | int | float]
+    page: Page
+
+
+def page_records(document: ParsedDocument) -> Iterator[PageRecord]:
+    """A `PageRecord` per page of ``document``, in order; a failed page says so in ``page_status`` /
+    ``page_error``, never silently empty."""
+    for page in document.pages:
+        meta: dict[str, str | int | float] = {
+            "source": document.source,
+            "page": page.number,
+            "page_width": page.width,
+            "page_height": page.height,
+            "dpi": page.dpi,
+            "page_status": page.status,
+            "backend": page.backend,
+            "block_count": len(page.blocks),
+        }
+        if page.error:
+            meta["page_error"] = page.error
+        text = to_markdown(ParsedDocument(source=document.source, pages=[page]), page_breaks=False).strip()
+        yield PageRecord(stable_id(f"{document.source}#page={page.number}"), text, meta, page)
+
+
+def readable_documents(
+    documents: Iterable[ParsedDocument], on_error: Literal["raise", "warn"] = "raise"
+) -> Iterator[ParsedDocument]:
+    """The documents that could be opened (their failed pages logged). One that could not raises its
+    `DocumentError` (``on_error="raise"``) or is logged and skipped (``"warn"``)."""
+    for document in documents:
+        if document.error is None:
+            for page in document.pages:
+                if page.status == "failed":
+                    _log.warning("%s page %d failed: %s", document.source, page.number, page.error)
+            yield document
+        elif on_error == "raise":
+            raise DocumentError(document.error, document.source)
+        else:
+            _log.warning("skipping %s: %s", document.source, document.error)

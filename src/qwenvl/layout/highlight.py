@@ -8,6 +8,7 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
+from qwenvl.errors import LayoutError
 from qwenvl.layout.model import BBox
 
 __all__ = ["crop", "highlight"]
@@ -55,5 +56,5 @@ def crop(page_image: PIL.Image.Image, bbox: BoxLike, *, padding: float = 8.0) ->
         min(h, int(y1 + padding + 0.5)),
     )
     if box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"bbox {bbox} is empty or outside the {w}x{h} page image")
+        raise LayoutError(f"bbox {bbox} is empty or outside the {w}x{h} page image")
     return page_image.crop(box)

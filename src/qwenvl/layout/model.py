@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from qwenvl.errors import LayoutError
+
 __all__ = [
     "SCHEMA_VERSION",
     "BBox",
@@ -214,7 +216,7 @@ class ParsedDocument(BaseModel):
         raw = json.loads(data)
         version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {version!r} is not {SCHEMA_VERSION!r}: re-parse the document")
+            raise LayoutError(f"schema_version {version!r} is not {SCHEMA_VERSION!r}: re-parse the document")
         return cls.model_validate(raw)
 
     def to_markdown(self) -> str:

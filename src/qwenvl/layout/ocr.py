@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qwenvl._lazy import require
+from qwenvl.errors import LayoutError, OCRUnavailableError
 from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, group_lines
 from qwenvl.layout.model import Block, BlockType
 
@@ -63,7 +64,7 @@ class TesseractEngine:
         self._tesserocr = require("tesserocr", "ocr")
         folder = Path(tessdata) if tessdata else find_tessdata(lang)
         if folder is None:
-            raise FileNotFoundError(
+            raise OCRUnavailableError(
                 f"No Tesseract language data for lang={lang!r} in {[str(d) for d in _tessdata_dirs()]}: "
                 f"pip install tessdata-{lang.split('+')[0]} (or set TESSDATA_PREFIX), or use RapidOCR for Chinese"
             )
@@ -190,7 +191,7 @@ def ocr_engine_for(lang: str = "eng", engine: str = "auto") -> OCREngine:
         return TesseractEngine(lang)
     if engine in ("rapidocr", "auto"):
         return RapidOCREngine()
-    raise ValueError(f"ocr engine={engine!r}: use 'auto', 'tesseract' or 'rapidocr'")
+    raise LayoutError(f"ocr engine={engine!r}: use 'auto', 'tesseract' or 'rapidocr'")
 
 
 def ocr_layout(image: PIL.Image.Image, engine: OCREngine, *, page_number: int = 1) -> list[Block]:

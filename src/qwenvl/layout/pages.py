@@ -19,7 +19,7 @@ import PIL.Image
 import PIL.ImageSequence
 
 from qwenvl._lazy import require
-from qwenvl.errors import MediaError
+from qwenvl.errors import DocumentError, MediaError
 from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
 from qwenvl.layout.model import Block
 from qwenvl.media import MediaPolicy, describe_source, read_source_bytes
@@ -37,10 +37,6 @@ __all__ = [
 
 DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 _DEFAULT_IMAGE_DPI = 200.0
-
-
-class DocumentError(MediaError):
-    """A document that cannot be opened: missing, encrypted, corrupt or of an unsupported type."""
 
 
 #: the most pixels a PDF page is rendered to, whatever size it claims (an A0 sheet at 200 dpi is 62 MP)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
-from qwenvl.errors import QwenVLError
+from qwenvl.budget import DEFAULT_MAX_PIXELS
+from qwenvl.errors import LayoutError, QwenVLError
 from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
 from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
 from qwenvl.layout.pages import DocumentError, DocumentSource, PageSource, dpi_for_budget, expand_sources, open_document
@@ -35,7 +36,6 @@ __all__ = ["Backend", "DocumentParser", "PageCache"]
 _log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "vlm", "ocr"]
-_DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 
 class PageCache:
@@ -165,11 +165,11 @@ class DocumentParser:
         policy: MediaPolicy | None = None,
     ) -> None:
         if backend not in ("auto", "vlm", "ocr"):
-            raise ValueError(f"backend={backend!r}: use 'auto', 'vlm' or 'ocr'")
+            raise LayoutError(f"backend={backend!r}: use 'auto', 'vlm' or 'ocr'")
         if backend == "vlm" and engine is None:
-            raise ValueError("backend='vlm' needs an engine: DocumentParser(engine=VLLMEngine(...), backend='vlm')")
+            raise LayoutError("backend='vlm' needs an engine: DocumentParser(engine=VLLMEngine(...), backend='vlm')")
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: use 1 or more")
+            raise LayoutError(f"batch_size={batch_size}: use 1 or more")
         self.engine = engine
         self.backend = backend
         self.lang = lang
@@ -180,7 +180,7 @@ class DocumentParser:
         defaults = getattr(engine, "defaults", None)
         self.vlm = VLMLayoutConfig(
             min_pixels=min_pixels,
-            max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or _DEFAULT_MAX_PIXELS,
+            max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or DEFAULT_MAX_PIXELS,
             max_tokens=max_tokens,
             coords=coords,
             min_blocks=min_blocks,
@@ -207,7 +207,7 @@ class DocumentParser:
         """One document; raises `DocumentError` when it cannot be opened."""
         items = expand_sources(source) if name is None else [source]
         if len(items) != 1:
-            raise ValueError(f"{source!r} names {len(items)} documents: use parse_many() for several")
+            raise LayoutError(f"{source!r} names {len(items)} documents: use parse_many() for several")
         doc = open_document(items[0], name=name, password=self.password, policy=self.policy)
         return next(self._run([doc]))
 
@@ -365,7 +365,7 @@ class DocumentParser:
         for i, job in enumerate(jobs):
             try:
                 size = job.page.size_pt
-                dpi = dpi_for_budget(*size, self.vlm.max_pixels or _DEFAULT_MAX_PIXELS) if size else self.dpi
+                dpi = dpi_for_budget(*size, self.vlm.max_pixels or DEFAULT_MAX_PIXELS) if size else self.dpi
                 image = self._render(job, dpi)
             except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
                 failed[i] = f"the page could not be rendered: {exc}"

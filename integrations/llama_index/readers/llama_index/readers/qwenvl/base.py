@@ -7,7 +7,6 @@ import base64
 import io
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from llama_index.core.schema import BaseNode, Document, ImageNode, NodeRelations
 
 from qwenvl.layout import DocumentParser, Page, ParsedDocument, crop, render_page
 from qwenvl.layout.chunking import chunk_page, word_count
-from qwenvl.layout.export import to_markdown
+from qwenvl.layout.export import page_records, readable_documents
 
 __all__ = ["LAYOUT_KEY", "LayoutNodeParser", "QwenVLReader"]
 
@@ -80,40 +79,20 @@ class QwenVLReader(BaseReader):
         extra_info: dict[str, Any] | None = None,
     ) -> Iterable[Document]:
         """A Document per page of every file (a path, folder, glob or list), file after file."""
-        for parsed in self.parser.parse_many(file_path):
-            if parsed.error is not None:
-                if self.on_error == "raise":
-                    from qwenvl.layout import DocumentError
-
-                    raise DocumentError(parsed.error, parsed.source)
-                _log.warning("skipping %s: %s", parsed.source, parsed.error)
-                continue
+        for parsed in readable_documents(self.parser.parse_many(file_path), self.on_error):
             yield from page_documents(parsed, extra_info)
 
 
 def page_documents(parsed: ParsedDocument, extra_info: dict[str, Any] | None = None) -> Iterable[Document]:
     """One LlamaIndex Document per page of a parsed document."""
-    for page in parsed.pages:
-        metadata: dict[str, Any] = {
-            **(extra_info or {}),
-            "source": parsed.source,
-            "page": page.number,
-            "page_width": page.width,
-            "page_height": page.height,
-            "dpi": page.dpi,
-            "page_status": page.status,
-            "backend": page.backend,
-            LAYOUT_KEY: page.model_dump_json(),
-        }
-        if page.error:
-            metadata["page_error"] = page.error
-        text = to_markdown(ParsedDocument(source=parsed.source, pages=[page]), page_breaks=False).strip()
+    for record in page_records(parsed):
+        metadata: dict[str, Any] = {**(extra_info or {}), **record.metadata, LAYOUT_KEY: record.page.model_dump_json()}
         yield Document(
-            id_=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{parsed.source}#page={page.number}")),
-            text=text,
+            id_=record.id,
+            text=record.text,
             metadata=metadata,
-            excluded_embed_metadata_keys=[*LOCATION_KEYS, "page_error"],
-            excluded_llm_metadata_keys=[*LOCATION_KEYS, "page_error"],
+            excluded_embed_metadata_keys=[*LOCATION_KEYS, "page_error", "block_count"],
+            excluded_llm_metadata_keys=[*LOCATION_KEYS, "page_error", "block_count"],
         )
 
 
