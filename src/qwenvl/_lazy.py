@@ -7,7 +7,7 @@ from types import ModuleType
 
 from qwenvl.errors import MissingDependencyError
 
-__all__ = ["require"]
+__all__ = ["require", "require_framework"]
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -16,3 +16,13 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(module, extra, exc) from exc
+
+
+def require_framework(module: str, requirement: str) -> ModuleType:
+    """Import the framework an integration package plugs into, or raise `MissingDependencyError` with the pip
+    command of ``requirement`` (e.g. ``"langchain-core>=1.0,<2"``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        name = requirement.split(">")[0].split("<")[0].split("=")[0]
+        raise MissingDependencyError(name, cause=exc, pip=f"pip install '{requirement}'") from exc

@@ -284,6 +284,30 @@ class ChatRequest:
         """Every video of the conversation, in order."""
         return [p for m in self.messages for p in m.parts() if isinstance(p, Video)]
 
+    @classmethod
+    def for_call(
+        cls,
+        messages: Sequence[Message],
+        sampling: SamplingOptions,
+        call: dict[str, Any],
+        *,
+        lora: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        timeout: float | None = None,
+    ) -> ChatRequest:
+        """The request of one chat-model call: the call's keyword arguments (``response_format``, ``tools``,
+        ``tool_choice``, ``lora``, ``timeout``) over the model's settings, its pixel limits applied per image."""
+        request = cls(
+            messages,
+            sampling,
+            response_format=call.get("response_format"),
+            tools=call.get("tools"),
+            tool_choice=call.get("tool_choice"),
+            lora=call.get("lora", lora),
+        )
+        return request.with_defaults(min_pixels=min_pixels, max_pixels=max_pixels, timeout=call.get("timeout", timeout))
+
     def with_defaults(
         self, *, min_pixels: int | None = None, max_pixels: int | None = None, timeout: float | None = None
     ) -> ChatRequest:

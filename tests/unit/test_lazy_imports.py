@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
@@ -42,3 +44,23 @@ def test_import_without_vllm_or_torch() -> None:
 def test_plain_import_loads_no_heavy_module() -> None:
     result = _run("import sys, qwenvl; print([m for m in ('torch', 'vllm', 'transformers') if m in sys.modules])")
     assert result.stdout.strip() == "[]", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "framework", "pip"),
+    [
+        ("langchain_qwenvl", "langchain_core", "langchain-core>=1.0,<2"),
+        ("llama_index.llms.qwenvl", "llama_index.core", "llama-index-core>=0.14,<0.15"),
+        ("llama_index.multi_modal_llms.qwenvl", "llama_index.core", "llama-index-core>=0.14,<0.15"),
+        ("llama_index.readers.qwenvl", "llama_index.core", "llama-index-core>=0.14,<0.15"),
+    ],
+)
+def test_an_integration_without_its_framework_names_the_pip_command(module: str, framework: str, pip: str) -> None:
+    code = (
+        f"import sys; sys.modules[{framework!r}] = None\n"
+        "from qwenvl.errors import MissingDependencyError\n"
+        f"try:\n    import {module}\nexcept MissingDependencyError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"pip install '{pip}'" in out.stdout

@@ -1,14 +1,11 @@
 """LangChain integration of qwenvl: `ChatQwenVL` (Qwen2-VL on vLLM as a chat model) and the layout-aware
 `QwenVLDocumentLoader` / `QwenVLBlobParser`."""
 
-try:  # the framework this package plugs into
-    import langchain_core  # noqa: F401
-except ImportError as _exc:
-    from qwenvl.errors import MissingDependencyError
+from qwenvl._lazy import require_framework
 
-    raise MissingDependencyError("langchain-core", cause=_exc, pip="pip install 'langchain-core>=1.0,<2'") from _exc
+require_framework("langchain_core", "langchain-core>=1.0,<2")  # else MissingDependencyError with pip command
 
-from langchain_qwenvl.chat_models import ChatQwenVL
-from langchain_qwenvl.document_loaders import QwenVLBlobParser, QwenVLDocumentLoader
+from langchain_qwenvl.chat_models import ChatQwenVL  # noqa: E402
+from langchain_qwenvl.document_loaders import QwenVLBlobParser, QwenVLDocumentLoader  # noqa: E402
 
 __all__ = ["ChatQwenVL", "QwenVLBlobParser", "QwenVLDocumentLoader"]

@@ -131,16 +131,15 @@ class QwenVL(FunctionCallingLLM):
             stop=kwargs.get("stop"),
             seed=kwargs.get("seed"),
         )
-        request = ChatRequest(
+        return ChatRequest.for_call(
             to_qwen_messages(messages),
             sampling,
-            response_format=kwargs.get("response_format"),
-            tools=kwargs.get("tools"),
-            tool_choice=kwargs.get("tool_choice"),
-            lora=kwargs.get("lora", self.lora),
+            kwargs,
+            lora=self.lora,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            timeout=self.timeout,
         )
-        timeout = kwargs.get("timeout", self.timeout)
-        return request.with_defaults(min_pixels=self.min_pixels, max_pixels=self.max_pixels, timeout=timeout)
 
     def _response(self, result: ChatResult) -> ChatResponse:
         result.raise_for_error()

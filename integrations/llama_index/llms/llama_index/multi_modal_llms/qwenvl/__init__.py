@@ -1,14 +1,9 @@
 """LlamaIndex integration of qwenvl: `QwenVLMultiModal`, the older multi-modal LLM API over `QwenVL`."""
 
-try:  # the framework this package plugs into
-    import llama_index.core  # noqa: F401
-except ImportError as _exc:
-    from qwenvl.errors import MissingDependencyError
+from qwenvl._lazy import require_framework
 
-    raise MissingDependencyError(
-        "llama-index-core", cause=_exc, pip="pip install 'llama-index-core>=0.14,<0.15'"
-    ) from _exc
+require_framework("llama_index.core", "llama-index-core>=0.14,<0.15")  # else MissingDependencyError with pip command
 
-from llama_index.multi_modal_llms.qwenvl.base import QwenVLMultiModal
+from llama_index.multi_modal_llms.qwenvl.base import QwenVLMultiModal  # noqa: E402
 
 __all__ = ["QwenVLMultiModal"]
