@@ -16,7 +16,6 @@ from qwenvl.layout.model import BBox, Block, BlockType, Page, ParsedDocument
 __all__ = ["Chunk", "ChunkMode", "chunk_document", "chunk_page", "word_count"]
 
 ChunkMode = Literal["block", "chunk"]
-_FURNITURE = (BlockType.PAGE_HEADER, BlockType.PAGE_FOOTER, BlockType.PAGE_NUMBER)
 
 
 def word_count(text: str) -> int:
@@ -75,7 +74,7 @@ def _continues(current: list[Block], block: Block) -> bool:
 
 
 def _update_headings(path: list[tuple[int, str]], block: Block) -> list[tuple[int, str]]:
-    level = block.level or (1 if block.type is BlockType.TITLE else 2)
+    level = block.level or block.type.heading_level or 2
     return [h for h in path if h[0] < level] + [(level, " ".join(block.text.split()))]
 
 
@@ -108,7 +107,7 @@ def chunk_page(
             if block.text or block.type is BlockType.FIGURE:
                 chunks.append(Chunk(source, page, [block], [h for _, h in path]))
             continue
-        if block.type in _FURNITURE or not (block.text or block.type is BlockType.FIGURE):
+        if block.type.is_furniture or not (block.text or block.type is BlockType.FIGURE):
             continue
         if block.type.is_heading:
             flush()

@@ -112,12 +112,11 @@ def block_markdown(block: Block) -> str:
 
 def to_markdown(document: ParsedDocument, *, page_breaks: bool = True) -> str:
     """The document as Markdown, page by page; page headers, footers and numbers are left out."""
-    skip = (BlockType.PAGE_HEADER, BlockType.PAGE_FOOTER, BlockType.PAGE_NUMBER)
     parts: list[str] = []
     for page in document.pages:
         if page_breaks:
             parts.append(f"<!-- page {page.number} ({page.status}) -->")
-        parts.extend(block_markdown(b) for b in page.blocks if b.type not in skip and (b.text or b.html))
+        parts.extend(block_markdown(b) for b in page.blocks if not b.type.is_furniture and (b.text or b.html))
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

@@ -49,8 +49,22 @@ class BlockType(StrEnum):
 
     @property
     def is_heading(self) -> bool:
-        """Titles and section headers."""
-        return self in (BlockType.TITLE, BlockType.SECTION_HEADER)
+        """Titles and section headers: they open a section of the heading path."""
+        return self.heading_level is not None
+
+    @property
+    def heading_level(self) -> int | None:
+        """The default level of a heading type (1 for a title, 2 for a section header), None for the others."""
+        return _HEADING_LEVELS.get(self)
+
+    @property
+    def is_furniture(self) -> bool:
+        """Page headers, footers and numbers: on every page, left out of Markdown and of chunks."""
+        return self in _FURNITURE
+
+
+_HEADING_LEVELS = {BlockType.TITLE: 1, BlockType.SECTION_HEADER: 2}
+_FURNITURE = frozenset({BlockType.PAGE_HEADER, BlockType.PAGE_FOOTER, BlockType.PAGE_NUMBER})
 
 
 class BBox(BaseModel):

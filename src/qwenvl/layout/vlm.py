@@ -201,7 +201,7 @@ def blocks_from_result(
                 text=text.strip(),
                 html=table_html,
                 reading_order=order,
-                level={BlockType.TITLE: 1, BlockType.SECTION_HEADER: 2}.get(kind),
+                level=kind.heading_level,
                 origin="vlm",
             )
         )
