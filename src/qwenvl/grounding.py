@@ -23,7 +23,15 @@ import PIL.ImageDraw
 from qwenvl.budget import smart_resize
 from qwenvl.errors import QwenVLError
 
-__all__ = ["GroundedBox", "GroundingParseError", "draw_boxes", "parse_bbox_2d", "parse_boxes", "parse_ref_boxes"]
+__all__ = [
+    "GroundedBox",
+    "GroundingParseError",
+    "box_scale",
+    "draw_boxes",
+    "parse_bbox_2d",
+    "parse_boxes",
+    "parse_ref_boxes",
+]
 
 GRID = 1000
 
@@ -104,6 +112,28 @@ def parse_bbox_2d(text: str, *, strict: bool = False) -> list[tuple[str | None, 
     return out
 
 
+def box_scale(
+    convention: str,
+    image_size: tuple[float, float],
+    *,
+    model_input_size: tuple[int, int] | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> tuple[float, float]:
+    """The (x, y) factors from a model's box coordinates to pixels of an image of ``image_size`` (width, height).
+
+    ``convention`` "grid": Qwen2-VL's 0-1000 grid over the image. "pixels": Qwen2.5-VL's pixels of the image the
+    model saw, ``model_input_size`` (width, height) or else `smart_resize` of ``image_size`` under the limits.
+    """
+    width, height = image_size
+    if convention == "grid":
+        return width / GRID, height / GRID
+    if model_input_size is None:
+        rh, rw = smart_resize(height, width, min_pixels, max_pixels)  # type: ignore[arg-type]
+        model_input_size = (rw, rh)
+    return width / model_input_size[0], height / model_input_size[1]
+
+
 def parse_boxes(
     text: str,
     image_size: tuple[int, int],
@@ -119,22 +149,15 @@ def parse_boxes(
     ``model_input_size`` (width, height), else `smart_resize` of ``image_size`` under ``min_pixels`` /
     ``max_pixels`` (pass the limits the request used). Boxes are clipped to the image.
     """
-    width, height = image_size
     boxes: list[GroundedBox] = []
-    for label, (x1, y1, x2, y2) in parse_ref_boxes(text, strict=strict):
-        boxes.append(
-            _clip(
-                GroundedBox(x1 * width / GRID, y1 * height / GRID, x2 * width / GRID, y2 * height / GRID, label),
-                image_size,
-            )
+    found = [("grid", parse_ref_boxes(text, strict=strict)), ("pixels", parse_bbox_2d(text, strict=strict))]
+    for convention, items in found:
+        if not items:
+            continue
+        sx, sy = box_scale(
+            convention, image_size, model_input_size=model_input_size, min_pixels=min_pixels, max_pixels=max_pixels
         )
-    json_boxes = parse_bbox_2d(text, strict=strict)
-    if json_boxes:
-        if model_input_size is None:
-            rh, rw = smart_resize(height, width, min_pixels, max_pixels)
-            model_input_size = (rw, rh)
-        sx, sy = width / model_input_size[0], height / model_input_size[1]
-        for label, (x1, y1, x2, y2) in json_boxes:
+        for label, (x1, y1, x2, y2) in items:
             boxes.append(_clip(GroundedBox(x1 * sx, y1 * sy, x2 * sx, y2 * sy, label), image_size))
     return [b for b in boxes if b.x2 > b.x1 and b.y2 > b.y1]
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from qwenvl.budget import smart_resize
+from qwenvl.grounding import box_scale
 from qwenvl.layout.export import html_table_rows
 from qwenvl.layout.model import BBox, Block, BlockType
 from qwenvl.messages import ChatRequest, ChatResult, Image, Message, SamplingOptions, Text
@@ -179,12 +179,8 @@ def blocks_from_result(
     start: int = 0,
 ) -> list[Block]:
     """Blocks in page pixels from a parsed answer about ``tile`` of a page of ``page_size`` (width, height)."""
-    width, height = tile.x1 - tile.x0, tile.y1 - tile.y0
-    if config.coords == "grid":
-        sx, sy = width / 1000.0, height / 1000.0
-    else:
-        rh, rw = smart_resize(height, width, config.min_pixels, config.max_pixels)
-        sx, sy = width / rw, height / rh
+    size = (tile.x1 - tile.x0, tile.y1 - tile.y0)
+    sx, sy = box_scale(config.coords, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
     data = result.parsed or {}
     blocks: list[Block] = []
     for i, item in enumerate(data.get("blocks", [])):
