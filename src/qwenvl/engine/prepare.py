@@ -1,0 +1,319 @@
+"""How a `ChatRequest` becomes what an engine runs, and how an answer is read back; shared by every engine.
+
+Preparation turns a `ChatRequest` into what a backend runs: media loaded under the media policy, every image
+resized to its own pixel budget (so the token cost is known here, before anything runs, and per-image limits
+hold even inside one request), images shrunk further when the prompt would not fit the context, and the
+prompt rendered through the model's chat template. `finalize` reads a finished answer according to the
+request's mode (JSON, tool calls, a forced call).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from qwenvl import budget, media
+from qwenvl._lazy import require as _require
+from qwenvl.errors import RequestError, StructuredOutputError
+from qwenvl.messages import ChatRequest, ChatResult, Video
+from qwenvl.prompt import (
+    ChatTemplate,
+    PromptRenderer,
+    forced_tool_schema,
+    normalize_tool,
+    parse_forced_call,
+    parse_tool_calls,
+    tools_system_prompt,
+)
+from qwenvl.structured import json_schema_of, parse_structured
+
+if TYPE_CHECKING:
+    import numpy as np
+    import PIL.Image
+
+__all__ = ["EngineDefaults", "PreparedRequest", "RequestPreparer", "finalize"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """Per-engine defaults applied to requests that do not set their own."""
+
+    min_pixels: int = budget.MIN_PIXELS
+    max_pixels: int = budget.DEFAULT_MAX_PIXELS
+    video_min_pixels: int = budget.VIDEO_MIN_PIXELS
+    video_max_pixels: int = budget.VIDEO_MAX_PIXELS
+    limit_images: int = 4
+    limit_videos: int = 1
+    #: shrink images to fit the context rather than fail
+    fit_to_context: bool = True
+    policy: media.MediaPolicy = field(default_factory=media.MediaPolicy)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        limit_images: int = 4,
+        limit_videos: int = 1,
+        fit_to_context: bool = True,
+        media_policy: media.MediaPolicy | None = None,
+    ) -> EngineDefaults:
+        """Defaults from engine arguments, where None keeps the class default."""
+        base = cls()
+        return cls(
+            min_pixels=min_pixels or base.min_pixels,
+            max_pixels=max_pixels or base.max_pixels,
+            limit_images=limit_images,
+            limit_videos=limit_videos,
+            fit_to_context=fit_to_context,
+            policy=media_policy or base.policy,
+        )
+
+
+@dataclass
+class PreparedRequest:
+    """A request ready for a backend: prompt text, media, the processor's size limits and the token counts.
+
+    Images are passed as loaded when one pair of pixel limits serves them all (the processor resizes them
+    to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
+    processor's limits bracket the results so it keeps them. Video frames are always resized here.
+    """
+
+    request: ChatRequest
+    prompt: str
+    images: list[PIL.Image.Image]
+    videos: list[np.ndarray]
+    image_tokens: list[int]
+    video_tokens: list[int]
+    prompt_tokens: int
+    image_size: dict[str, int] | None = None
+    #: how the answer is read: "text", "json" (response_format), "tools" (may call tools), "forced_tool"
+    mode: str = "text"
+    #: the JSON schema decoding is constrained to (response_format, or a forced tool call)
+    constraint: dict[str, Any] | None = None
+    #: text added to the system prompt (tool definitions)
+    system_prompt: str | None = None
+    #: (min_pixels, max_pixels) each image was planned with
+    image_limits: list[tuple[int, int]] = field(default_factory=list)
+    #: the engine's handle of the request's LoRA adapter (None: the base model)
+    lora: Any = None
+
+    def resized_images(self) -> list[PIL.Image.Image]:
+        """Every image at its final size, for a backend that takes no processor size limits."""
+        return [media.resize_image(im, lo, hi) for im, (lo, hi) in zip(self.images, self.image_limits, strict=True)]
+
+    @property
+    def mm_data(self) -> dict[str, Any]:
+        """The multimodal data in vLLM's ``multi_modal_data`` form."""
+        data: dict[str, Any] = {}
+        if self.images:
+            data["image"] = self.images
+        if self.videos:
+            data["video"] = self.videos
+        return data
+
+    @property
+    def mm_processor_kwargs(self) -> dict[str, Any]:
+        """The processor's size limits, per modality, in vLLM's ``mm_processor_kwargs`` form."""
+        kwargs: dict[str, Any] = {}
+        if self.images:
+            kwargs["images_kwargs"] = {"size": self.image_size}
+        if self.videos:
+            areas = [v.shape[1] * v.shape[2] for v in self.videos]
+            kwargs["videos_kwargs"] = {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+        return kwargs
+
+
+class RequestPreparer:
+    """Loads, resizes, fits and renders requests for one model."""
+
+    def __init__(
+        self,
+        template: ChatTemplate,
+        tokenizer: Any,
+        *,
+        defaults: EngineDefaults,
+        max_model_len: int,
+        image_token_id: int,
+        video_token_id: int,
+    ) -> None:
+        self.renderer = PromptRenderer(template)
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+        self.max_model_len = max_model_len
+        self.image_token_id = image_token_id
+        self.video_token_id = video_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, *, defaults: EngineDefaults, max_model_len: int, extra: str, **kwargs: Any
+    ) -> RequestPreparer:
+        """A preparer with the chat template and tokenizer of model ``name`` (hub id or folder), loaded with
+        transformers' ``AutoProcessor``; ``extra`` names the qwenvl extra to install when it is missing."""
+        transformers = _require("transformers", extra)
+        processor = transformers.AutoProcessor.from_pretrained(name, **kwargs)
+        return cls(
+            processor,
+            processor.tokenizer,
+            defaults=defaults,
+            max_model_len=max_model_len,
+            image_token_id=int(processor.image_token_id),
+            video_token_id=int(processor.video_token_id),
+        )
+
+    def prepare(self, request: ChatRequest) -> PreparedRequest:
+        """Prepare one request; raises a `QwenVLError` naming the input when it cannot run."""
+        if not isinstance(request, ChatRequest):
+            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
+        request.sampling.validate()
+        d = self.defaults
+        mode, constraint, system_prompt = _decoding_plan(request)
+        images, videos = request.images(), request.videos()
+        if len(images) > d.limit_images:
+            raise RequestError(
+                f"the request has {len(images)} images but the engine allows {d.limit_images} per prompt; "
+                "send fewer or raise the engine's limit_images."
+            )
+        if len(videos) > d.limit_videos:
+            raise RequestError(
+                f"the request has {len(videos)} videos but the engine allows {d.limit_videos} per prompt; "
+                "send fewer or raise the engine's limit_videos."
+            )
+        loaded = iter([media.load_image(img.source, d.policy) for img in images])
+        request = request.map_images(lambda img: replace(img, source=next(loaded)))
+        frames = [self._load_video(v) for v in videos]
+        video_tokens = [budget.video_tokens(f.shape[0], f.shape[1], f.shape[2]) for f in frames]
+
+        prompt = self.renderer.render(request, system_prompt=system_prompt)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        text_tokens = sum(1 for t in ids if t not in (self.image_token_id, self.video_token_id))
+        if d.fit_to_context:
+            request = budget.fit_to_context(
+                request,
+                self.max_model_len,
+                text_tokens=text_tokens,
+                video_tokens=sum(video_tokens),
+                min_pixels=d.min_pixels,
+                max_pixels=d.max_pixels,
+            )
+        pil_images: list[PIL.Image.Image] = [img.source for img in request.images()]  # type: ignore[misc]
+        limits = [(img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels) for img in request.images()]
+        pairs = list(zip(pil_images, limits, strict=True))
+        sizes = [budget.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
+        image_tokens = [budget.grid_tokens(h, w) for h, w in sizes]
+        image_size = None
+        if pil_images:
+            if len(set(limits)) == 1 and not any(_extreme(im) for im in pil_images):
+                image_size = {"shortest_edge": limits[0][0], "longest_edge": limits[0][1]}
+            else:
+                pil_images = [media.resize_image(im, lo, hi) for im, (lo, hi) in pairs]
+                areas = [h * w for h, w in sizes]
+                image_size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
+        return PreparedRequest(
+            request=request,
+            prompt=prompt,
+            images=pil_images,
+            videos=frames,
+            image_tokens=image_tokens,
+            video_tokens=video_tokens,
+            prompt_tokens=text_tokens + sum(image_tokens) + sum(video_tokens),
+            image_size=image_size,
+            mode=mode,
+            constraint=constraint,
+            system_prompt=system_prompt,
+            image_limits=limits,
+        )
+
+    def _load_video(self, video: Video) -> np.ndarray:
+        d = self.defaults
+        frames, _ = media.load_video(
+            video.source, fps=video.fps, nframes=video.nframes, sample_fps=video.sample_fps, policy=d.policy
+        )
+        lo = video.min_pixels or d.video_min_pixels
+        hi = video.max_pixels or d.video_max_pixels
+        # As qwen-vl-utils: a total pixel budget spread over the frames, never below min_pixels.
+        total = self.max_model_len // 2 * budget.IMAGE_FACTOR**2
+        hi = max(min(hi, total // len(frames) * budget.FRAME_FACTOR), min(int(lo * 1.05), hi))
+        lo = min(lo, hi)
+        resized = [media.resize_image(f, lo, hi) for f in frames]
+        return media.frames_to_array(resized)
+
+
+def _decoding_plan(request: ChatRequest) -> tuple[str, dict[str, Any] | None, str | None]:
+    """(mode, JSON-schema constraint, extra system prompt) for a request's response_format and tools."""
+    tools = [normalize_tool(t) for t in request.tools or []]
+    choice = request.tool_choice if request.tool_choice is not None else ("auto" if tools else None)
+    if choice not in (None, "none") and not tools:
+        raise RequestError(f"tool_choice is {choice!r} but the request has no tools; add tools or drop tool_choice.")
+    forced = tools and choice not in (None, "none", "auto")
+    if request.response_format is not None:
+        if forced:
+            raise RequestError("a request cannot force a tool call and a response_format at once; drop one.")
+        system = tools_system_prompt(tools) if tools and choice == "auto" else None
+        return "json", json_schema_of(request.response_format), system
+    if forced:
+        return "forced_tool", forced_tool_schema(tools, choice), tools_system_prompt(tools)  # type: ignore[arg-type]
+    if tools and choice == "auto":
+        return "tools", None, tools_system_prompt(tools)
+    return "text", None, None
+
+
+def finalize(result: ChatResult, prep: PreparedRequest) -> ChatResult:
+    """Read a finished answer according to the request's mode: parse JSON, tool calls, or a forced call.
+
+    A structured answer that does not parse or validate sets ``error`` (a `StructuredOutputError` keeping the
+    raw text) while ``text`` keeps what the model wrote.
+    """
+    if result.error is not None:
+        return result
+    try:
+        if prep.mode == "json":
+            result.parsed = parse_structured(
+                result.text, prep.request.response_format, finish_reason=result.finish_reason
+            )
+        elif prep.mode == "forced_tool":
+            if result.finish_reason == "length":
+                raise StructuredOutputError(
+                    "the forced tool call was cut off by max_tokens; raise max_tokens.", raw_text=result.text
+                )
+            call = parse_forced_call(result.text)
+            _validate_arguments(call.name, call.arguments, prep)
+            result.tool_calls = [call]
+            result.text = ""  # the JSON was the call itself
+            result.finish_reason = "tool_calls"
+        elif prep.mode == "tools":
+            text, calls, invalid = parse_tool_calls(result.text)
+            result.text, result.tool_calls, result.invalid_tool_calls = text, calls, invalid
+            if calls:
+                result.finish_reason = "tool_calls"
+    except StructuredOutputError as exc:
+        result.error = exc
+    return result
+
+
+def _validate_arguments(name: str, arguments: dict[str, Any], prep: PreparedRequest) -> None:
+    import jsonschema
+
+    for tool in prep.request.tools or []:
+        fn = normalize_tool(tool)["function"]
+        if fn["name"] == name:
+            try:
+                jsonschema.validate(arguments, fn["parameters"])
+            except jsonschema.ValidationError as exc:
+                raise StructuredOutputError(
+                    f"the arguments of the call of {name!r} do not fit its schema: {exc.message}",
+                    raw_text=json.dumps(arguments),
+                ) from exc
+            return
+    raise StructuredOutputError(f"the model called {name!r}, which is not among the tools.", raw_text=name)
+
+
+def _extreme(image: PIL.Image.Image) -> bool:
+    """Shapes where the transformers processor's own resize differs from `smart_resize` (see budget)."""
+    short, long = sorted(image.size)
+    return short < budget.IMAGE_FACTOR or long > short * (budget.MAX_RATIO * 3 // 4)
