@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,8 +23,17 @@ from qwenvl.budget import DEFAULT_MAX_PIXELS
 from qwenvl.errors import LayoutError, QwenVLError
 from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
 from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
+from qwenvl.layout.options import (
+    Backend,
+    OCROptions,
+    PageOptions,
+    ParserOptions,
+    RunOptions,
+    VLMOptions,
+    cache_fingerprint,
+)
 from qwenvl.layout.pages import DocumentError, DocumentSource, PageSource, dpi_for_budget, expand_sources, open_document
-from qwenvl.layout.vlm import Tile, VLMLayoutConfig, blocks_from_result, layout_request, split_tile
+from qwenvl.layout.vlm import Tile, blocks_from_result, layout_request, split_tile
 from qwenvl.media import MediaPolicy
 
 if TYPE_CHECKING:
@@ -31,11 +41,9 @@ if TYPE_CHECKING:
 
     from qwenvl.engine.base import Engine
 
-__all__ = ["Backend", "DocumentParser", "PageCache"]
+__all__ = ["Backend", "DocumentParser", "PageCache", "ParserOptions"]
 
 _log = logging.getLogger(__name__)
-
-Backend = Literal["auto", "vlm", "ocr"]
 
 
 class PageCache:
@@ -143,6 +151,7 @@ class DocumentParser:
         engine: Engine | None = None,
         backend: Backend = "auto",
         *,
+        options: ParserOptions | None = None,
         lang: str = "eng",
         ocr_engine: str | OCREngine = "auto",
         dpi: float = 200.0,
@@ -164,40 +173,59 @@ class DocumentParser:
         ocr_workers: int | None = None,
         policy: MediaPolicy | None = None,
     ) -> None:
-        if backend not in ("auto", "vlm", "ocr"):
-            raise LayoutError(f"backend={backend!r}: use 'auto', 'vlm' or 'ocr'")
-        if backend == "vlm" and engine is None:
+        if options is None:
+            options = ParserOptions(
+                backend=backend,
+                pages=PageOptions(dpi=dpi, password=password, policy=policy),
+                ocr=OCROptions(lang=lang, engine=ocr_engine, workers=ocr_workers),
+                vlm=VLMOptions(
+                    min_pixels=min_pixels,
+                    max_pixels=max_pixels,
+                    max_tokens=max_tokens,
+                    coords=coords,
+                    min_blocks=min_blocks,
+                    max_blocks=max_blocks,
+                    max_text_chars=max_text_chars,
+                    max_tile_depth=max_tile_depth,
+                    lora=lora,
+                ),
+                run=RunOptions(batch_size=batch_size, retries=retries, fallback=fallback, progress=progress),
+                cache_dir=cache_dir,
+            )
+        else:
+            given = _changed_keywords(locals()) + (["backend"] if backend != "auto" else [])
+            if given:
+                raise LayoutError(
+                    f"DocumentParser got options= and also {', '.join(given)}; put them in the options "
+                    "(dataclasses.replace(options.run, batch_size=...)) or drop options=."
+                )
+        if options.backend not in ("auto", "vlm", "ocr"):
+            raise LayoutError(f"backend={options.backend!r}: use 'auto', 'vlm' or 'ocr'")
+        if options.backend == "vlm" and engine is None:
             raise LayoutError("backend='vlm' needs an engine: DocumentParser(engine=VLLMEngine(...), backend='vlm')")
-        if batch_size < 1:
-            raise LayoutError(f"batch_size={batch_size}: use 1 or more")
+        if options.run.batch_size < 1:
+            raise LayoutError(f"batch_size={options.run.batch_size}: use 1 or more")
+        if options.vlm.max_pixels is None:  # the engine's default budget, else the project's
+            budget = getattr(getattr(engine, "defaults", None), "max_pixels", None) or DEFAULT_MAX_PIXELS
+            options = replace(options, vlm=replace(options.vlm, max_pixels=budget))
+        self.options = options
         self.engine = engine
-        self.backend = backend
-        self.lang = lang
-        self._ocr_choice = ocr_engine
-        self._ocr: OCREngine | None = ocr_engine if not isinstance(ocr_engine, str) else None
-        if backend == "ocr":
+        self.backend = options.backend
+        self.lang = options.ocr.lang
+        self._ocr_choice = options.ocr.engine
+        self._ocr: OCREngine | None = options.ocr.engine if not isinstance(options.ocr.engine, str) else None
+        if self.backend == "ocr":
             self._ocr_engine()  # fail now, not on the first page, when OCR is missing
-        defaults = getattr(engine, "defaults", None)
-        self.vlm = VLMLayoutConfig(
-            min_pixels=min_pixels,
-            max_pixels=max_pixels or getattr(defaults, "max_pixels", None) or DEFAULT_MAX_PIXELS,
-            max_tokens=max_tokens,
-            coords=coords,
-            min_blocks=min_blocks,
-            max_blocks=max_blocks,
-            max_text_chars=max_text_chars,
-            max_tile_depth=max_tile_depth,
-            lora=lora,
-        )
-        self.dpi = dpi
-        self.batch_size = batch_size
-        self.retries = retries
-        self.fallback = fallback
-        self.cache = PageCache(cache_dir) if cache_dir is not None else None
-        self.progress = progress
-        self.password = password
-        self.ocr_workers = ocr_workers or min(8, os.cpu_count() or 1)
-        self.policy = policy
+        self.vlm = options.vlm
+        self.dpi = options.pages.dpi
+        self.batch_size = options.run.batch_size
+        self.retries = options.run.retries
+        self.fallback = options.run.fallback
+        self.cache = PageCache(options.cache_dir) if options.cache_dir is not None else None
+        self.progress = options.run.progress
+        self.password = options.pages.password
+        self.ocr_workers = options.ocr.workers or min(8, os.cpu_count() or 1)
+        self.policy = options.pages.policy
         #: engine calls made (each a batch), for inspection
         self.engine_calls = 0
 
@@ -235,17 +263,13 @@ class DocumentParser:
         return self._ocr
 
     def _settings(self) -> dict[str, Any]:
-        ocr = self._ocr_choice if isinstance(self._ocr_choice, str) else getattr(self._ocr_choice, "name", "custom")
-        out: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "backend": self.backend,
-            "dpi": self.dpi,
-            "lang": self.lang,
-            "ocr": ocr,
-        }
+        """What a page's cache key depends on: the schema, the options' fingerprint (`cache_fingerprint`) and
+        the model; the VLM options only when the VLM may read pages."""
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION, **cache_fingerprint(self.options)}
         if self.engine is not None and self.backend != "ocr":
             out["model"] = self.engine.model_name
-            out["vlm"] = self.vlm.fingerprint()
+        else:
+            out.pop("vlm")
         return out
 
     def _key(self, page: PageSource) -> str:
@@ -483,3 +507,13 @@ class DocumentParser:
         with ThreadPoolExecutor(max_workers=self.ocr_workers) as pool:
             for (job, _), page in zip(jobs, pool.map(one, range(len(jobs))), strict=True):
                 self._finish(job, page, bar)
+
+
+def _changed_keywords(arguments: dict[str, Any]) -> list[str]:
+    """The keyword arguments of `DocumentParser.__init__` given with a value other than their default."""
+    parameters = inspect.signature(DocumentParser.__init__).parameters
+    return sorted(
+        name
+        for name, p in parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name != "options" and arguments.get(name, p.default) != p.default
+    )

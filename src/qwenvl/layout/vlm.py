@@ -67,20 +67,10 @@ class VLMLayoutConfig:
     lora: str | None = None
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the cache key depends on."""
-        keys = (
-            "min_pixels",
-            "max_pixels",
-            "max_tokens",
-            "coords",
-            "min_blocks",
-            "max_blocks",
-            "max_text_chars",
-            "max_tile_depth",
-            "prompt",
-            "lora",
-        )
-        return {"v": PROMPT_VERSION, **{k: getattr(self, k) for k in keys}}
+        """What the page cache key takes from these options (every field, and the prompt's version)."""
+        from qwenvl.layout.options import cache_fingerprint
+
+        return cache_fingerprint(self)  # type: ignore[no-any-return]
 
 
 def layout_schema(config: VLMLayoutConfig) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""`DocumentParser`'s options, grouped by concern, and the page-cache fingerprint derived from them.
+
+Every field is part of the cache key unless its metadata says ``{"cache": False}`` (settings that change how a
+run goes, not what a page becomes): so a new field can never leave stale cache entries behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from qwenvl.layout.ocr import OCREngine
+from qwenvl.layout.vlm import PROMPT_VERSION, VLMLayoutConfig
+from qwenvl.media import MediaPolicy
+
+__all__ = ["Backend", "OCROptions", "PageOptions", "ParserOptions", "RunOptions", "VLMOptions", "cache_fingerprint"]
+
+Backend = Literal["auto", "vlm", "ocr"]
+#: how pages are asked of the VLM (prompt, schema bounds, coordinates, pixel budget, tiling, LoRA)
+VLMOptions = VLMLayoutConfig
+_NOT_CACHED: dict[str, Any] = {"cache": False}
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    """How documents are opened and pages rendered."""
+
+    #: resolution of OCR and text-layer pages (VLM pages are rendered to fill the VLM pixel budget)
+    dpi: float = 200.0
+    #: password of encrypted PDFs
+    password: str | None = field(default=None, metadata=_NOT_CACHED)
+    #: what may be read (local files, URLs, sizes); None: the default policy with a 1 GiB file limit
+    policy: MediaPolicy | None = field(default=None, metadata=_NOT_CACHED)
+
+
+@dataclass(frozen=True)
+class OCROptions:
+    """How OCR reads pages that have no usable text layer and are not sent to the VLM (or fall back)."""
+
+    #: Tesseract language code(s), e.g. "eng" or "deu+eng"; "chi_sim" uses RapidOCR
+    lang: str = "eng"
+    #: "auto" (by language), "tesseract", "rapidocr", or an `OCREngine` instance
+    engine: str | OCREngine = "auto"
+    #: OCR threads (None: up to 8, one per core)
+    workers: int | None = field(default=None, metadata=_NOT_CACHED)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes: batching, retries, fallback and progress."""
+
+    #: pages per engine call (pages of all documents are batched together)
+    batch_size: int = field(default=32, metadata=_NOT_CACHED)
+    #: retries of a page whose VLM request failed
+    retries: int = field(default=1, metadata=_NOT_CACHED)
+    #: a page the VLM cannot do falls back to OCR (status "fallback") instead of failing
+    fallback: bool = True
+    #: a progress bar (None: when stderr is a terminal)
+    progress: bool | None = field(default=None, metadata=_NOT_CACHED)
+
+
+@dataclass(frozen=True)
+class ParserOptions:
+    """All of `DocumentParser`'s options, nested by concern (as docling's pipeline options)."""
+
+    #: "auto": text layer, else VLM when an engine is given, else OCR; "vlm" or "ocr" force one
+    backend: Backend = "auto"
+    pages: PageOptions = field(default_factory=PageOptions)
+    ocr: OCROptions = field(default_factory=OCROptions)
+    vlm: VLMOptions = field(default_factory=VLMOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    #: where finished pages are kept between runs (None: no cache)
+    cache_dir: str | os.PathLike[str] | None = field(default=None, metadata=_NOT_CACHED)
+
+
+def cache_fingerprint(options: Any) -> Any:
+    """The part of ``options`` (a dataclass, nested) that decides what a page becomes, as JSON-ready data."""
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        out = {
+            f.name: cache_fingerprint(getattr(options, f.name))
+            for f in dataclasses.fields(options)
+            if f.metadata.get("cache", True)
+        }
+        if isinstance(options, VLMLayoutConfig):
+            out["prompt_version"] = PROMPT_VERSION
+        return out
+    if isinstance(options, Enum):
+        return options.value
+    if isinstance(options, str | int | float | bool) or options is None:
+        return options
+    return getattr(options, "name", type(options).__name__)  # an OCR engine instance: its name
