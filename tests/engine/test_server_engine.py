@@ -116,9 +116,14 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
         engine.close()
     results = box["results"]
     assert len(results) == len(long)
-    # every request was still generating when the server died: each gets an engine error, none a success
+    # the requests still generating when the server died get an engine error; none is reported as a success
+    # with a partial answer (one that finished before the kill, when the machine is slow to send the last
+    # requests, is whole: its 1200 digits parse)
     summary = [(type(r.error).__name__, r.finish_reason, len(r.text)) for r in results]
-    assert all(isinstance(r.error, EngineError) and not r.ok and r.text == "" for r in results), summary
+    failed = [r for r in results if not r.ok]
+    assert all(isinstance(r.error, EngineError) and r.text == "" for r in failed), summary
+    assert all(len(r.parsed) == 1200 for r in results if r.ok), summary
+    assert len(failed) >= len(long) - 2, summary
     assert elapsed < 30  # errors came within the timeout: no hang
 
 

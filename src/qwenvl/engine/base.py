@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from qwenvl.engine.prepare import EngineDefaults, PreparedRequest, RequestPreparer, finalize
-from qwenvl.errors import QwenVLError, RequestError
+from qwenvl.errors import EngineClosedError, QwenVLError, RequestError
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
 
 __all__ = [
@@ -98,6 +98,46 @@ class EngineBase(ABC):
     @abstractmethod
     def close(self) -> None:
         """Free the engine's resources."""
+
+    # ---- plumbing every engine shares
+
+    _closed: bool = False
+
+    def _check_open(self) -> None:
+        """Raise `EngineClosedError` once the engine was closed."""
+        if self._closed:
+            raise EngineClosedError(f"this {type(self).__name__} was closed; create a new one.")
+
+    def _prepare(self, request: ChatRequest) -> PreparedRequest:
+        """Prepare one request for this engine (engines add what is theirs, e.g. the LoRA handle)."""
+        return self._preparer.prepare(request)
+
+    def _prepare_or_raise(self, request: ChatRequest) -> PreparedRequest:
+        """`_prepare`, with whatever it raises turned into a `QwenVLError` naming the request."""
+        try:
+            return self._prepare(request)
+        except QwenVLError:
+            raise
+        except Exception as exc:
+            raise preparation_error(request, exc) from exc
+
+    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
+        """The prepared request, or a failed result for it alone."""
+        try:
+            return self._prepare_or_raise(request)
+        except QwenVLError as exc:
+            _log.info("request %s cannot run: %s", getattr(request, "request_id", "?"), exc)
+            return error_result(request, exc)
+
+    def _usage_of(self, prompt_ids: Sequence[int], completion_tokens: int) -> Usage:
+        """Usage counted from the prompt's token ids (image and video pads) and the answer's length."""
+        image_id, video_id = self._preparer.image_token_id, self._preparer.video_token_id
+        return Usage(
+            prompt_tokens=len(prompt_ids),
+            image_tokens=sum(1 for t in prompt_ids if t == image_id),
+            video_tokens=sum(1 for t in prompt_ids if t == video_id),
+            completion_tokens=completion_tokens,
+        )
 
     def __enter__(self) -> Any:
         return self

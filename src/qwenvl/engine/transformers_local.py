@@ -25,12 +25,11 @@ from qwenvl.engine.base import (
     RequestPreparer,
     error_result,
     finalize,
-    preparation_error,
     resolve_lora,
 )
-from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, RequestTimeoutError
+from qwenvl.errors import RequestTimeoutError
 from qwenvl.media import MediaPolicy
-from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
+from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions
 
 __all__ = ["TransformersEngine"]
 
@@ -122,13 +121,9 @@ class TransformersEngine(EngineBase):
         # one output constraint.
         groups: dict[tuple[Any, ...], list[tuple[int, PreparedRequest]]] = {}
         for i, request in enumerate(requests):
-            try:
-                prep = self._prepare(request)
-            except QwenVLError as exc:
-                results[i] = error_result(request, exc)
-                continue
-            except Exception as exc:  # whatever preparation raises, this request fails alone
-                results[i] = error_result(request, preparation_error(request, exc))
+            prep = self._try_prepare(request)
+            if isinstance(prep, ChatResult):  # this request alone cannot run
+                results[i] = prep
                 continue
             key = (
                 request.sampling,
@@ -165,7 +160,7 @@ class TransformersEngine(EngineBase):
 
     def _stream_tokens(self, request: ChatRequest, stop: threading.Event) -> Iterator[ChatChunk]:
         self._check_open()
-        prep = self._prepare(request)
+        prep = self._prepare_or_raise(request)
         tokens: queue.Queue[Any] = queue.Queue()
         results: list[ChatResult] = []
         errors: list[BaseException] = []
@@ -225,8 +220,6 @@ class TransformersEngine(EngineBase):
     # ------------------------------------------------------------------ internals
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
-        if not isinstance(request, ChatRequest):
-            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
         prep = self._preparer.prepare(request)
         if request.lora is not None:
             prep.lora = resolve_lora(request.lora, self._lora_names)
@@ -248,10 +241,6 @@ class TransformersEngine(EngineBase):
         self._hf_model.set_adapter(peft_name)
         self._hf_model.enable_adapters()
         self._lora_active = peft_name
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise EngineClosedError("this TransformersEngine was closed; create a new one.")
 
     def _run(self, batch: list[PreparedRequest], options: SamplingOptions, on_token: Any = None) -> list[ChatResult]:
         torch = self._torch
@@ -328,13 +317,7 @@ class TransformersEngine(EngineBase):
             cut = text.find(stop)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-        image_id, video_id = self._preparer.image_token_id, self._preparer.video_token_id
-        usage = Usage(
-            prompt_tokens=len(prompt_ids),
-            image_tokens=prompt_ids.count(image_id),
-            video_tokens=prompt_ids.count(video_id),
-            completion_tokens=len(kept),
-        )
+        usage = self._usage_of(prompt_ids, len(kept))
         result = ChatResult(
             text=text,
             finish_reason=finish,

@@ -29,12 +29,11 @@ from qwenvl.engine.base import (
     cpu_memory_share,
     error_result,
     finalize,
-    preparation_error,
     resolve_lora,
 )
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError, RequestTimeoutError
 from qwenvl.media import MediaPolicy
-from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions, Usage
+from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions
 
 __all__ = ["VLLM_ENGINE_KEYS", "VLLMEngine"]
 
@@ -544,8 +543,7 @@ class VLLMEngine(EngineBase):
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise EngineClosedError("this VLLMEngine was closed; create a new one.")
+        super()._check_open()
         self._driver.check()
 
     def _wait(self, collector: _Collector) -> None:
@@ -584,26 +582,9 @@ class VLLMEngine(EngineBase):
                 self._driver.abort(collector.request_id)
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
-        if not isinstance(request, ChatRequest):
-            raise RequestError(f"engines take ChatRequest objects, got {type(request).__name__}.")
         prep = self._preparer.prepare(request)
         prep.lora = self._lora_request(request.lora)
         return prep
-
-    def _prepare_or_raise(self, request: ChatRequest) -> PreparedRequest:
-        try:
-            return self._prepare(request)
-        except QwenVLError:
-            raise
-        except Exception as exc:
-            raise preparation_error(request, exc) from exc
-
-    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
-        try:
-            return self._prepare_or_raise(request)
-        except QwenVLError as exc:
-            _log.info("request %s cannot run: %s", getattr(request, "request_id", "?"), exc)
-            return error_result(request, exc)
 
     def _lora_request(self, spec: str | None) -> Any:
         """vLLM's LoRARequest for an adapter name or folder (one id per adapter for the engine's life)."""
@@ -679,15 +660,6 @@ class VLLMEngine(EngineBase):
         finally:
             if not state.finished:
                 self._driver.abort(request_id)
-
-    def _usage(self, prompt_ids: Sequence[int], completion: int) -> Usage:
-        image_id, video_id = self._preparer.image_token_id, self._preparer.video_token_id
-        return Usage(
-            prompt_tokens=len(prompt_ids),
-            image_tokens=sum(1 for t in prompt_ids if t == image_id),
-            video_tokens=sum(1 for t in prompt_ids if t == video_id),
-            completion_tokens=completion,
-        )
 
     def _sampling_params(self, prep: PreparedRequest, *, stream: bool) -> Any:
         from vllm import SamplingParams
@@ -796,7 +768,7 @@ class _Collector:
         result = ChatResult(
             text=piece.text,
             finish_reason=piece.finish_reason or "stop",
-            usage=self.engine._usage(prompt_ids, len(piece.token_ids)),
+            usage=self.engine._usage_of(prompt_ids, len(piece.token_ids)),
             request_id=request.request_id,
             prompt_token_ids=prompt_ids,
             token_ids=list(piece.token_ids),
@@ -828,7 +800,7 @@ class _StreamState:
         chunk = ChatChunk(text=piece.text, token_ids=list(piece.token_ids), request_id=self.prep.request.request_id)
         if event.finished:
             self.finished = True
-            chunk.usage = self.engine._usage(self.prompt_ids or [], self.completion)
+            chunk.usage = self.engine._usage_of(self.prompt_ids or [], self.completion)
             whole = ChatResult(text="".join(self.text), finish_reason=piece.finish_reason or "stop", usage=chunk.usage)
             finalize(whole, self.prep)
             chunk.finish_reason = whole.finish_reason

@@ -38,9 +38,8 @@ from qwenvl.engine.base import (
     RequestPreparer,
     error_result,
     finalize,
-    preparation_error,
 )
-from qwenvl.errors import EngineClosedError, QwenVLError, RequestError, RequestTimeoutError, ServerError
+from qwenvl.errors import QwenVLError, RequestError, RequestTimeoutError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
 from qwenvl.prompt import to_template_messages, with_system_prompt
@@ -167,7 +166,7 @@ class VLLMServerEngine(EngineBase):
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Yield the answer as the server streams it; the last chunk carries finish_reason and usage."""
         self._check_open()
-        prep = self._prepare(request)
+        prep = self._prepare_or_raise(request)
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         future = asyncio.run_coroutine_threadsafe(self._stream_to(prep, events.put), self._loop)
         try:
@@ -179,7 +178,7 @@ class VLLMServerEngine(EngineBase):
     async def astream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Async `stream`; stopping the iteration closes the connection, which makes vLLM abort the request."""
         self._check_open()
-        prep = await asyncio.to_thread(self._prepare, request)
+        prep = await asyncio.to_thread(self._prepare_or_raise, request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -194,10 +193,6 @@ class VLLMServerEngine(EngineBase):
             future.cancel()
 
     # ------------------------------------------------------------------ internals
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise EngineClosedError("this VLLMServerEngine was closed; create a new one.")
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -227,14 +222,6 @@ class VLLMServerEngine(EngineBase):
             raise RequestError("VLLMServerEngine does not send videos yet; use VLLMEngine for video.")
         prep.lora = self._served_lora(request.lora)
         return prep
-
-    def _try_prepare(self, request: ChatRequest) -> PreparedRequest | ChatResult:
-        try:
-            return self._prepare(request)
-        except QwenVLError as exc:
-            return error_result(request, exc)
-        except Exception as exc:  # whatever preparation raises, this request fails alone
-            return error_result(request, preparation_error(request, exc))
 
     def _served_lora(self, spec: str | None) -> str | None:
         """The model name a request with adapter ``spec`` is sent to: a name the server was started with
@@ -362,16 +349,15 @@ class VLLMServerEngine(EngineBase):
 
     def _usage(self, prep: PreparedRequest, usage: dict[str, Any] | None, prompt_ids: list[int] | None) -> Usage:
         usage = usage or {}
+        completion = int(usage.get("completion_tokens", 0))
         if prompt_ids:
-            image_tokens = prompt_ids.count(self._preparer.image_token_id)
-            video_tokens = prompt_ids.count(self._preparer.video_token_id)
-        else:  # an older server: the counts known before sending (equal to what vLLM processes)
-            image_tokens, video_tokens = sum(prep.image_tokens), sum(prep.video_tokens)
+            return self._usage_of(prompt_ids, completion)
+        # no token ids from the server: the counts known before sending (equal to what vLLM processes)
         return Usage(
             prompt_tokens=int(usage.get("prompt_tokens", prep.prompt_tokens)),
-            image_tokens=image_tokens,
-            video_tokens=video_tokens,
-            completion_tokens=int(usage.get("completion_tokens", 0)),
+            image_tokens=sum(prep.image_tokens),
+            video_tokens=sum(prep.video_tokens),
+            completion_tokens=completion,
         )
 
     def _result(self, prep: PreparedRequest, data: Any, url: str) -> ChatResult:
