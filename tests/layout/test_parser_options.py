@@ -63,3 +63,20 @@ def test_cache_key_follows_the_fields_that_change_output(scan: Path) -> None:
     # every field of the VLM options is part of the key (with the prompt's version), none listed by hand
     vlm = cache_fingerprint(VLMOptions())
     assert set(vlm) == {f.name for f in dataclasses.fields(VLMOptions)} | {"prompt_version"}
+
+
+def test_the_engine_can_be_built_from_model_and_base_url(tiny_model: Path) -> None:
+    from qwenvl import VLLMServerEngine
+    from qwenvl.errors import RequestError
+    from tests.reliability.fake_server import FakeServer, completion
+
+    with FakeServer(lambda ex: ex.send(200, completion("{}"))) as server:
+        parser = DocumentParser(model="tiny", base_url=server.url, engine_options={"tokenizer": str(tiny_model)})
+        try:
+            assert isinstance(parser.engine, VLLMServerEngine) and parser.engine.max_model_len == 4096
+        finally:
+            parser.engine.close()
+        with pytest.raises(RequestError, match="gpu_memory_utilization"):
+            DocumentParser(model="tiny", base_url=server.url, engine_options={"gpu_memory_utilization": 0.5})
+        with pytest.raises(RequestError, match="model"):
+            DocumentParser(parser.engine, model="tiny")

@@ -140,6 +140,9 @@ class DocumentParser:
     ``retries``, an answer still cut off by ``max_tokens`` after tiling, no blocks) falls back to OCR when
     ``fallback`` is on (status "fallback"), else it fails (status "failed"). No page is ever silently empty.
 
+    The engine is given (``engine``) or built here from ``model`` / ``base_url`` / ``engine_options`` through
+    `qwenvl.create_engine`. Options may also come as one `ParserOptions` (``options``), nested by concern.
+
     Pages of all documents go to the engine ``batch_size`` at a time. With ``cache_dir`` finished pages are
     kept on disk and skipped on the next run. ``dpi`` is the resolution for OCR and text-layer pages; VLM pages
     are rendered at the resolution that fills ``max_pixels``. ``lora`` reads pages with a LoRA adapter (a
@@ -152,6 +155,9 @@ class DocumentParser:
         backend: Backend = "auto",
         *,
         options: ParserOptions | None = None,
+        model: str | None = None,
+        base_url: str | list[str] | None = None,
+        engine_options: dict[str, Any] | None = None,
         lang: str = "eng",
         ocr_engine: str | OCREngine = "auto",
         dpi: float = 200.0,
@@ -173,6 +179,11 @@ class DocumentParser:
         ocr_workers: int | None = None,
         policy: MediaPolicy | None = None,
     ) -> None:
+        if model is not None or base_url is not None or engine_options:
+            from qwenvl.engine.factory import create_engine
+
+            # the engine the documents are read with, built here (an engine given as well raises)
+            engine = create_engine(model, base_url, engine, **(engine_options or {}))
         if options is None:
             options = ParserOptions(
                 backend=backend,
@@ -515,5 +526,7 @@ def _changed_keywords(arguments: dict[str, Any]) -> list[str]:
     return sorted(
         name
         for name, p in parameters.items()
-        if p.kind is p.KEYWORD_ONLY and name != "options" and arguments.get(name, p.default) != p.default
+        if p.kind is p.KEYWORD_ONLY
+        and name not in ("options", "model", "base_url", "engine_options")
+        and arguments.get(name, p.default) != p.default
     )
