@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,16 +235,20 @@ def load_video(
     or ``fps`` frames per second (default 2); always an even number, at least 2.
     """
     if isinstance(source, str | os.PathLike):
-        frames, video_fps = _decode_video_file(source, policy)
+        total, video_fps, read = _open_video_file(source, policy)
     elif isinstance(source, Sequence) and not isinstance(source, bytes | bytearray):
-        frames, video_fps = [load_image(f, policy) for f in source], sample_fps
+        frames = [load_image(f, policy) for f in source]
         if not frames:
             raise MediaDecodeError("a video given as a list of frames has no frames.", source)
+        total, video_fps = len(frames), sample_fps
+
+        def read(indices: list[int]) -> list[PIL.Image.Image]:
+            return [frames[i] for i in indices]
+
     else:
         raise UnsupportedMediaError(
             f"a video must be a file path or a list of frames, got {type(source).__name__}.", source
         )
-    total = len(frames)
     if total < 2:
         raise MediaDecodeError(
             f"video {describe_source(source)} has {total} frame(s); Qwen2-VL needs at least 2.", source
@@ -255,8 +259,9 @@ def load_video(
         raise MediaError(f"video {describe_source(source)}: {exc}", source) from exc
     # Evenly spaced indices, rounded as torch.linspace(0, total - 1, count).round() in qwen-vl-utils.
     indices = [round(i * (total - 1) / (count - 1)) if count > 1 else 0 for i in range(count)]
-    first = frames[indices[0]].size
-    sampled = [frames[i] if frames[i].size == first else frames[i].resize(first) for i in indices]
+    picked = read(indices)
+    first = picked[0].size
+    sampled = [f if f.size == first else f.resize(first) for f in picked]
     return sampled, count / total * video_fps
 
 
@@ -510,9 +515,13 @@ def _download(url: str, policy: MediaPolicy, deadline: float, stop: threading.Ev
     raise MediaFetchError(f"fetching {describe_source(url)} took more than {policy.max_redirects} redirects.", url)
 
 
-def _decode_video_file(
+def _open_video_file(
     source: str | os.PathLike[str], policy: MediaPolicy | None
-) -> tuple[list[PIL.Image.Image], float]:
+) -> tuple[int, float, Callable[[list[int]], list[PIL.Image.Image]]]:
+    """(frame count, frames per second, a reader of the frames at given indices) of a local video file.
+
+    Only the sampled frames are kept in memory, whatever the video's length; a frame larger than the policy's
+    ``max_image_pixels`` is refused before any is decoded."""
     policy = policy or DEFAULT_POLICY
     text = os.fspath(source)
     if text.startswith("file://"):
@@ -523,20 +532,44 @@ def _decode_video_file(
         )
     path = _check_local(Path(text), policy, source)
     cv2 = require("cv2", "video")
-    pil = PIL.Image
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise MediaDecodeError(f"video {describe_source(source)} could not be opened as a video.", source)
         video_fps = float(capture.get(cv2.CAP_PROP_FPS)) or 2.0
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(pil.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     finally:
         capture.release()
-    if not frames:
-        raise MediaDecodeError(f"video {describe_source(source)} has no decodable frames.", source)
-    return frames, video_fps
+    if width * height > policy.max_image_pixels:
+        raise ImageSizeError(
+            f"video {describe_source(source)} has {width}x{height} frames, over the media policy's "
+            f"max_image_pixels ({policy.max_image_pixels / 1e6:.0f} MP); downscale it first.",
+            source,
+        )
+
+    def read(indices: list[int]) -> list[PIL.Image.Image]:
+        wanted = set(indices)
+        got: dict[int, PIL.Image.Image] = {}
+        last: PIL.Image.Image | None = None
+        capture = cv2.VideoCapture(str(path))
+        try:
+            for index in range(max(indices) + 1):
+                if not capture.grab():  # the container counted more frames than it holds
+                    break
+                if index in wanted:
+                    ok, frame = capture.retrieve()
+                    if ok:
+                        last = got[index] = PIL.Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        finally:
+            capture.release()
+        if last is None:
+            raise MediaDecodeError(f"video {describe_source(source)} has no decodable frames.", source)
+        out: list[PIL.Image.Image] = []
+        for index in indices:  # a frame past the real end repeats the last one read
+            out.append(got.get(index) or (out[-1] if out else last))
+        return out
+
+    if total <= 0:
+        raise MediaDecodeError(f"video {describe_source(source)} reports no frames; is the file complete?", source)
+    return total, video_fps, read

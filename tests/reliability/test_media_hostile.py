@@ -190,3 +190,39 @@ def test_float_images_are_scaled() -> None:
     PILImage.fromarray(values, mode="F").save(buf, format="TIFF")
     gray = np.asarray(load_image(buf.getvalue()))[..., 0].astype(int)
     assert gray.min() == 0 and gray.max() == 255 and 100 < gray.mean() < 155
+
+
+def _clip(path, frames: int, size: tuple[int, int] = (64, 48)):  # noqa: ANN001, ANN202
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), i % 256, dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_long_video_keeps_only_the_sampled_frames(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from qwenvl.media import load_video
+
+    path = _clip(tmp_path / "long.avi", 1500)
+    made: list[int] = []
+    real = PILImage.fromarray
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(PILImage, "fromarray", counting)
+    frames, fps = load_video(path, nframes=8)
+    assert len(frames) == 8 and len(made) == 8  # 8 frames converted, not 1500 held in memory
+    assert fps == pytest.approx(8 / 1500 * 30)
+    assert abs(int(np.asarray(frames[-1])[0, 0, 0]) - 1499 % 256) <= 4  # the last sampled frame is near the end (JPEG)
+
+
+def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path) -> None:  # noqa: ANN001
+    from qwenvl.media import load_video
+
+    path = _clip(tmp_path / "clip.avi", 10)
+    with pytest.raises(ImageSizeError, match="max_image_pixels"):
+        load_video(path, policy=MediaPolicy(max_image_pixels=1000))
