@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import PIL.Image
 import PIL.ImageDraw
+from pydantic import Field
 
+from qwenvl.boxes import BBox
 from qwenvl.budget import smart_resize
 from qwenvl.errors import QwenVLError
 
@@ -49,20 +50,11 @@ class GroundingParseError(QwenVLError, ValueError):
     """A box in a model answer is malformed (raised only with ``strict=True``)."""
 
 
-@dataclass(frozen=True)
-class GroundedBox:
-    """A box in pixels of the original image (origin top-left; x1 < x2, y1 < y2), with its label if any."""
+class GroundedBox(BBox):
+    """A box the model pointed at, in pixels of the original image (a `BBox`: x0, y0, x1, y1 = left, top,
+    right, bottom), with its label if any."""
 
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    label: str | None = None
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        """(x1, y1, x2, y2)."""
-        return (self.x1, self.y1, self.x2, self.y2)
+    label: str | None = Field(default=None, description="The object the box is about, when the model named it")
 
 
 def parse_ref_boxes(text: str, *, strict: bool = False) -> list[tuple[str | None, tuple[float, float, float, float]]]:
@@ -158,8 +150,9 @@ def parse_boxes(
             convention, image_size, model_input_size=model_input_size, min_pixels=min_pixels, max_pixels=max_pixels
         )
         for label, (x1, y1, x2, y2) in items:
-            boxes.append(_clip(GroundedBox(x1 * sx, y1 * sy, x2 * sx, y2 * sy, label), image_size))
-    return [b for b in boxes if b.x2 > b.x1 and b.y2 > b.y1]
+            box = GroundedBox(x0=x1 * sx, y0=y1 * sy, x1=x2 * sx, y1=y2 * sy, label=label)
+            boxes.append(box.clip(*image_size))
+    return [b for b in boxes if b.x1 > b.x0 and b.y1 > b.y0]
 
 
 def draw_boxes(
@@ -176,20 +169,9 @@ def draw_boxes(
     for box in boxes:
         draw.rectangle(box.xyxy, outline=color, width=width)
         if labels and box.label:
-            x, y = box.x1 + width, max(0.0, box.y1 - 12)
+            x, y = box.x0 + width, max(0.0, box.y0 - 12)
             draw.text((x, y), box.label, fill=color)
     return out
-
-
-def _clip(box: GroundedBox, size: tuple[int, int]) -> GroundedBox:
-    w, h = size
-    return GroundedBox(
-        min(max(box.x1, 0.0), w),
-        min(max(box.y1, 0.0), h),
-        min(max(box.x2, 0.0), w),
-        min(max(box.y2, 0.0), h),
-        box.label,
-    )
 
 
 def _json_items(text: str) -> list[Any]:
