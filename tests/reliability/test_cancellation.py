@@ -125,3 +125,30 @@ async def test_transformers_engine_stops_a_closed_stream(hf_engine) -> None:  # 
         start = time.monotonic()
         [result] = hf_engine.generate([good_request(13, max_tokens=2)])
         assert result.ok and time.monotonic() - start < 15
+
+
+async def test_cancelling_while_chunks_flow_always_aborts(vllm_engine) -> None:  # noqa: ANN001
+    """A cancellation that lands while a chunk is arriving must not be lost (asyncio.wait_for on Python 3.11
+    loses it when the awaited item completes at the same moment; the stream then runs on unread)."""
+    import random
+
+    rng = random.Random(3)
+    lost = 0
+    for _ in range(25):
+        seen = asyncio.Event()
+
+        async def consume(seen: asyncio.Event = seen) -> None:
+            async for _ in vllm_engine.astream(long_request(40)):
+                seen.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(seen.wait(), 30)
+        await asyncio.sleep(rng.uniform(0, 0.02))
+        task.cancel()
+        try:
+            await task
+            lost += 1
+        except asyncio.CancelledError:
+            pass
+        assert await await_idle(vllm_engine, timeout=1.0) == 0
+    assert lost == 0

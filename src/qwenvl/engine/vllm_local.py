@@ -527,8 +527,11 @@ class VLLMEngine(EngineBase):
         deadline = _deadline(prep.request)
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that races
+                # with the item's arrival, and the stream would run on with nobody reading it
                 try:
-                    event = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()))
+                    async with asyncio.timeout(_delay(deadline)):
+                        event = await events.get()
                 except TimeoutError:
                     raise RequestTimeoutError.of(prep.request) from None
                 chunk = state.feed(event)
@@ -559,7 +562,8 @@ class VLLMEngine(EngineBase):
     async def _await(self, collector: _Collector) -> None:
         """`_wait` for the async path."""
         try:
-            await asyncio.wait_for(collector.done.wait(), collector.remaining())  # type: ignore[union-attr]
+            async with asyncio.timeout(_delay(collector.deadline)):  # not wait_for: see astream
+                await collector.done.wait()  # type: ignore[union-attr]
         except TimeoutError:
             self._driver.abort(collector.request_id)
             collector.settle(RequestTimeoutError.of(collector.prep.request))
@@ -808,6 +812,12 @@ class _StreamState:
             chunk.parsed = whole.parsed
             chunk.error = whole.error
         return chunk
+
+
+def _delay(deadline: float) -> float | None:
+    """Seconds to ``deadline`` for asyncio.timeout (None: no deadline)."""
+    remaining = deadline - time.monotonic()
+    return None if remaining > 10.0**8 else max(0.0, remaining)
 
 
 def _deadline(request: ChatRequest) -> float:
