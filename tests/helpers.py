@@ -24,3 +24,19 @@ def png_bytes(img: PILImage.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+class RecordingEngine:
+    """A stand-in engine for adapter unit tests: answers every request with "ok" and keeps the requests."""
+
+    model_name = "recording"
+    max_model_len = 4096
+
+    def __init__(self) -> None:
+        self.requests: list = []
+
+    def generate(self, requests: list) -> list:
+        from qwenvl import ChatResult, Usage
+
+        self.requests.extend(requests)
+        return [ChatResult(text="ok", finish_reason="stop", usage=Usage(1, 0, 0, 1)) for _ in requests]

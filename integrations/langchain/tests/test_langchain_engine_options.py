@@ -3,28 +3,11 @@ configure a new engine raise with engine= or when the engine it would build does
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from langchain_core.messages import HumanMessage
 
 from langchain_qwenvl import ChatQwenVL
-from qwenvl import ChatResult, Usage
-
-
-class RecordingEngine:
-    """Answers every request with "ok" and keeps the requests it got (a ValueError from ChatQwenVL is pydantic's
-    wrapping of the RequestError it raises)."""
-
-    model_name = "recording"
-    max_model_len = 4096
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    def generate(self, requests: list[Any]) -> list[ChatResult]:
-        self.requests.extend(requests)
-        return [ChatResult(text="ok", finish_reason="stop", usage=Usage(1, 0, 0, 1)) for _ in requests]
+from tests.helpers import RecordingEngine
 
 
 def _message() -> list[HumanMessage]:

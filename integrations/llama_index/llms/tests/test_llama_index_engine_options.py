@@ -3,27 +3,12 @@ settings that configure a new engine raise with engine= or when the engine it wo
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
 from llama_index.llms.qwenvl import QwenVL
-from qwenvl import ChatResult, Usage
 from qwenvl.errors import RequestError
-from tests.helpers import make_image, png_bytes
-
-
-class RecordingEngine:
-    model_name = "recording"
-    max_model_len = 4096
-
-    def __init__(self) -> None:
-        self.requests: list[Any] = []
-
-    def generate(self, requests: list[Any]) -> list[ChatResult]:
-        self.requests.extend(requests)
-        return [ChatResult(text="ok", finish_reason="stop", usage=Usage(1, 0, 0, 1)) for _ in requests]
+from tests.helpers import RecordingEngine, make_image, png_bytes
 
 
 def test_pixel_limits_and_timeout_apply_per_request_with_a_given_engine() -> None:
