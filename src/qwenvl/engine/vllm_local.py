@@ -407,8 +407,7 @@ class VLLMEngine(EngineBase):
 
     def restart(self) -> None:
         """Start a new vLLM engine in place of this one (after it died); pending requests fail."""
-        if self._closed:
-            raise EngineClosedError("this VLLMEngine was closed; create a new one.")
+        EngineBase._check_open(self)  # closed: no restart; dead: that is what restart is for
         self._shutdown_vllm(timeout=30.0)
         self._start()
 
@@ -552,10 +551,10 @@ class VLLMEngine(EngineBase):
     def _wait(self, collector: _Collector) -> None:
         """Wait for a batched request; the driver always ends it (answer, abort or engine failure), and its
         deadline, when it has one, ends the wait."""
-        while not collector.done.wait(min(1.0, collector.remaining())):  # type: ignore[union-attr]
+        while not collector.done.wait(_poll(collector.deadline)):  # type: ignore[union-attr]
             if self._driver.dead is not None:
                 collector.settle(self._driver.dead)
-            elif collector.remaining() <= 0:
+            elif _delay(collector.deadline) == 0:
                 self._driver.abort(collector.request_id)
                 collector.settle(RequestTimeoutError.of(collector.prep.request))
 
@@ -572,11 +571,11 @@ class VLLMEngine(EngineBase):
         deadline = _deadline(request)
         while True:
             try:
-                yield events.get(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                yield events.get(timeout=_poll(deadline))
             except queue.Empty:
                 if self._driver.dead is not None:
                     yield self._driver.dead
-                elif time.monotonic() >= deadline:
+                elif _delay(deadline) == 0:
                     self._driver.abort(request_id)
                     yield RequestTimeoutError.of(request)
 
@@ -670,7 +669,6 @@ class VLLMEngine(EngineBase):
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         options: SamplingOptions = prep.request.sampling
-        options.validate()
         structured = None
         if prep.constraint is not None:
             structured = StructuredOutputsParams(json=prep.constraint)
@@ -727,9 +725,6 @@ class _AsyncEvent:
     def set(self) -> None:
         self._loop.call_soon_threadsafe(self._event.set)  # raises when the loop is closed: the driver copes
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
     async def wait(self) -> None:
         await self._event.wait()
 
@@ -745,10 +740,6 @@ class _Collector:
         self.output: Any = None
         self.deadline = _deadline(prep.request)
         self._lock = threading.Lock()
-
-    def remaining(self) -> float:
-        """Seconds to this request's deadline (a large number when it has none)."""
-        return max(0.0, self.deadline - time.monotonic())
 
     def put(self, output: Any) -> None:
         if isinstance(output, BaseException) or output.finished:
@@ -814,15 +805,20 @@ class _StreamState:
         return chunk
 
 
-def _delay(deadline: float) -> float | None:
-    """Seconds to ``deadline`` for asyncio.timeout (None: no deadline)."""
-    remaining = deadline - time.monotonic()
-    return None if remaining > 10.0**8 else max(0.0, remaining)
+def _deadline(request: ChatRequest) -> float | None:
+    """The monotonic time a request must end by (None: it has no timeout)."""
+    return None if request.timeout is None else time.monotonic() + request.timeout
 
 
-def _deadline(request: ChatRequest) -> float:
-    """The monotonic time a request must end by (far in the future when it has no timeout)."""
-    return time.monotonic() + (request.timeout if request.timeout is not None else 10.0**9)
+def _delay(deadline: float | None) -> float | None:
+    """Seconds left to ``deadline``, never negative (None: no deadline)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _poll(deadline: float | None) -> float:
+    """How long a blocking wait may last before it checks the engine's health and the deadline again."""
+    left = _delay(deadline)
+    return 1.0 if left is None else min(1.0, left)
 
 
 def _vllm_error(request: ChatRequest, exc: BaseException) -> QwenVLError:

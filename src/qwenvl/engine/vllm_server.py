@@ -275,14 +275,21 @@ class VLLMServerEngine(EngineBase):
         try:
             return await self._request("POST", "/chat/completions", body)
         except ServerError as exc:
-            # Every request of a batch that went out with processor kwargs before the first refusal came back
-            # is refused too: each one is sent again without them.
-            if not _refuses_mm_kwargs(exc) or "mm_processor_kwargs" not in body or self._send_mm_kwargs is True:
+            if not self._stop_mm_kwargs(exc, sent="mm_processor_kwargs" in body):
                 raise
-            if self._send_mm_kwargs is None:
-                _log.info("the server refuses per-request mm_processor_kwargs; resizing images in the client instead")
-            self._send_mm_kwargs = False
             return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
+
+    def _stop_mm_kwargs(self, error: ServerError, *, sent: bool) -> bool:
+        """True when ``error`` is the server refusing the processor kwargs this request carried: from now on
+        images are resized here instead, and the request is to be sent again without them. Every request that
+        went out with the kwargs before the first refusal came back (a concurrent batch, parallel streams) is
+        refused too, and each is sent again."""
+        if not _refuses_mm_kwargs(error) or not sent or self._send_mm_kwargs is True:
+            return False
+        if self._send_mm_kwargs is None:
+            _log.info("the server refuses per-request mm_processor_kwargs; resizing images in the client instead")
+        self._send_mm_kwargs = False
+        return True
 
     def _pick(self, avoid: str | None = None) -> str:
         candidates = [u for u in self._urls if u != avoid] or self._urls
@@ -321,7 +328,6 @@ class VLLMServerEngine(EngineBase):
 
     def _body(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
         options = prep.request.sampling
-        options.validate()
         with_kwargs = self._send_mm_kwargs is not False
         body: dict[str, Any] = {
             "model": prep.lora or self._model,
@@ -387,12 +393,12 @@ class VLLMServerEngine(EngineBase):
         """Stream one request, emitting ("chunk", ChatChunk) events, then ("done", None) or ("error", e)."""
         try:
             async with asyncio.timeout(prep.request.timeout):
+                sent = bool(prep.mm_data) and self._send_mm_kwargs is not False
                 try:
                     whole = await self._stream_once(prep, emit)
                 except ServerError as exc:
-                    if not _refuses_mm_kwargs(exc) or self._send_mm_kwargs is not None:
+                    if not self._stop_mm_kwargs(exc, sent=sent):
                         raise
-                    self._send_mm_kwargs = False
                     whole = await self._stream_once(prep, emit)
         except asyncio.CancelledError:
             raise
