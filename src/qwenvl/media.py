@@ -51,6 +51,7 @@ __all__ = [
     "frames_to_array",
     "load_image",
     "load_video",
+    "pixel_limit_error",
     "read_source_bytes",
     "resize_image",
 ]
@@ -166,11 +167,10 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
         data = read_source_bytes(source, policy)
         if not data:
             raise MediaDecodeError(f"image {describe_source(source)} is empty (0 bytes).", source)
-        limit = (policy or DEFAULT_POLICY).max_image_pixels
         try:
             image = pil.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height <= limit:
+            too_big = pixel_limit_error(image.size, policy, source)
+            if too_big is None:  # the header is read; only an image within the limit is decoded
                 image.load()
         except pil.DecompressionBombError as exc:
             raise ImageSizeError(
@@ -187,13 +187,8 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
                 f"image {describe_source(source)} could not be decoded ({exc}); the file may be truncated or corrupt.",
                 source,
             ) from exc
-        if width * height > limit:  # known from the header: nothing was decoded
-            raise ImageSizeError(
-                f"image {describe_source(source)} is {width}x{height} = {width * height / 1e6:.0f} MP, over the "
-                f"media policy's max_image_pixels ({limit / 1e6:.0f} MP); downscale it first or raise "
-                "MediaPolicy.max_image_pixels.",
-                source,
-            )
+        if too_big is not None:
+            raise too_big
         if image.format not in IMAGE_FORMATS:
             raise UnsupportedMediaError(
                 f"image {describe_source(source)} is in format {image.format}, which is not accepted; "
@@ -210,6 +205,22 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
             source,
         )
     return _to_rgb(image)
+
+
+def pixel_limit_error(
+    size: tuple[int, int], policy: MediaPolicy | None, source: object, what: str = "image"
+) -> ImageSizeError | None:
+    """The error for an image of ``size`` (width, height, known from its header) that is over the policy's
+    ``max_image_pixels``, or None when it is within it."""
+    limit = (policy or DEFAULT_POLICY).max_image_pixels
+    width, height = size
+    if width * height <= limit:
+        return None
+    return ImageSizeError(
+        f"{what} of {describe_source(source)} is {width}x{height} = {width * height / 1e6:.0f} MP, over the media "
+        f"policy's max_image_pixels ({limit / 1e6:.0f} MP); downscale it first or raise MediaPolicy.max_image_pixels.",
+        source,
+    )
 
 
 def resize_image(image: PIL.Image.Image, min_pixels: int, max_pixels: int) -> PIL.Image.Image:
@@ -541,12 +552,9 @@ def _open_video_file(
         width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     finally:
         capture.release()
-    if width * height > policy.max_image_pixels:
-        raise ImageSizeError(
-            f"video {describe_source(source)} has {width}x{height} frames, over the media policy's "
-            f"max_image_pixels ({policy.max_image_pixels / 1e6:.0f} MP); downscale it first.",
-            source,
-        )
+    too_big = pixel_limit_error((width, height), policy, source, what="video frame")
+    if too_big is not None:
+        raise too_big
 
     def read(indices: list[int]) -> list[PIL.Image.Image]:
         wanted = set(indices)

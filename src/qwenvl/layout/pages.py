@@ -22,7 +22,7 @@ from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError
 from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
 from qwenvl.layout.model import Block
-from qwenvl.media import MediaPolicy, describe_source, read_source_bytes
+from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
 __all__ = [
     "DOCUMENT_SUFFIXES",
@@ -195,23 +195,19 @@ def open_document(
             pdf.close()
             raise DocumentError(f"{label}: the PDF has no pages", source)
         return DocumentSource(label, digest, "pdf", pdf, len(pdf))
-    limit = (policy or MediaPolicy()).max_image_pixels
     try:
         image = PIL.Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > limit:
-            raise DocumentError(
-                f"{label}: the image is {width}x{height}, over the media policy's max_image_pixels "
-                f"({limit / 1e6:.0f} MP); downscale it or raise MediaPolicy.max_image_pixels",
-                source,
-            )
-        image.load()
-        frames = sum(1 for _ in PIL.ImageSequence.Iterator(image))
+        too_big = pixel_limit_error(image.size, policy, source)
+        if too_big is None:  # the header is read; only an image within the limit is decoded
+            image.load()
+            frames = sum(1 for _ in PIL.ImageSequence.Iterator(image))
     except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
         raise DocumentError(
             f"{label}: not a PDF or an image Pillow can read ({exc}); give a PDF, TIFF, PNG, JPEG or WebP file",
             source,
         ) from exc
+    if too_big is not None:
+        raise DocumentError(f"{label}: {too_big}", source) from too_big
     return DocumentSource(label, digest, "image", image, frames)
 
 
