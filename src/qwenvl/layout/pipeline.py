@@ -219,26 +219,29 @@ class DocumentParser:
         if options.vlm.max_pixels is None:  # the engine's default budget, else the project's
             budget = getattr(getattr(engine, "defaults", None), "max_pixels", None) or DEFAULT_MAX_PIXELS
             options = replace(options, vlm=replace(options.vlm, max_pixels=budget))
+        #: the options (frozen: the page-cache key is derived from them, so they cannot drift from it)
         self.options = options
         self.engine = engine
-        self.backend = options.backend
-        self.lang = options.ocr.lang
         self._ocr_choice = options.ocr.engine
         self._ocr: OCREngine | None = options.ocr.engine if not isinstance(options.ocr.engine, str) else None
         if self.backend == "ocr":
             self._ocr_engine()  # fail now, not on the first page, when OCR is missing
-        self.vlm = options.vlm
-        self.dpi = options.pages.dpi
-        self.batch_size = options.run.batch_size
-        self.retries = options.run.retries
-        self.fallback = options.run.fallback
         self.cache = PageCache(options.cache_dir) if options.cache_dir is not None else None
-        self.progress = options.run.progress
-        self.password = options.pages.password
         self.ocr_workers = options.ocr.workers or min(8, os.cpu_count() or 1)
-        self.policy = options.pages.policy
         #: engine calls made (each a batch), for inspection
         self.engine_calls = 0
+
+    # the options the pipeline reads, by their short names (read-only views of ``options``)
+    backend = property(lambda self: self.options.backend)
+    lang = property(lambda self: self.options.ocr.lang)
+    vlm = property(lambda self: self.options.vlm)
+    dpi = property(lambda self: self.options.pages.dpi)
+    password = property(lambda self: self.options.pages.password)
+    policy = property(lambda self: self.options.pages.policy)
+    batch_size = property(lambda self: self.options.run.batch_size)
+    retries = property(lambda self: self.options.run.retries)
+    fallback = property(lambda self: self.options.run.fallback)
+    progress = property(lambda self: self.options.run.progress)
 
     # ---- public API --------------------------------------------------------------------------------------------
 
