@@ -1,8 +1,10 @@
-"""Qwen2-VL's dynamic resolution: resized sizes, visual token counts and fitting a prompt to the context.
+"""Dynamic resolution: resized sizes, visual token counts and fitting a prompt to the context.
 
 `smart_resize` gives the same sizes as qwen-vl-utils 0.0.14 (the model authors' reference) wherever that
 returns a usable size; the engines resize every image with it before vLLM sees it, so the token count known
-here is the count vLLM processes.
+here is the count vLLM processes. The functions default to Qwen2-VL (28-pixel tokens); pass ``profile=``
+(a `qwenvl.models.ModelProfile`, e.g. from `qwenvl.models.load_profile`) for another family, or use the
+profile's own methods.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from qwenvl.errors import ContextOverflowError, ImageSizeError
 
 if TYPE_CHECKING:
     from qwenvl.messages import ChatRequest, Image
+    from qwenvl.models import ModelProfile
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -107,15 +110,26 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def image_tokens(width: int, height: int, min_pixels: int | None = None, max_pixels: int | None = None) -> int:
-    """Return how many visual tokens an image of ``width`` x ``height`` pixels costs Qwen2-VL."""
+def image_tokens(
+    width: int,
+    height: int,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    *,
+    profile: ModelProfile | None = None,
+) -> int:
+    """Return how many visual tokens an image of ``width`` x ``height`` pixels costs (Qwen2-VL, or the
+    family of ``profile``, whose pixel defaults then apply)."""
+    if profile is not None:
+        return profile.image_tokens(width, height, min_pixels, max_pixels)
     h, w = smart_resize(height, width, min_pixels, max_pixels)
     return grid_tokens(h, w)
 
 
-def grid_tokens(height: int, width: int) -> int:
+def grid_tokens(height: int, width: int, *, profile: ModelProfile | None = None) -> int:
     """Return how many visual tokens an image already resized to ``height`` x ``width`` costs."""
-    return (height // IMAGE_FACTOR) * (width // IMAGE_FACTOR)
+    factor = IMAGE_FACTOR if profile is None else profile.factor
+    return (height // factor) * (width // factor)
 
 
 def smart_nframes(
@@ -149,9 +163,9 @@ def smart_nframes(
     return n
 
 
-def video_tokens(nframes: int, height: int, width: int) -> int:
+def video_tokens(nframes: int, height: int, width: int, *, profile: ModelProfile | None = None) -> int:
     """Return how many visual tokens ``nframes`` frames already resized to ``height`` x ``width`` cost."""
-    return (nframes // TEMPORAL_PATCH_SIZE) * grid_tokens(height, width)
+    return (nframes // TEMPORAL_PATCH_SIZE) * grid_tokens(height, width, profile=profile)
 
 
 def fit_to_context(
@@ -160,9 +174,10 @@ def fit_to_context(
     *,
     text_tokens: int,
     video_tokens: int = 0,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
     reserve: int | None = None,
+    profile: ModelProfile | None = None,
 ) -> ChatRequest:
     """Return ``request`` with per-image ``max_pixels`` lowered just enough that its prompt, plus the
     answer's ``max_tokens`` (or ``reserve``), fits ``max_model_len``.
@@ -170,8 +185,15 @@ def fit_to_context(
     Images must be loaded (their `Image.size` known); ``min_pixels``/``max_pixels`` are the defaults for
     images without their own limits; ``text_tokens`` and ``video_tokens`` count the rest of the prompt.
     One pixel cap is searched for all images, so large images shrink first and small ones stay sharp.
+    ``profile`` is the model family (default Qwen2-VL), whose pixel defaults apply where these are None.
     Raises `ContextOverflowError` saying by how many tokens the prompt overflows at the smallest size.
     """
+    from qwenvl.models import QWEN2_VL
+
+    fam = profile or QWEN2_VL
+    min_pixels = fam.min_pixels if min_pixels is None else min_pixels
+    max_pixels = fam.max_pixels if max_pixels is None else max_pixels
+    unit = fam.factor**2
     images = request.images()
     room = max_model_len - (request.sampling.max_tokens if reserve is None else reserve)
     fixed = text_tokens + video_tokens
@@ -187,15 +209,15 @@ def fit_to_context(
             lo, hi = limits(img)
             if cap is not None:
                 hi, lo = min(hi, cap), min(lo, cap)
-            total += image_tokens(img.size[0], img.size[1], lo, hi)
+            total += fam.image_tokens(img.size[0], img.size[1], lo, hi)
         return total
 
     needed = cost(None)
     if needed <= room:
         return request
-    floor = MIN_PIXELS // IMAGE_FACTOR**2
-    if not images or cost(floor * IMAGE_FACTOR**2) > room:
-        smallest = cost(floor * IMAGE_FACTOR**2) if images else needed
+    floor = fam.min_tokens
+    if not images or cost(floor * unit) > room:
+        smallest = cost(floor * unit) if images else needed
         raise ContextOverflowError(
             f"the prompt needs {needed} tokens ({smallest} with every image at its smallest) but only {room} fit "
             f"(max_model_len {max_model_len} minus {max_model_len - room} kept for the answer): "
@@ -204,15 +226,15 @@ def fit_to_context(
             prompt_tokens=smallest,
             max_model_len=room,
         )
-    top = max(limits(img)[1] for img in images) // IMAGE_FACTOR**2
+    top = max(limits(img)[1] for img in images) // unit
     lo_cap, hi_cap = floor, top  # cost(lo_cap) fits, cost(hi_cap) does not
     while hi_cap - lo_cap > 1:
         mid = (lo_cap + hi_cap) // 2
-        if cost(mid * IMAGE_FACTOR**2) <= room:
+        if cost(mid * unit) <= room:
             lo_cap = mid
         else:
             hi_cap = mid
-    cap = lo_cap * IMAGE_FACTOR**2
+    cap = lo_cap * unit
 
     def shrink(img: Image) -> Image:
         lo, hi = limits(img)

@@ -15,6 +15,7 @@ __all__ = [
     "MediaNotFoundError",
     "MediaPolicyError",
     "MissingDependencyError",
+    "ModelError",
     "OCRUnavailableError",
     "QwenVLError",
     "RequestError",
@@ -91,6 +92,10 @@ class LayoutError(QwenVLError, ValueError):
 
 class OCRUnavailableError(QwenVLError, FileNotFoundError):
     """An OCR engine's language data or program is missing; the message says what to install."""
+
+
+class ModelError(QwenVLError, ValueError):
+    """A checkpoint qwenvl cannot serve: not a Qwen-VL family, or its config unreadable."""
 
 
 class ContextOverflowError(RequestError):

@@ -1,4 +1,5 @@
-"""LoRA fine-tuning of Qwen2-VL on image -> answer examples, saved as a PEFT adapter vLLM serves as it is.
+"""LoRA fine-tuning of Qwen2-VL, Qwen2.5-VL and Qwen3-VL on image -> answer examples, saved as a PEFT adapter
+that vLLM serves as it is.
 
 Loss is taken on the assistant tokens only (the prompt, the image pads and the system prompt are masked); the
 vision encoder stays frozen unless ``train_vision``; prompts are rendered exactly as the engines render them
@@ -28,6 +29,7 @@ from qwenvl._lazy import require
 from qwenvl.engine.base import EngineDefaults, RequestPreparer
 from qwenvl.errors import RequestError
 from qwenvl.messages import ChatRequest, Image, Message, Text
+from qwenvl.models import ModelProfile, load_profile
 
 __all__ = ["Example", "FinetuneConfig", "FinetuneResult", "finetune", "load_examples", "merge_adapter"]
 
@@ -36,7 +38,7 @@ _log = logging.getLogger(__name__)
 #: The language model's projections: what vLLM applies LoRA to.
 LANGUAGE_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 #: The vision tower's projections, added with ``train_vision`` (serve such an adapter merged).
-VISION_TARGETS = r".*visual.*\.(qkv|proj|fc1|fc2)$"
+VISION_TARGETS = r".*visual.*\.(qkv|proj|fc1|fc2|linear_fc1|linear_fc2|gate_proj|up_proj|down_proj)$"
 
 
 @dataclass
@@ -136,8 +138,8 @@ def _mix(domain: list[Example], general: list[Example], ratio: float, seed: int)
 class _Encoder:
     """Tokenizes examples as the engines prompt them, labels on the answer (and its end token) only."""
 
-    def __init__(self, processor: Any, config: FinetuneConfig) -> None:
-        defaults = EngineDefaults.create(min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    def __init__(self, processor: Any, config: FinetuneConfig, profile: ModelProfile) -> None:
+        defaults = EngineDefaults.create(profile=profile, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.preparer = RequestPreparer(
@@ -147,7 +149,9 @@ class _Encoder:
             max_model_len=1 << 20,
             image_token_id=int(processor.image_token_id),
             video_token_id=int(processor.video_token_id),
+            profile=profile,
         )
+        # Every family's template closes an assistant turn with <|im_end|>: the answer is learnt up to it.
         self.end_ids = self.tokenizer.encode("<|im_end|>", add_special_tokens=False)
 
     def __call__(self, example: Example) -> dict[str, Any]:
@@ -213,11 +217,12 @@ def finetune(
 
     name = os.fspath(model)
     processor = transformers.AutoProcessor.from_pretrained(name)
-    encode = _Encoder(processor, config)
+    profile = load_profile(name)
+    encode = _Encoder(processor, config, profile)
     dataset = [encode(e) for e in data]
 
     transformers.set_seed(config.seed)
-    base = transformers.Qwen2VLForConditionalGeneration.from_pretrained(name, dtype=getattr(torch, config.dtype))
+    base = getattr(transformers, profile.transformers_class).from_pretrained(name, dtype=getattr(torch, config.dtype))
     targets: str | list[str] = config.target_modules
     if config.train_vision and isinstance(targets, str):
         targets = f"({targets})|({VISION_TARGETS})"
@@ -281,7 +286,8 @@ def merge_adapter(
     torch = require("torch", "train")
     transformers = require("transformers", "train")
     peft = require("peft", "train")
-    base = transformers.Qwen2VLForConditionalGeneration.from_pretrained(os.fspath(model), dtype=getattr(torch, dtype))
+    model_class = getattr(transformers, load_profile(model).transformers_class)
+    base = model_class.from_pretrained(os.fspath(model), dtype=getattr(torch, dtype))
     merged = peft.PeftModel.from_pretrained(base, os.fspath(adapter)).merge_and_unload()
     out = Path(output_dir)
     merged.save_pretrained(str(out))

@@ -1,12 +1,13 @@
 """Grounding boxes in model answers, mapped to pixels of the original image, and drawing them.
 
-Two conventions are read:
+Three conventions are read (a model's profile, `qwenvl.models`, says which one it was trained on):
 
 - Qwen2-VL: ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``, with
   coordinates on a 0-1000 grid over the image (one label may be followed by several boxes; a box may come
   without a label).
 - Qwen2.5-VL: JSON such as ``[{"bbox_2d": [x1, y1, x2, y2], "label": "cat"}]`` (possibly in a ```json fence),
   with coordinates in pixels of the image as the model saw it (after `smart_resize`).
+- Qwen3-VL: the same JSON, with coordinates on a 0-1000 grid over the image (Qwen3-VL's cookbooks).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import Field
 from qwenvl.boxes import BBox
 from qwenvl.budget import smart_resize
 from qwenvl.errors import QwenVLError
+from qwenvl.models import ModelProfile
 
 __all__ = [
     "GroundedBox",
@@ -111,17 +113,19 @@ def box_scale(
     model_input_size: tuple[int, int] | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    factor: int = 28,
 ) -> tuple[float, float]:
     """The (x, y) factors from a model's box coordinates to pixels of an image of ``image_size`` (width, height).
 
-    ``convention`` "grid": Qwen2-VL's 0-1000 grid over the image. "pixels": Qwen2.5-VL's pixels of the image the
-    model saw, ``model_input_size`` (width, height) or else `smart_resize` of ``image_size`` under the limits.
+    ``convention`` "grid" (or "ref_grid"): a 0-1000 grid over the image (Qwen2-VL, Qwen3-VL). "pixels":
+    Qwen2.5-VL's pixels of the image the model saw, ``model_input_size`` (width, height) or else `smart_resize`
+    of ``image_size`` under the limits with the family's ``factor`` (28 for Qwen2.5-VL).
     """
     width, height = image_size
-    if convention == "grid":
+    if convention in ("grid", "ref_grid"):
         return width / GRID, height / GRID
     if model_input_size is None:
-        rh, rw = smart_resize(height, width, min_pixels, max_pixels)  # type: ignore[arg-type]
+        rh, rw = smart_resize(height, width, min_pixels, max_pixels, factor=factor)  # type: ignore[arg-type]
         model_input_size = (rw, rh)
     return width / model_input_size[0], height / model_input_size[1]
 
@@ -134,20 +138,31 @@ def parse_boxes(
     min_pixels: int | None = None,
     max_pixels: int | None = None,
     strict: bool = False,
+    profile: ModelProfile | None = None,
 ) -> list[GroundedBox]:
     """All boxes in an answer about an image of ``image_size`` (width, height), in that image's pixels.
 
-    Qwen2-VL boxes are scaled from the 0-1000 grid. ``bbox_2d`` boxes are scaled from the size the model saw:
-    ``model_input_size`` (width, height), else `smart_resize` of ``image_size`` under ``min_pixels`` /
-    ``max_pixels`` (pass the limits the request used). Boxes are clipped to the image.
+    ``profile`` is the model's family (``engine.profile``), which says how its ``bbox_2d`` boxes are written:
+    on the 0-1000 grid (Qwen3-VL), or (Qwen2.5-VL, and the default without a profile) in pixels of the size
+    the model saw: ``model_input_size`` (width, height), else `smart_resize` of ``image_size`` under
+    ``min_pixels`` / ``max_pixels`` (pass the limits the request used). Qwen2-VL ``<|box_start|>`` boxes are
+    on the 0-1000 grid. Boxes are clipped to the image.
     """
     boxes: list[GroundedBox] = []
-    found = [("grid", parse_ref_boxes(text, strict=strict)), ("pixels", parse_bbox_2d(text, strict=strict))]
+    json_convention = "grid" if profile is not None and profile.box_convention == "grid" else "pixels"
+    found = [("grid", parse_ref_boxes(text, strict=strict)), (json_convention, parse_bbox_2d(text, strict=strict))]
+    lo = min_pixels if min_pixels is not None or profile is None else profile.min_pixels
+    hi = max_pixels if max_pixels is not None or profile is None else profile.max_pixels
     for convention, items in found:
         if not items:
             continue
         sx, sy = box_scale(
-            convention, image_size, model_input_size=model_input_size, min_pixels=min_pixels, max_pixels=max_pixels
+            convention,
+            image_size,
+            model_input_size=model_input_size,
+            min_pixels=lo,
+            max_pixels=hi,
+            factor=profile.factor if profile else 28,
         )
         for label, (x1, y1, x2, y2) in items:
             box = GroundedBox(x0=x1 * sx, y0=y1 * sy, x1=x2 * sx, y1=y2 * sy, label=label)

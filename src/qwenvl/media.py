@@ -223,9 +223,10 @@ def pixel_limit_error(
     )
 
 
-def resize_image(image: PIL.Image.Image, min_pixels: int, max_pixels: int) -> PIL.Image.Image:
-    """Resize an RGB image to Qwen2-VL's size for these pixel limits (see `qwenvl.budget.smart_resize`)."""
-    h, w = smart_resize(image.height, image.width, min_pixels, max_pixels)
+def resize_image(image: PIL.Image.Image, min_pixels: int, max_pixels: int, *, factor: int = 28) -> PIL.Image.Image:
+    """Resize an RGB image to the model's size for these pixel limits (see `qwenvl.budget.smart_resize`);
+    ``factor`` is the family's token side in pixels (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
+    h, w = smart_resize(image.height, image.width, min_pixels, max_pixels, factor=factor)
     if (w, h) == image.size:
         return image
     return image.resize((w, h), resample=PIL.Image.Resampling.BICUBIC)

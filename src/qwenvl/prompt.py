@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from qwenvl.errors import RequestError, StructuredOutputError
 from qwenvl.messages import ChatRequest, Image, InvalidToolCall, Message, Text, ToolCall, Video
+from qwenvl.models import QWEN2_VL, ModelProfile
 
 __all__ = [
     "ChatTemplate",
@@ -29,14 +30,21 @@ class ChatTemplate(Protocol):
         """Render a conversation to text."""
 
 
-def to_template_messages(messages: list[Message] | tuple[Message, ...] | Any) -> list[dict[str, Any]]:
-    """Convert qwenvl messages to the list of dicts a Qwen2-VL chat template expects.
+def to_template_messages(
+    messages: list[Message] | tuple[Message, ...] | Any, *, native_tools: bool = False
+) -> list[dict[str, Any]]:
+    """Convert qwenvl messages to the list of dicts a Qwen-VL chat template expects.
 
     Images and videos become ``{"type": "image"}`` / ``{"type": "video"}`` placeholders, in order; the
-    engine supplies the pixels separately.
+    engine supplies the pixels separately. With ``native_tools`` (a template that renders tools itself, as
+    Qwen3-VL's), tool results keep the role "tool" and calls go in ``tool_calls``; otherwise both are
+    written as Hermes text the way Qwen2.5's template would.
     """
     out: list[dict[str, Any]] = []
     for msg in messages:
+        if native_tools and (msg.role == "tool" or msg.tool_calls):
+            out.append(_native_tool_message(msg))
+            continue
         if isinstance(msg.content, str) and msg.role != "tool" and not msg.tool_calls:
             out.append({"role": msg.role, "content": msg.content})
             continue
@@ -67,6 +75,21 @@ def to_template_messages(messages: list[Message] | tuple[Message, ...] | Any) ->
     return out
 
 
+def _native_tool_message(msg: Message) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    for part in msg.parts():
+        if isinstance(part, Text):
+            content.append({"type": "text", "text": part.text})
+        else:
+            content.append({"type": "image" if isinstance(part, Image) else "video"})
+    out: dict[str, Any] = {"role": msg.role, "content": content if msg.role == "tool" else msg.text}
+    if msg.tool_calls:
+        out["tool_calls"] = [
+            {"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in msg.tool_calls
+        ]
+    return out
+
+
 def with_system_prompt(messages: Any, system_prompt: str | None) -> list[Message]:
     """``messages`` with ``system_prompt`` appended to their system message (or as a new first message)."""
     out = list(messages)
@@ -94,19 +117,28 @@ def _merge_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class PromptRenderer:
     """Renders a `ChatRequest` to the prompt text the model sees, using the model's chat template."""
 
-    def __init__(self, template: ChatTemplate) -> None:
+    def __init__(self, template: ChatTemplate, *, profile: ModelProfile = QWEN2_VL) -> None:
         self._template = template
+        self._native_tools = profile.template_tools
 
-    def render(self, request: ChatRequest, *, system_prompt: str | None = None) -> str:
+    def render(
+        self, request: ChatRequest, *, system_prompt: str | None = None, tools: list[dict[str, Any]] | None = None
+    ) -> str:
         """Return the prompt text, ending with the assistant generation prompt.
 
-        ``system_prompt`` (used for tool definitions) is prepended to the request's own system message,
-        or becomes the system message.
+        ``tools`` go to a template that renders tools itself (Qwen3-VL); for one that does not (Qwen2-VL,
+        Qwen2.5-VL), pass their Hermes description as ``system_prompt``, which is appended to the request's
+        own system message, or becomes the system message.
         """
+        extra: dict[str, Any] = {}
+        if tools and self._native_tools:
+            extra["tools"] = [normalize_tool(t) for t in tools]
+        messages = with_system_prompt(request.messages, None if extra else system_prompt)
         text = self._template.apply_chat_template(
-            to_template_messages(with_system_prompt(request.messages, system_prompt)),
+            to_template_messages(messages, native_tools=self._native_tools),
             tokenize=False,
             add_generation_prompt=True,
+            **extra,
         )
         if not isinstance(text, str):  # some processors return a list for batched input
             text = text[0]

@@ -1,10 +1,10 @@
-"""A tiny random-weight Qwen2-VL checkpoint for tests, examples and benchmarks.
+"""Tiny random-weight Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints for tests, examples and benchmarks.
 
-The checkpoint has the real Qwen2-VL architecture, tokenizer special tokens and chat template, so every
+Each checkpoint has its family's real architecture, tokenizer special tokens and chat template, so every
 code path (prompt rendering, image placeholder expansion, vLLM loading) is exercised, but its weights are
 random: its words mean nothing. Nothing is downloaded.
 
-    python -m qwenvl.testing /tmp/tiny-qwen2vl
+    python -m qwenvl.testing /tmp/tiny-qwen2vl [--family qwen3_vl]
 """
 
 from __future__ import annotations
@@ -21,7 +21,17 @@ from pathlib import Path
 
 from qwenvl._lazy import require
 
-__all__ = ["QWEN2VL_CHAT_TEMPLATE", "SPECIAL_TOKENS", "VLLMServerProcess", "build_tiny_qwen2vl", "tiny_model_path"]
+__all__ = [
+    "QWEN2VL_CHAT_TEMPLATE",
+    "QWEN2_5_VL_CHAT_TEMPLATE",
+    "QWEN3_VL_CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "TINY_FAMILIES",
+    "VLLMServerProcess",
+    "build_tiny_model",
+    "build_tiny_qwen2vl",
+    "tiny_model_path",
+]
 
 #: The chat template that ships with Qwen/Qwen2-VL-2B-Instruct (verbatim).
 QWEN2VL_CHAT_TEMPLATE = (
@@ -68,15 +78,45 @@ title paragraph table figure list caption header footer page section heading rea
 """
 
 
-def build_tiny_qwen2vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
-    """Build and save a tiny random-weight Qwen2-VL checkpoint (about 1.3 MB) at ``path``.
+#: The chat template that ships with Qwen/Qwen2.5-VL-7B-Instruct (chat_template.json): the Qwen2-VL one, verbatim.
+QWEN2_5_VL_CHAT_TEMPLATE = QWEN2VL_CHAT_TEMPLATE
 
-    The folder loads with vLLM (`LLM(model=path)`) and transformers (`from_pretrained(path)`). head_dim
-    is 64 because vLLM's CPU attention refuses smaller heads.
+#: The chat template that ships with Qwen/Qwen3-VL-2B-Instruct and -8B-Instruct (chat_template.json), verbatim:
+#: no default system prompt, tools rendered by the template (Hermes <tool_call>), tool results as user turns.
+QWEN3_VL_CHAT_TEMPLATE = (Path(__file__).parent / "templates" / "qwen3_vl_instruct.jinja").read_text()
+
+# Tokens the Qwen2.5 and Qwen3 tokenizers add after the Qwen2-VL ones (plain added tokens, not special).
+_TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>")
+
+#: family -> (chat template, extra added tokens)
+_FAMILY_TOKENS = {
+    "qwen2_vl": (QWEN2VL_CHAT_TEMPLATE, ()),
+    "qwen2_5_vl": (QWEN2_5_VL_CHAT_TEMPLATE, _TOOL_TOKENS[:4]),
+    "qwen3_vl": (QWEN3_VL_CHAT_TEMPLATE, _TOOL_TOKENS),
+}
+
+#: the families `build_tiny_model` builds
+TINY_FAMILIES = tuple(_FAMILY_TOKENS)
+
+
+def build_tiny_qwen2vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """Build and save a tiny random-weight Qwen2-VL checkpoint (about 1.3 MB) at ``path``."""
+    return build_tiny_model(path, family="qwen2_vl", seed=seed)
+
+
+def build_tiny_model(path: str | os.PathLike[str], *, family: str = "qwen2_vl", seed: int = 0) -> Path:
+    """Build and save a tiny random-weight checkpoint of ``family`` ("qwen2_vl", "qwen2_5_vl" or "qwen3_vl")
+    at ``path``, with the family's real architecture, processor, special tokens and chat template.
+
+    The folder loads with vLLM (`LLM(model=path)`) and transformers (`from_pretrained(path)`). Text
+    head_dim is 64 because vLLM's CPU attention refuses smaller heads.
     """
+    if family not in _FAMILY_TOKENS:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     torch = require("torch", "vllm")
     tokenizers = require("tokenizers", "vllm")
     transformers = require("transformers", "vllm")
+    template, extra_tokens = _FAMILY_TOKENS[family]
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,42 +141,92 @@ def build_tiny_qwen2vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
         additional_special_tokens=list(SPECIAL_TOKENS[1:]),
         model_max_length=32768,
     )
-    tokenizer.chat_template = QWEN2VL_CHAT_TEMPLATE
+    if extra_tokens:
+        tokenizer.add_tokens(list(extra_tokens))
+    tokenizer.chat_template = template
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     vocab_size = (len(tokenizer) + 63) // 64 * 64
 
-    config = transformers.Qwen2VLConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": False,
-        },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 64,
-            "hidden_size": 128,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
-    model = transformers.Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
+    text_config: dict[str, object] = {
+        "vocab_size": vocab_size,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": False,
+    }
+    vision_config: dict[str, object] = {
+        "depth": 2,
+        "hidden_size": 128,
+        "num_heads": 2,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    token_ids = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if family == "qwen2_vl":
+        vision_config.update(embed_dim=64, mlp_ratio=2, patch_size=14)
+        config = transformers.Qwen2VLConfig(
+            text_config=text_config, vision_config=vision_config, tie_word_embeddings=False, **token_ids
+        )
+        model_class = transformers.Qwen2VLForConditionalGeneration
+        image_processor = transformers.Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
+        video_processor = transformers.Qwen2VLVideoProcessor()
+        processor_class = transformers.Qwen2VLProcessor
+    elif family == "qwen2_5_vl":
+        # Window attention over 112-pixel windows with full attention in the last block, as the real ones.
+        vision_config.update(
+            intermediate_size=256, out_hidden_size=128, patch_size=14, window_size=112, fullatt_block_indexes=[1]
+        )
+        config = transformers.Qwen2_5_VLConfig(
+            text_config=text_config, vision_config=vision_config, tie_word_embeddings=False, **token_ids
+        )
+        model_class = transformers.Qwen2_5_VLForConditionalGeneration
+        image_processor = transformers.Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
+        video_processor = transformers.Qwen2VLVideoProcessor()
+        processor_class = transformers.Qwen2_5_VLProcessor
+    else:
+        text_config.update(
+            head_dim=64,
+            rope_parameters={
+                "rope_type": "default",
+                "mrope_section": [12, 10, 10],
+                "mrope_interleaved": True,
+                "rope_theta": 5e6,
+            },
+        )
+        vision_config.update(
+            intermediate_size=256,
+            out_hidden_size=128,
+            patch_size=16,
+            num_position_embeddings=256,
+            deepstack_visual_indexes=[0],
+        )
+        config = transformers.Qwen3VLConfig(
+            text_config=text_config, vision_config=vision_config, tie_word_embeddings=False, **token_ids
+        )
+        model_class = transformers.Qwen3VLForConditionalGeneration
+        # Qwen3-VL's preprocessor_config.json: 16-pixel patches, 65536..16777216 pixels, mean/std 0.5.
+        image_processor = transformers.Qwen2VLImageProcessor(
+            patch_size=16,
+            merge_size=2,
+            size={"shortest_edge": 65536, "longest_edge": 16777216},
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        )
+        video_processor = transformers.Qwen3VLVideoProcessor()
+        processor_class = transformers.Qwen3VLProcessor
+    model = model_class(config).to(torch.float32).eval()
     # Random init with std 0.02 makes every logit nearly equal; a larger spread gives the greedy
     # comparisons between backends clear winners instead of float-noise ties.
     with torch.no_grad():
@@ -148,27 +238,27 @@ def build_tiny_qwen2vl(path: str | os.PathLike[str], *, seed: int = 0) -> Path:
     model.generation_config.bos_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out, safe_serialization=True)
 
-    image_processor = transformers.Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28)
-    video_processor = transformers.Qwen2VLVideoProcessor()
-    processor = transformers.Qwen2VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=QWEN2VL_CHAT_TEMPLATE,
+    processor = processor_class(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=template
     )
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "qwenvl_tiny.json").write_text(json.dumps({"seed": seed, "special_token_ids": ids}, indent=1))
+    meta = {"family": family, "seed": seed, "special_token_ids": ids}
+    (out / "qwenvl_tiny.json").write_text(json.dumps(meta, indent=1))
     return out
 
 
-def tiny_model_path(cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 0) -> Path:
-    """Return the folder of the tiny model, building it once under ``cache_dir`` (default: ~/.cache/qwenvl)."""
+def tiny_model_path(
+    cache_dir: str | os.PathLike[str] | None = None, *, seed: int = 0, family: str = "qwen2_vl"
+) -> Path:
+    """Return the folder of the tiny model of ``family``, building it once under ``cache_dir`` (default:
+    ~/.cache/qwenvl)."""
     base = Path(cache_dir) if cache_dir else Path(os.environ.get("QWENVL_CACHE", Path.home() / ".cache" / "qwenvl"))
-    path = base / f"tiny-qwen2vl-seed{seed}"
+    slug = family.replace("_", "")
+    path = base / f"tiny-{slug}-seed{seed}"
     if not (path / "qwenvl_tiny.json").exists():
-        tmp = base / f".tiny-qwen2vl-seed{seed}.{os.getpid()}"
-        build_tiny_qwen2vl(tmp, seed=seed)
+        tmp = base / f".tiny-{slug}-seed{seed}.{os.getpid()}"
+        build_tiny_model(tmp, family=family, seed=seed)
         tmp.replace(path) if not path.exists() else None
     return path
 
@@ -269,8 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m qwenvl.testing", description=main.__doc__)
     parser.add_argument("path", help="folder to write the checkpoint to")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=TINY_FAMILIES, default="qwen2_vl")
     args = parser.parse_args(argv)
-    print(build_tiny_qwen2vl(args.path, seed=args.seed))
+    print(build_tiny_model(args.path, family=args.family, seed=args.seed))
 
 
 if __name__ == "__main__":

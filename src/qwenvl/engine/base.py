@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from qwenvl.engine.prepare import EngineDefaults, PreparedRequest, RequestPreparer, finalize
 from qwenvl.errors import EngineClosedError, QwenVLError, RequestError
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
+from qwenvl.models import ModelProfile
 
 __all__ = [
     "Engine",
@@ -89,6 +90,11 @@ class EngineBase(ABC):
     def defaults(self) -> EngineDefaults:
         """The per-request defaults (pixel limits, media policy, ...)."""
         return self._defaults
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's family profile (token factor, pixel defaults, box convention), read from its config."""
+        return self._preparer.profile
 
     def count_tokens(self, request: ChatRequest) -> Usage:
         """The prompt's token counts (images at their final size), computed before anything runs."""

@@ -18,6 +18,7 @@ from qwenvl import budget, media
 from qwenvl._lazy import require as _require
 from qwenvl.errors import RequestError, StructuredOutputError
 from qwenvl.messages import ChatRequest, ChatResult, Video
+from qwenvl.models import QWEN2_VL, ModelProfile, load_profile
 from qwenvl.prompt import (
     ChatTemplate,
     PromptRenderer,
@@ -40,7 +41,7 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineDefaults:
-    """Per-engine defaults applied to requests that do not set their own."""
+    """Per-engine defaults applied to requests that do not set their own (pixel defaults per model family)."""
 
     min_pixels: int = budget.MIN_PIXELS
     max_pixels: int = budget.DEFAULT_MAX_PIXELS
@@ -62,12 +63,15 @@ class EngineDefaults:
         limit_videos: int = 1,
         fit_to_context: bool = True,
         media_policy: media.MediaPolicy | None = None,
+        profile: ModelProfile = QWEN2_VL,
     ) -> EngineDefaults:
-        """Defaults from engine arguments, where None keeps the class default."""
+        """Defaults from engine arguments, where None keeps the default of the model family ``profile``."""
         base = cls()
         return cls(
-            min_pixels=min_pixels or base.min_pixels,
-            max_pixels=max_pixels or base.max_pixels,
+            min_pixels=min_pixels or profile.min_pixels,
+            max_pixels=max_pixels or profile.default_max_pixels,
+            video_min_pixels=profile.video_min_pixels,
+            video_max_pixels=profile.video_max_pixels,
             limit_images=limit_images,
             limit_videos=limit_videos,
             fit_to_context=fit_to_context,
@@ -102,10 +106,16 @@ class PreparedRequest:
     image_limits: list[tuple[int, int]] = field(default_factory=list)
     #: the engine's handle of the request's LoRA adapter (None: the base model)
     lora: Any = None
+    #: the model family the request was planned for
+    profile: ModelProfile = QWEN2_VL
+    #: per video, what the processor needs to know of its frames (fps, sampled frame indices, total frames)
+    video_metadata: list[dict[str, Any]] = field(default_factory=list)
 
     def resized_images(self) -> list[PIL.Image.Image]:
         """Every image at its final size, for a backend that takes no processor size limits."""
-        return [media.resize_image(im, lo, hi) for im, (lo, hi) in zip(self.images, self.image_limits, strict=True)]
+        factor = self.profile.factor
+        pairs = zip(self.images, self.image_limits, strict=True)
+        return [media.resize_image(im, lo, hi, factor=factor) for im, (lo, hi) in pairs]
 
     @property
     def mm_data(self) -> dict[str, Any]:
@@ -114,7 +124,10 @@ class PreparedRequest:
         if self.images:
             data["image"] = self.images
         if self.videos:
-            data["video"] = self.videos
+            if self.profile.video_time != "none":  # time (absolute or stamps) comes from the frames' metadata
+                data["video"] = list(zip(self.videos, self.video_metadata, strict=True))
+            else:
+                data["video"] = self.videos
         return data
 
     @property
@@ -124,8 +137,12 @@ class PreparedRequest:
         if self.images:
             kwargs["images_kwargs"] = {"size": self.image_size}
         if self.videos:
-            areas = [v.shape[1] * v.shape[2] for v in self.videos]
-            kwargs["videos_kwargs"] = {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+            areas = [self.profile.video_size(v.shape[0], v.shape[1], v.shape[2]) for v in self.videos]
+            videos_kwargs: dict[str, Any] = {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
+            if self.profile.video_time != "none":
+                # frames arrive sampled: the processor must not sample again, and needs their rate for time
+                videos_kwargs["do_sample_frames"] = False
+            kwargs["videos_kwargs"] = videos_kwargs
         return kwargs
 
 
@@ -141,22 +158,34 @@ class RequestPreparer:
         max_model_len: int,
         image_token_id: int,
         video_token_id: int,
+        profile: ModelProfile = QWEN2_VL,
     ) -> None:
-        self.renderer = PromptRenderer(template)
+        self.renderer = PromptRenderer(template, profile=profile)
         self.tokenizer = tokenizer
         self.defaults = defaults
         self.max_model_len = max_model_len
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
+        self.profile = profile
 
     @classmethod
     def from_pretrained(
-        cls, name: str, *, defaults: EngineDefaults, max_model_len: int, extra: str, **kwargs: Any
+        cls,
+        name: str,
+        *,
+        defaults: EngineDefaults,
+        max_model_len: int,
+        extra: str,
+        profile: ModelProfile | None = None,
+        **kwargs: Any,
     ) -> RequestPreparer:
         """A preparer with the chat template and tokenizer of model ``name`` (hub id or folder), loaded with
-        transformers' ``AutoProcessor``; ``extra`` names the qwenvl extra to install when it is missing."""
+        transformers' ``AutoProcessor``, for the family its config names (or ``profile``); ``extra`` names
+        the qwenvl extra to install when it is missing."""
         transformers = _require("transformers", extra)
         processor = transformers.AutoProcessor.from_pretrained(name, **kwargs)
+        if profile is None:
+            profile = load_profile(name, **{k: v for k, v in kwargs.items() if k == "revision"})
         return cls(
             processor,
             processor.tokenizer,
@@ -164,6 +193,7 @@ class RequestPreparer:
             max_model_len=max_model_len,
             image_token_id=int(processor.image_token_id),
             video_token_id=int(processor.video_token_id),
+            profile=profile,
         )
 
     def prepare(self, request: ChatRequest) -> PreparedRequest:
@@ -186,12 +216,18 @@ class RequestPreparer:
             )
         loaded = iter([media.load_image(img.source, d.policy) for img in images])
         request = request.map_images(lambda img: replace(img, source=next(loaded)))
-        frames = [self._load_video(v) for v in videos]
-        video_tokens = [budget.video_tokens(f.shape[0], f.shape[1], f.shape[2]) for f in frames]
+        profile = self.profile
+        loaded_videos = [self._load_video(v) for v in videos]
+        frames = [f for f, _ in loaded_videos]
+        metadata = [m for _, m in loaded_videos]
+        video_tokens = [profile.video_tokens(f.shape[0], f.shape[1], f.shape[2]) for f in frames]
+        # Qwen3-VL writes "<t seconds>" text before each frame pair: text tokens the template does not show.
+        stamp_tokens = sum(self._timestamp_tokens(m, f.shape[0]) for f, m in loaded_videos)
 
-        prompt = self.renderer.render(request, system_prompt=system_prompt)
+        tools = list(request.tools or []) if system_prompt else None
+        prompt = self.renderer.render(request, system_prompt=system_prompt, tools=tools)
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        text_tokens = sum(1 for t in ids if t not in (self.image_token_id, self.video_token_id))
+        text_tokens = sum(1 for t in ids if t not in (self.image_token_id, self.video_token_id)) + stamp_tokens
         if d.fit_to_context:
             request = budget.fit_to_context(
                 request,
@@ -200,18 +236,19 @@ class RequestPreparer:
                 video_tokens=sum(video_tokens),
                 min_pixels=d.min_pixels,
                 max_pixels=d.max_pixels,
+                profile=profile,
             )
         pil_images: list[PIL.Image.Image] = [img.source for img in request.images()]  # type: ignore[misc]
         limits = [(img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels) for img in request.images()]
         pairs = list(zip(pil_images, limits, strict=True))
-        sizes = [budget.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
-        image_tokens = [budget.grid_tokens(h, w) for h, w in sizes]
+        sizes = [profile.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
+        image_tokens = [profile.grid_tokens(h, w) for h, w in sizes]
         image_size = None
         if pil_images:
-            if len(set(limits)) == 1 and not any(_extreme(im) for im in pil_images):
+            if len(set(limits)) == 1 and not any(_extreme(im, profile.factor) for im in pil_images):
                 image_size = {"shortest_edge": limits[0][0], "longest_edge": limits[0][1]}
             else:
-                pil_images = [media.resize_image(im, lo, hi) for im, (lo, hi) in pairs]
+                pil_images = [media.resize_image(im, lo, hi, factor=profile.factor) for im, (lo, hi) in pairs]
                 areas = [h * w for h, w in sizes]
                 image_size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
         return PreparedRequest(
@@ -227,21 +264,46 @@ class RequestPreparer:
             constraint=constraint,
             system_prompt=system_prompt,
             image_limits=limits,
+            profile=profile,
+            video_metadata=metadata,
         )
 
-    def _load_video(self, video: Video) -> np.ndarray:
+    def _load_video(self, video: Video) -> tuple[np.ndarray, dict[str, Any]]:
         d = self.defaults
-        frames, _ = media.load_video(
+        factor = self.profile.factor
+        frames, info = media.load_video(
             video.source, fps=video.fps, nframes=video.nframes, sample_fps=video.sample_fps, policy=d.policy
         )
         lo = video.min_pixels or d.video_min_pixels
         hi = video.max_pixels or d.video_max_pixels
         # As qwen-vl-utils: a total pixel budget spread over the frames, never below min_pixels.
-        total = self.max_model_len // 2 * budget.IMAGE_FACTOR**2
+        total = self.max_model_len // 2 * factor**2
         hi = max(min(hi, total // len(frames) * budget.FRAME_FACTOR), min(int(lo * 1.05), hi))
         lo = min(lo, hi)
-        resized = [media.resize_image(f, lo, hi) for f in frames]
-        return media.frames_to_array(resized)
+        resized = [media.resize_image(f, lo, hi, factor=factor) for f in frames]
+        return media.frames_to_array(resized), _video_metadata(info, len(frames))
+
+    def _timestamp_tokens(self, metadata: dict[str, Any], nframes: int) -> int:
+        """Text tokens of the ``<t seconds>`` stamps Qwen3-VL's processor writes for a video (0 elsewhere)."""
+        if self.profile.video_time != "timestamps":
+            return 0
+        stamps = video_timestamps(metadata, self.profile.temporal_patch_size)[: nframes // 2]
+        return sum(len(self.tokenizer.encode(f"<{t:.1f} seconds>", add_special_tokens=False)) for t in stamps)
+
+
+def _video_metadata(sampled_fps: float, nframes: int) -> dict[str, Any]:
+    """What a processor needs to know of frames already sampled: one clip of ``nframes`` frames at the rate
+    they were sampled at (so frame i is at i / fps seconds of the original video)."""
+    fps = float(sampled_fps) if sampled_fps and sampled_fps > 0 else 2.0
+    return {"fps": fps, "frames_indices": list(range(nframes)), "total_num_frames": nframes, "duration": nframes / fps}
+
+
+def video_timestamps(metadata: dict[str, Any], temporal_patch_size: int = 2) -> list[float]:
+    """Seconds of each frame pair, as Qwen3-VL's processor computes them (mean time of the pair)."""
+    times = [i / metadata["fps"] for i in metadata["frames_indices"]]
+    if len(times) % temporal_patch_size:
+        times += [times[-1]] * (temporal_patch_size - len(times) % temporal_patch_size)
+    return [(times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)]
 
 
 def _decoding_plan(request: ChatRequest) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -313,7 +375,7 @@ def _validate_arguments(name: str, arguments: dict[str, Any], prep: PreparedRequ
     raise StructuredOutputError(f"the model called {name!r}, which is not among the tools.", raw_text=name)
 
 
-def _extreme(image: PIL.Image.Image) -> bool:
+def _extreme(image: PIL.Image.Image, factor: int) -> bool:
     """Shapes where the transformers processor's own resize differs from `smart_resize` (see budget)."""
     short, long = sorted(image.size)
-    return short < budget.IMAGE_FACTOR or long > short * (budget.MAX_RATIO * 3 // 4)
+    return short < factor or long > short * (budget.MAX_RATIO * 3 // 4)

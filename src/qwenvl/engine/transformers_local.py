@@ -1,4 +1,4 @@
-"""`TransformersEngine`: Qwen2-VL on transformers' `Qwen2VLForConditionalGeneration`.
+"""`TransformersEngine`: Qwen-VL models on transformers (the family's own model class, from its config).
 
 For machines without vLLM, and as the reference the vLLM engines are checked against. It shares request
 preparation with the vLLM engines, so both see the same prompt text and the same resized pixels. Its async
@@ -30,12 +30,13 @@ from qwenvl.engine.base import (
 from qwenvl.errors import RequestTimeoutError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions
+from qwenvl.models import load_profile
 
 __all__ = ["TransformersEngine"]
 
 
 class TransformersEngine(EngineBase):
-    """Qwen2-VL on transformers, in this process (CPU or GPU).
+    """Qwen2-VL, Qwen2.5-VL or Qwen3-VL on transformers, in this process (CPU or GPU).
 
     Arguments match `VLLMEngine` where they mean the same; ``device`` picks where the model runs (default:
     CUDA when available) and ``batch_size`` how many requests go through `generate` at once.
@@ -64,9 +65,11 @@ class TransformersEngine(EngineBase):
         self._model = os.fspath(model)
         self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self._hf_model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
-            self._model, dtype=torch_dtype, **(model_kwargs or {})
-        ).to(self._device)
+        self._profile = load_profile(self._model)
+        model_class = getattr(transformers, self._profile.transformers_class, transformers.AutoModelForImageTextToText)
+        self._hf_model = model_class.from_pretrained(self._model, dtype=torch_dtype, **(model_kwargs or {})).to(
+            self._device
+        )
         self._hf_model.eval()
         self._processor = transformers.AutoProcessor.from_pretrained(self._model)
         self._tokenizer = self._processor.tokenizer
@@ -79,6 +82,7 @@ class TransformersEngine(EngineBase):
             eos = self._hf_model.generation_config.eos_token_id
             self._eos_ids |= set(eos if isinstance(eos, list) else [eos])
         self._defaults = EngineDefaults.create(
+            profile=self._profile,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             limit_images=limit_images,
@@ -93,6 +97,7 @@ class TransformersEngine(EngineBase):
             max_model_len=self._max_model_len,
             image_token_id=int(self._processor.image_token_id),
             video_token_id=int(self._processor.video_token_id),
+            profile=self._profile,
         )
         self._batch_size = batch_size
         self._lora_names = dict(lora_adapters or {})
@@ -247,6 +252,8 @@ class TransformersEngine(EngineBase):
         images = [im for p in batch for im in p.images]
         videos = [v for p in batch for v in p.videos]
         kwargs = batch[0].mm_processor_kwargs  # the same for the whole batch (see generate)
+        if videos and self._profile.video_time != "none":
+            kwargs["video_metadata"] = [m for p in batch for m in p.video_metadata]
         inputs = self._processor(
             text=[p.prompt for p in batch],
             images=images or None,

@@ -34,6 +34,7 @@ from qwenvl.engine.base import (
 from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError, RequestTimeoutError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions
+from qwenvl.models import load_profile
 
 __all__ = ["VLLM_ENGINE_KEYS", "VLLMEngine"]
 
@@ -327,7 +328,10 @@ class VLLMEngine(EngineBase):
                 f"engine_kwargs has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(VLLM_ENGINE_KEYS))}."
             )
         self._model = check_model_source(model)
+        revision = (engine_kwargs or {}).get("revision")
+        self._profile = load_profile(self._model, **({"revision": revision} if revision else {}))
         self._defaults = EngineDefaults.create(
+            profile=self._profile,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             limit_images=limit_images,
@@ -392,6 +396,7 @@ class VLLMEngine(EngineBase):
             defaults=self._defaults,
             max_model_len=self.max_model_len,
             extra="vllm",
+            profile=self._profile,
             revision=args.get("revision"),
             trust_remote_code=bool(args.get("trust_remote_code")),
         )

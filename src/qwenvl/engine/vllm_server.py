@@ -42,6 +42,7 @@ from qwenvl.engine.base import (
 from qwenvl.errors import QwenVLError, RequestError, RequestTimeoutError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
+from qwenvl.models import load_profile
 from qwenvl.prompt import to_template_messages, with_system_prompt
 
 __all__ = ["VLLMServerEngine"]
@@ -120,7 +121,11 @@ class VLLMServerEngine(EngineBase):
         self._thread.start()
         self._client = self._call(self._make_client(max_concurrency * len(self._urls)))
         self._slots = {u: asyncio.Semaphore(max_concurrency) for u in self._urls}
+        # The family from the checkpoint's config, read where the tokenizer comes from (the served model's
+        # folder or hub id; give tokenizer= when the server's model name is an alias).
+        self._profile = load_profile(tokenizer or model)
         self._defaults = EngineDefaults.create(
+            profile=self._profile,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             limit_images=limit_images,
@@ -130,7 +135,11 @@ class VLLMServerEngine(EngineBase):
         )
         self._max_model_len = max_model_len or self._call(self._server_max_model_len())
         self._preparer = RequestPreparer.from_pretrained(
-            tokenizer or model, defaults=self._defaults, max_model_len=self._max_model_len, extra="vllm"
+            tokenizer or model,
+            defaults=self._defaults,
+            max_model_len=self._max_model_len,
+            extra="vllm",
+            profile=self._profile,
         )
 
     # ------------------------------------------------------------------ facts and lifecycle
@@ -500,7 +509,9 @@ def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dic
     """The request as OpenAI chat messages, with ``pictures`` as PNG data URIs in the images' places."""
     images = iter(pictures)
     out = []
-    for msg in to_template_messages(with_system_prompt(prep.request.messages, prep.system_prompt)):
+    native = prep.profile.template_tools  # tool turns go as OpenAI tool messages to a template that reads them
+    messages = to_template_messages(with_system_prompt(prep.request.messages, prep.system_prompt), native_tools=native)
+    for n, msg in enumerate(messages):
         content = msg["content"]
         if isinstance(content, list):
             content = [
@@ -509,7 +520,22 @@ def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dic
                 else part
                 for part in content
             ]
-        out.append({"role": msg["role"], "content": content})
+        item: dict[str, Any] = {"role": msg["role"], "content": content}
+        if msg["role"] == "tool":
+            item["tool_call_id"] = f"call_{n}"
+        if msg.get("tool_calls"):
+            item["tool_calls"] = [
+                {
+                    "id": f"call_{n}_{k}",
+                    "type": "function",
+                    "function": {
+                        "name": c["function"]["name"],
+                        "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for k, c in enumerate(msg["tool_calls"])
+            ]
+        out.append(item)
     return out
 
 

@@ -35,6 +35,7 @@ from qwenvl.layout.options import (
 from qwenvl.layout.pages import DocumentError, DocumentSource, PageSource, dpi_for_budget, expand_sources, open_document
 from qwenvl.layout.vlm import Tile, blocks_from_result, layout_request, split_tile
 from qwenvl.media import MediaPolicy
+from qwenvl.models import QWEN2_VL
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -164,7 +165,7 @@ class DocumentParser:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_tokens: int = 4096,
-        coords: Literal["grid", "pixels"] = "grid",
+        coords: Literal["auto", "grid", "pixels"] = "auto",
         min_blocks: int = 0,
         max_blocks: int | None = None,
         max_text_chars: int | None = None,
@@ -219,6 +220,12 @@ class DocumentParser:
         if options.vlm.max_pixels is None:  # the engine's default budget, else the project's
             budget = getattr(getattr(engine, "defaults", None), "max_pixels", None) or DEFAULT_MAX_PIXELS
             options = replace(options, vlm=replace(options.vlm, max_pixels=budget))
+        profile = getattr(engine, "profile", None) or QWEN2_VL  # the engine's family (a stand-in: Qwen2-VL)
+        if options.vlm.coords == "auto":  # boxes the way the family was trained to write them
+            coords = "pixels" if profile.box_convention == "pixels" else "grid"
+            options = replace(options, vlm=replace(options.vlm, coords=coords))
+        if options.vlm.factor is None:
+            options = replace(options, vlm=replace(options.vlm, factor=profile.factor))
         #: the options (frozen: the page-cache key is derived from them, so they cannot drift from it)
         self.options = options
         self.engine = engine

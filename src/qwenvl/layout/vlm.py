@@ -1,4 +1,4 @@
-"""Layout by Qwen2-VL: one request per page (or tile), its answer constrained to a JSON schema of blocks."""
+"""Layout by a Qwen-VL model: one request per page (or tile), its answer constrained to a JSON schema of blocks."""
 
 from __future__ import annotations
 
@@ -48,8 +48,10 @@ _COORDS = {
 class VLMLayoutConfig:
     """How pages are asked of the model.
 
-    ``coords``: "grid" for Qwen2-VL's [0, 1000) boxes, "pixels" for Qwen2.5-VL's absolute boxes on the image it
-    sees. ``min_blocks`` / ``max_blocks`` / ``max_text_chars`` bound the
+    ``coords``: "grid" for boxes on a 0-1000 grid (how Qwen2-VL and Qwen3-VL were trained to point), "pixels"
+    for absolute boxes on the image the model sees (Qwen2.5-VL's training); "auto" (the parser resolves it)
+    takes the engine's family convention. ``factor`` is the family's token side in pixels (28 or 32; None:
+    from the engine), needed to map "pixels" boxes back. ``min_blocks`` / ``max_blocks`` / ``max_text_chars`` bound the
     schema (None: unbounded). ``max_tile_depth``: how many
     times a page whose answer is cut off by ``max_tokens`` is halved into tiles before it falls back.
     """
@@ -57,7 +59,8 @@ class VLMLayoutConfig:
     min_pixels: int | None = None
     max_pixels: int | None = None
     max_tokens: int = 4096
-    coords: Literal["grid", "pixels"] = "grid"
+    coords: Literal["auto", "grid", "pixels"] = "auto"
+    factor: int | None = None
     min_blocks: int = 0
     max_blocks: int | None = None
     max_text_chars: int | None = None
@@ -76,7 +79,7 @@ class VLMLayoutConfig:
 def layout_schema(config: VLMLayoutConfig) -> dict[str, Any]:
     """The JSON schema a page's answer is constrained to."""
     coord = {"type": "integer", "minimum": 0}
-    if config.coords == "grid":
+    if config.coords != "pixels":
         coord["maximum"] = 1000
     text: dict[str, Any] = {"type": "string"}
     if config.max_text_chars is not None:
@@ -130,7 +133,7 @@ def split_tile(tile: Tile, overlap: float = 0.03) -> list[Tile]:
 
 def layout_prompt(config: VLMLayoutConfig) -> str:
     """The instruction sent with each page image."""
-    return (config.prompt or _PROMPT).format(coords=_COORDS[config.coords])
+    return (config.prompt or _PROMPT).format(coords=_COORDS["pixels" if config.coords == "pixels" else "grid"])
 
 
 def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
@@ -170,7 +173,10 @@ def blocks_from_result(
 ) -> list[Block]:
     """Blocks in page pixels from a parsed answer about ``tile`` of a page of ``page_size`` (width, height)."""
     size = (tile.x1 - tile.x0, tile.y1 - tile.y0)
-    sx, sy = box_scale(config.coords, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    convention = "pixels" if config.coords == "pixels" else "grid"
+    sx, sy = box_scale(
+        convention, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels, factor=config.factor or 28
+    )
     data = result.parsed or {}
     blocks: list[Block] = []
     for i, item in enumerate(data.get("blocks", [])):
