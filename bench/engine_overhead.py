@@ -1,95 +1,164 @@
-"""VLLMEngine overhead against raw vLLM, and batching against a loop of single calls.
+"""VLLMEngine overhead against raw vLLM, per model family, and batching against a loop of single calls.
 
-Prints, from one run on the same 32 image prompts (640x480, max_pixels 256*28*28, 16 tokens out, greedy):
-  - VLLMEngine.generate time / raw vllm.LLM.generate time   (goal <= 1.05)
+For each family, the same 32 image prompts (640x480, 256 visual tokens at most, 16 tokens out, greedy) run
+through raw ``vllm.LLM.generate`` and through ``VLLMEngine.generate``, each contender in its own process so only
+its own vLLM engine is alive (two engines on 2 cores slow each other: see ENVIRONMENT.md), in the order raw,
+ours, raw; each process times ``--rounds`` calls after a warm-up and reports the median. Prints
+  - VLLMEngine.generate time / raw vllm.LLM.generate time   (goal <= 1.05; raw = mean of its two phases)
   - a loop of 32 single VLLMEngine.generate calls / one batched call
+  - whether both gave the same greedy tokens
 
-    python bench/engine_overhead.py            # tiny random-weight model on the CPU
-    QWENVL_BENCH_MODEL=Qwen/Qwen2-VL-2B-Instruct python bench/engine_overhead.py
+    python bench/engine_overhead.py                     # tiny random-weight Qwen2-VL on the CPU
+    python bench/engine_overhead.py --family all        # tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL
+    QWENVL_BENCH_MODEL=Qwen/Qwen2.5-VL-3B-Instruct python bench/engine_overhead.py
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import images, interleaved, model_path  # noqa: E402
+from _common import images  # noqa: E402
 
-MAX_PIXELS = 256 * 28 * 28
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+MAX_TOKENS_PER_IMAGE = 256  # visual tokens; pixels = 256 x the family's factor squared
 
 
-def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
-    """Run the benchmark and print the ratios."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
-    args = parser.parse_args(argv)
+def _model(family: str) -> str:
+    if os.environ.get("QWENVL_BENCH_MODEL"):
+        return os.environ["QWENVL_BENCH_MODEL"]
+    from qwenvl.testing import tiny_model_path
 
-    from vllm import LLM, SamplingParams
+    return str(tiny_model_path(family=family))
 
-    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, VLLMEngine
 
-    model = model_path()
-    common = {"max_model_len": 4096, "gpu_memory_utilization": 0.2, "limit_mm_per_prompt": {"image": 1}}
-    pics = images(args.prompts)
+def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: int) -> dict[str, Any]:
+    """Time one contender in this process (the only vLLM engine alive here)."""
+    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
+    from qwenvl.models import load_profile
+
+    profile = load_profile(model)
+    max_pixels = MAX_TOKENS_PER_IMAGE * profile.factor**2
+    pics = images(prompts)
     requests = [
         ChatRequest(
-            [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=args.max_tokens)
+            [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=max_tokens)
         )
         for i, p in enumerate(pics)
     ]
+    times: dict[str, list[float]] = {}
 
-    max_pixels = args.max_pixels
-    engine = VLLMEngine(model, max_model_len=4096, gpu_memory_utilization=0.2, limit_images=1, max_pixels=max_pixels)
-    # Raw vLLM, as a user would call it: the same prompt text and original images, pixel limit per request.
-    prompts = [engine._preparer.prepare(r).prompt for r in requests]
-    raw_inputs = [
-        {"prompt": text, "multi_modal_data": {"image": [p]}, "mm_processor_kwargs": {"max_pixels": max_pixels}}
-        for text, p in zip(prompts, pics, strict=True)
-    ]
-    llm = LLM(model, **common)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+    def timed(name: str, fn: Any) -> None:
+        start = time.perf_counter()
+        fn()
+        times.setdefault(name, []).append(time.perf_counter() - start)
 
-    def raw() -> None:
-        llm.generate(raw_inputs, params, use_tqdm=False)
+    if contender == "raw":
+        from transformers import AutoProcessor
+        from vllm import LLM, SamplingParams
 
-    def ours() -> None:
+        # Raw vLLM, as a user would call it: the chat template's prompt text and the original images, the
+        # pixel limit per request.
+        processor = AutoProcessor.from_pretrained(model)
+        message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "{}"}]}]
+        template = processor.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+        size = {"shortest_edge": min(profile.min_pixels, max_pixels), "longest_edge": max_pixels}
+        raw_inputs = [
+            {
+                "prompt": template.replace("{}", f"Describe picture {i}."),
+                "multi_modal_data": {"image": [p]},
+                "mm_processor_kwargs": {"images_kwargs": {"size": size}},
+            }
+            for i, p in enumerate(pics)
+        ]
+        llm = LLM(model, max_model_len=4096, gpu_memory_utilization=0.2, limit_mm_per_prompt={"image": 1})
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        outputs = llm.generate(raw_inputs, params, use_tqdm=False)  # warm-up: compile, caches
+        for _ in range(rounds):
+            timed("batch", lambda: llm.generate(raw_inputs, params, use_tqdm=False))
+        tokens = [list(o.outputs[0].token_ids) for o in outputs[:4]]
+    else:
+        from qwenvl import VLLMEngine
+
+        engine = VLLMEngine(
+            model, max_model_len=4096, gpu_memory_utilization=0.2, limit_images=1, max_pixels=max_pixels
+        )
         results = engine.generate(requests)
-        assert all(r.ok for r in results)
+        assert all(r.ok for r in results), [r.error for r in results if not r.ok][:2]
+        for _ in range(rounds):
+            timed("batch", lambda: engine.generate(requests))
+            timed("loop", lambda: [engine.generate([r]) for r in requests])
+        tokens = [r.token_ids for r in results[:4]]
+        engine.close()
+    return {"contender": contender, "times": {k: statistics.median(v) for k, v in times.items()}, "tokens": tokens}
 
-    def loop() -> None:
-        for r in requests:
-            engine.generate([r])
 
-    raw()
-    ours()  # warm-up: compile, caches
-    t = interleaved({"raw": raw, "ours": ours, "loop": loop}, rounds=args.rounds)
-    check = llm.generate(raw_inputs[:4], params, use_tqdm=False)
-    same = [list(o.outputs[0].token_ids) for o in check] == [r.token_ids for r in engine.generate(requests[:4])]
-    print(f"model: {model}")
-    print(
-        f"{args.prompts} image prompts (max_pixels {max_pixels}), {args.max_tokens} tokens out, "
-        f"median of {args.rounds} interleaved rounds"
-    )
-    print(f"raw vllm.LLM.generate          {t['raw']:.3f} s  ({args.prompts / t['raw']:.1f} prompts/s)")
-    print(f"VLLMEngine.generate (batch)    {t['ours']:.3f} s  ({args.prompts / t['ours']:.1f} prompts/s)")
-    print(f"loop of single generate calls  {t['loop']:.3f} s  ({args.prompts / t['loop']:.1f} prompts/s)")
-    print(f"VLLMEngine / raw LLM.generate  {t['ours'] / t['raw']:.3f}  (goal <= 1.05)")
-    print(f"loop of singles / one batch    {t['loop'] / t['ours']:.2f}x")
-    print(f"same greedy tokens as raw vLLM on 4 prompts: {same}")
-    engine.close()
-    return [
-        (
-            f"`VLLMEngine.generate` ÷ raw `vllm.LLM.generate`, {args.prompts} image prompts",
-            f"{t['ours'] / t['raw']:.2f} (time)",
-        ),
-        (f"loop of {args.prompts} single `generate` calls ÷ one batched call", f"{t['loop'] / t['ours']:.1f}x slower"),
-    ]
+def _run_phase(contender: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable, __file__, "--phase", contender, "--model", model,
+        "--prompts", str(args.prompts), "--max-tokens", str(args.max_tokens), "--rounds", str(args.rounds),
+    ]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)  # noqa: S603
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("PHASE ")][-1]
+    return json.loads(line.removeprefix("PHASE "))  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
+    """Run the benchmark and print the ratios (one row per family for the README table)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="qwen2_vl")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phase", choices=["raw", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        result = _phase(args.phase, args.model, args.prompts, args.max_tokens, args.rounds)
+        print("PHASE " + json.dumps(result), flush=True)
+        return []
+
+    rows = []
+    families = FAMILIES if args.family == "all" else (args.family,)
+    for family in families:
+        model = _model(family)
+        raw1 = _run_phase("raw", model, args)
+        ours = _run_phase("ours", model, args)
+        raw2 = _run_phase("raw", model, args)
+        raw = (raw1["times"]["batch"] + raw2["times"]["batch"]) / 2
+        batch, loop = ours["times"]["batch"], ours["times"]["loop"]
+        same = raw1["tokens"] == ours["tokens"]
+        print(f"== {family}: {model}")
+        print(f"{args.prompts} image prompts, {args.max_tokens} tokens out, median of {args.rounds} rounds per phase")
+        print(
+            f"raw vllm.LLM.generate          {raw:.3f} s  (phases {raw1['times']['batch']:.3f} / "
+            f"{raw2['times']['batch']:.3f} s)"
+        )
+        print(f"VLLMEngine.generate (batch)    {batch:.3f} s  ({args.prompts / batch:.1f} prompts/s)")
+        print(f"loop of single generate calls  {loop:.3f} s")
+        print(f"VLLMEngine / raw LLM.generate  {batch / raw:.3f}  (goal <= 1.05)")
+        print(f"loop of singles / one batch    {loop / batch:.2f}x")
+        print(f"same greedy tokens as raw vLLM on 4 prompts: {same}", flush=True)
+        rows.append(
+            (
+                f"`VLLMEngine.generate` ÷ raw `vllm.LLM.generate`, {args.prompts} image prompts, {family}",
+                f"{batch / raw:.2f} (time)",
+            )
+        )
+        if family == families[0]:
+            rows.append(
+                (f"loop of {args.prompts} single `generate` calls ÷ one batched call", f"{loop / batch:.1f}x slower")
+            )
+    return rows
 
 
 if __name__ == "__main__":

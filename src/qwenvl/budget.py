@@ -199,7 +199,8 @@ def fit_to_context(
     fixed = text_tokens + video_tokens
 
     def limits(img: Image) -> tuple[int, int]:
-        return (img.min_pixels or min_pixels, img.max_pixels or max_pixels)
+        hi = img.max_pixels or max_pixels
+        return (img.min_pixels or (min(min_pixels, hi) if img.max_pixels else min_pixels), hi)
 
     def cost(cap: int | None) -> int:
         total = fixed

@@ -106,3 +106,28 @@ def test_qwen2_defaults_unchanged() -> None:
     """budget's module functions stay Qwen2-VL's when no profile is given."""
     assert smart_resize(480, 640) == QWEN2_VL.smart_resize(480, 640)
     assert image_tokens(640, 480) == QWEN2_VL.image_tokens(640, 480)
+
+
+def test_grounding_boxes_land_in_original_pixels_per_family() -> None:
+    """Golden answers in each family's own convention, on a 1000x500 image."""
+    from qwenvl.grounding import parse_boxes
+
+    size = (1000, 500)
+    qwen2 = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(100,200),(500,800)<|box_end|>"
+    [box] = parse_boxes(qwen2, size, profile=QWEN2_VL)
+    assert (box.label, box.xyxy) == ("cat", (100.0, 100.0, 500.0, 400.0))
+    # Qwen2.5-VL: pixels of the image it saw; at 256 tokens max, 1000x500 is seen as 616x308
+    assert QWEN2_5_VL.smart_resize(500, 1000, None, 256 * 28 * 28) == (308, 616)
+    qwen25 = '```json\n[{"bbox_2d": [61, 30, 308, 154], "label": "cat"}]\n```'
+    [box] = parse_boxes(qwen25, size, profile=QWEN2_5_VL, max_pixels=256 * 28 * 28)
+    assert box.label == "cat"
+    assert box.xyxy == pytest.approx((61 * 1000 / 616, 30 * 500 / 308, 308 * 1000 / 616, 154 * 500 / 308))
+    # Qwen3-VL: the same JSON on a 0-1000 grid, whatever size it saw
+    qwen3 = '[{"bbox_2d": [100, 200, 500, 800], "label": "cat"}]'
+    [box] = parse_boxes(qwen3, size, profile=QWEN3_VL)
+    assert (box.label, box.xyxy) == ("cat", (100.0, 100.0, 500.0, 400.0))
+    [box] = parse_boxes(qwen3, size, profile=QWEN3_VL, max_pixels=64 * 32 * 32)
+    assert box.xyxy == (100.0, 100.0, 500.0, 400.0)
+    # read as Qwen2.5-VL pixels, the same answer would land elsewhere: the profile matters
+    [other] = parse_boxes(qwen3, size, profile=QWEN2_5_VL)
+    assert other.xyxy != box.xyxy

@@ -18,9 +18,22 @@ _SHARED: dict[str, Any] = {}
 
 @pytest.fixture(autouse=True)
 def _share_engine(request: pytest.FixtureRequest) -> Iterator[None]:
-    if request.cls is TestChatQwenVLIntegration:
-        _SHARED["engine"] = request.getfixturevalue("vllm_engine")
+    if request.cls is not None and issubclass(request.cls, TestChatQwenVLIntegration):
+        _SHARED["engine"] = request.getfixturevalue(request.cls.engine_fixture)
     yield
+
+
+@pytest.fixture(scope="module")
+def qwen25_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An in-process vLLM engine on the tiny Qwen2.5-VL, for the suite's second run (this module only)."""
+    from qwenvl import VLLMEngine
+    from qwenvl.testing import build_tiny_model
+    from tests.helpers import ENGINE_ARGS
+
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny-qwen25vl"), family="qwen2_5_vl")
+    engine = VLLMEngine(model, gpu_memory_utilization=0.2, **ENGINE_ARGS)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +85,9 @@ class TestChatQwenVLUnit(ChatModelUnitTests):
 
 
 class TestChatQwenVLIntegration(ChatModelIntegrationTests):
+    #: the fixture of the engine the suite runs on
+    engine_fixture = "vllm_engine"
+
     @property
     def chat_model_class(self) -> type[ChatQwenVL]:
         return ChatQwenVL
@@ -153,3 +169,10 @@ class TestChatQwenVLIntegration(ChatModelIntegrationTests):
     )
     def test_structured_few_shot_examples(self, model: Any, my_adder_tool: Any) -> None:
         super().test_structured_few_shot_examples(model, my_adder_tool)
+
+
+class TestChatQwenVLIntegrationQwen25(TestChatQwenVLIntegration):
+    """The same suite, with the same expectations, on the tiny Qwen2.5-VL: nothing in ChatQwenVL depends on the
+    family."""
+
+    engine_fixture = "qwen25_engine"

@@ -239,7 +239,7 @@ class RequestPreparer:
                 profile=profile,
             )
         pil_images: list[PIL.Image.Image] = [img.source for img in request.images()]  # type: ignore[misc]
-        limits = [(img.min_pixels or d.min_pixels, img.max_pixels or d.max_pixels) for img in request.images()]
+        limits = [_limits(img.min_pixels, img.max_pixels, d.min_pixels, d.max_pixels) for img in request.images()]
         pairs = list(zip(pil_images, limits, strict=True))
         sizes = [profile.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
         image_tokens = [profile.grid_tokens(h, w) for h, w in sizes]
@@ -284,11 +284,20 @@ class RequestPreparer:
         return media.frames_to_array(resized), _video_metadata(info, len(frames))
 
     def _timestamp_tokens(self, metadata: dict[str, Any], nframes: int) -> int:
-        """Text tokens of the ``<t seconds>`` stamps Qwen3-VL's processor writes for a video (0 elsewhere)."""
+        """Tokens Qwen3-VL's processor adds to a video's placeholder (0 for other families): per frame pair, its
+        ``<t seconds>`` stamp and a ``<|vision_start|>``/``<|vision_end|>`` pair around the pair's pads."""
         if self.profile.video_time != "timestamps":
             return 0
         stamps = video_timestamps(metadata, self.profile.temporal_patch_size)[: nframes // 2]
-        return sum(len(self.tokenizer.encode(f"<{t:.1f} seconds>", add_special_tokens=False)) for t in stamps)
+        return sum(len(self.tokenizer.encode(f"<{t:.1f} seconds>", add_special_tokens=False)) + 2 for t in stamps)
+
+
+def _limits(own_min: int | None, own_max: int | None, default_min: int, default_max: int) -> tuple[int, int]:
+    """An image's (min_pixels, max_pixels): its own, else the engine's; a default minimum above the image's own
+    maximum (Qwen3-VL's is 64 tokens) gives way to that maximum."""
+    hi = own_max or default_max
+    lo = own_min or (min(default_min, hi) if own_max else default_min)
+    return lo, hi
 
 
 def _video_metadata(sampled_fps: float, nframes: int) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class VLLMServerEngine(EngineBase):
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         limit_images: int = 4,
-        limit_videos: int = 0,
+        limit_videos: int = 1,
         media_policy: MediaPolicy | None = None,
         fit_to_context: bool = True,
         retry_backoff: float = 0.5,
@@ -227,8 +227,11 @@ class VLLMServerEngine(EngineBase):
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
         prep = self._preparer.prepare(request)
-        if prep.videos:
-            raise RequestError("VLLMServerEngine does not send videos yet; use VLLMEngine for video.")
+        if len(prep.videos) > 1:
+            raise RequestError(
+                f"the request has {len(prep.videos)} videos; VLLMServerEngine sends one video per request (the "
+                "server takes one set of frame metadata per request): split it, or use VLLMEngine."
+            )
         prep.lora = self._served_lora(request.lora)
         return prep
 
@@ -356,6 +359,16 @@ class VLLMServerEngine(EngineBase):
             body["seed"] = options.seed
         if prep.mm_data and with_kwargs:
             body["mm_processor_kwargs"] = prep.mm_processor_kwargs
+        if prep.videos:
+            # the frames were sampled here: the server keeps them, at the rate they were sampled at
+            meta = prep.video_metadata[0]
+            body["media_io_kwargs"] = {
+                "video": {
+                    "fps": meta["fps"],
+                    "frames_indices": meta["frames_indices"],
+                    "total_num_frames": meta["total_num_frames"],
+                }
+            }
         if prep.constraint is not None:
             body["structured_outputs"] = {"json": prep.constraint}
         if stream:
@@ -514,12 +527,7 @@ def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dic
     for n, msg in enumerate(messages):
         content = msg["content"]
         if isinstance(content, list):
-            content = [
-                {"type": "image_url", "image_url": {"url": _data_uri(next(images))}}
-                if part["type"] == "image"
-                else part
-                for part in content
-            ]
+            content = [_media_part(part, images, prep.videos) for part in content]
         item: dict[str, Any] = {"role": msg["role"], "content": content}
         if msg["role"] == "tool":
             item["tool_call_id"] = f"call_{n}"
@@ -537,6 +545,19 @@ def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dic
             ]
         out.append(item)
     return out
+
+
+def _media_part(part: dict[str, Any], images: Iterator[Any], videos: Sequence[Any]) -> dict[str, Any]:
+    """An OpenAI content part: images as PNG data URIs; the video as its sampled frames, each a lossless PNG, in
+    vLLM's frame-sequence data URI (``video/jpeg``: comma-separated base64 frames, read with PIL)."""
+    if part["type"] == "image":
+        return {"type": "image_url", "image_url": {"url": _data_uri(next(images))}}
+    if part["type"] == "video":
+        import PIL.Image
+
+        frames = [_data_uri(PIL.Image.fromarray(frame)).split(",", 1)[1] for frame in videos[0]]
+        return {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames)}}
+    return part
 
 
 def _data_uri(image: Any) -> str:

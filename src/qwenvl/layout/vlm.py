@@ -76,11 +76,14 @@ class VLMLayoutConfig:
         return cache_fingerprint(self)  # type: ignore[no-any-return]
 
 
-def layout_schema(config: VLMLayoutConfig) -> dict[str, Any]:
-    """The JSON schema a page's answer is constrained to."""
+def layout_schema(config: VLMLayoutConfig, max_coord: int | None = None) -> dict[str, Any]:
+    """The JSON schema a page's answer is constrained to; ``max_coord`` bounds "pixels" coordinates (the longer
+    side of the image as the model sees it)."""
     coord = {"type": "integer", "minimum": 0}
     if config.coords != "pixels":
         coord["maximum"] = 1000
+    elif max_coord is not None:
+        coord["maximum"] = max_coord
     text: dict[str, Any] = {"type": "string"}
     if config.max_text_chars is not None:
         text["maxLength"] = config.max_text_chars
@@ -139,12 +142,20 @@ def layout_prompt(config: VLMLayoutConfig) -> str:
 def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
     """The request asking the model for the blocks of ``image`` (a page or a tile)."""
     prompt = layout_prompt(config)
+    max_coord = None
+    if config.coords == "pixels":  # a box lies inside the image the model sees
+        from qwenvl.budget import smart_resize
+
+        factor = config.factor or 28
+        hi = config.max_pixels
+        lo = config.min_pixels or (min(4 * factor**2, hi) if hi else None)
+        max_coord = max(smart_resize(image.height, image.width, lo, hi, factor=factor))
     return ChatRequest(
         messages=[
             Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels), Text(prompt)])
         ],
         sampling=SamplingOptions(max_tokens=config.max_tokens, temperature=0.0),
-        response_format=layout_schema(config),
+        response_format=layout_schema(config, max_coord),
         lora=config.lora,
     )
 
