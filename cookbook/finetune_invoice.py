@@ -1,6 +1,6 @@
 """Fine-tune a domain adapter (invoice images -> JSON) and serve it per request next to the base model.
 
-    python cookbook/finetune_invoice.py --model Qwen/Qwen2-VL-2B-Instruct [--examples 64] [--epochs 3]
+    python cookbook/finetune_invoice.py --model Qwen/Qwen2.5-VL-3B-Instruct [--examples 64] [--epochs 3]
 
 1. Writes a JSONL training set: synthetic invoice images with their JSON in the exact output format wanted.
 2. `qwenvl.finetune.finetune`: LoRA on the language model (vision frozen), loss on the JSON only.
@@ -77,7 +77,7 @@ def write_dataset(folder: Path, n: int) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=os.environ.get("QWENVL_MODEL", "Qwen/Qwen2-VL-2B-Instruct"))
+    ap.add_argument("--model", default=os.environ.get("QWENVL_MODEL", "Qwen/Qwen2.5-VL-3B-Instruct"))
     ap.add_argument("--work", default="finetune-invoice", help="folder for the data and the adapter")
     ap.add_argument("--examples", type=int, default=8)
     ap.add_argument("--epochs", type=float, default=200)

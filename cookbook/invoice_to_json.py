@@ -1,6 +1,6 @@
 """Invoice image to JSON with a pydantic schema, through LangChain's `with_structured_output`.
 
-    python cookbook/invoice_to_json.py [--model Qwen/Qwen2-VL-2B-Instruct] [--image invoice.png]
+    python cookbook/invoice_to_json.py [--model Qwen/Qwen2.5-VL-3B-Instruct] [--image invoice.png]
 
 The answer is decoded under the schema, so it always parses into `Invoice` (with a real model, the values are
 read off the image; with the tiny test model they are noise of the right shape).

@@ -12,7 +12,7 @@ from typing import Any
 from qwenvl.engine.factory import create_engine
 from qwenvl.errors import QwenVLError
 
-DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 _DESCRIPTION = """\
 Qwen2-VL on vLLM, from the command line.
@@ -23,7 +23,7 @@ Qwen2-VL on vLLM, from the command line.
   qwenvl finetune train.jsonl --out adapter/      a LoRA adapter from image -> answer examples
 
 `parse --backend ocr` needs no GPU and no model (Tesseract on the CPU). Everything else runs Qwen2-VL: in this
-process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2-VL-2B-Instruct), or on a vLLM server
+process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2.5-VL-3B-Instruct), or on a vLLM server
 (--base-url http://host:8000/v1, started with `vllm serve MODEL --trust-request-mm-kwargs`).
 """
 

@@ -278,3 +278,26 @@ def test_lora_on_8_examples_reproduces_the_targets(
     base = family_vllm.generate([ChatRequest(prompt(i), SamplingOptions(max_tokens=40)) for i in range(8)])
     assert sum(r.text == t for r, t in zip(tuned, targets, strict=True)) >= 7, [r.text for r in tuned]
     assert sum(r.text == t for r, t in zip(base, targets, strict=True)) == 0
+
+
+def test_html_layout_format_through_the_engine(family: str, family_vllm: Any, tmp_path: Path) -> None:
+    """ "QwenVL HTML" mode on the real engine: free-text answers (a random model writes no boxes), so every page
+    ends failed with its reason, never silently empty; the requests carry no schema."""
+    from qwenvl.layout import DocumentParser
+    from qwenvl.synthetic_pages import make_pages, write_pdf
+
+    pdf = write_pdf([p.image for p in make_pages(1, seed=9)], tmp_path / "scan.pdf")
+    parser = DocumentParser(
+        engine=family_vllm,
+        backend="vlm",
+        layout_format="html",
+        max_pixels=64 * PROFILES[family].factor ** 2,
+        max_tokens=48,
+        max_tile_depth=0,
+        fallback=False,
+    )
+    [doc] = parser.parse_many([pdf])
+    [page] = doc.pages
+    assert page.status == "failed" and page.error and not page.blocks
+    assert "no blocks" in page.error or "cut off" in page.error
+    assert family_vllm.unfinished_requests() == 0

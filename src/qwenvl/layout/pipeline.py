@@ -147,7 +147,10 @@ class DocumentParser:
     Pages of all documents go to the engine ``batch_size`` at a time. With ``cache_dir`` finished pages are
     kept on disk and skipped on the next run. ``dpi`` is the resolution for OCR and text-layer pages; VLM pages
     are rendered at the resolution that fills ``max_pixels``. ``lora`` reads pages with a LoRA adapter (a
-    domain-tuned model).
+    domain-tuned model). The VLM's boxes follow its family's convention (``coords="auto"``: pixels for
+    Qwen2.5-VL, a 0-1000 grid for Qwen2-VL and Qwen3-VL, from ``engine.profile``); ``layout_format="html"``
+    asks for the "QwenVL HTML" Qwen2.5-VL was trained on instead of schema-constrained JSON (the default: every
+    answer parses).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class DocumentParser:
         max_pixels: int | None = None,
         max_tokens: int = 4096,
         coords: Literal["auto", "grid", "pixels"] = "auto",
+        layout_format: Literal["json", "html"] = "json",
         min_blocks: int = 0,
         max_blocks: int | None = None,
         max_text_chars: int | None = None,
@@ -195,6 +199,7 @@ class DocumentParser:
                     max_pixels=max_pixels,
                     max_tokens=max_tokens,
                     coords=coords,
+                    format=layout_format,
                     min_blocks=min_blocks,
                     max_blocks=max_blocks,
                     max_text_chars=max_text_chars,

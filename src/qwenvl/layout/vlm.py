@@ -5,6 +5,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, Literal
 
 from qwenvl.grounding import box_scale
@@ -23,11 +24,12 @@ __all__ = [
     "layout_prompt",
     "layout_request",
     "layout_schema",
+    "parse_qwenvl_html",
     "split_tile",
 ]
 
 #: Changes whenever the prompt or schema changes, so cached pages of an older prompt are not reused.
-PROMPT_VERSION = "vlm-layout/1"
+PROMPT_VERSION = "vlm-layout/2"
 
 _TYPES = [t.value for t in BlockType]
 
@@ -38,6 +40,14 @@ _PROMPT = (
     'with <tr> and <td>. Answer with JSON only: {{"blocks": [{{"type": ..., "bbox": [x0, y0, x1, y1], '
     '"text": ...}}]}}.'
 )
+# Qwen2.5-VL was trained to parse documents into "QwenVL HTML" (its document-parsing cookbook): every element
+# carries data-bbox="x1 y1 x2 y2" (pixels of the image it sees; Qwen3-VL: a 0-1000 grid).
+_HTML_SYSTEM = (
+    "You are an AI specialized in recognizing and extracting text from images. Your mission is to analyze the "
+    "image document and generate the result in QwenVL Document Parser HTML format using specified tags while "
+    "maintaining user privacy and data integrity."
+)
+_HTML_PROMPT = "QwenVL HTML"
 _COORDS = {
     "grid": "as [x0, y0, x1, y1] on a 0-1000 grid of the page (0,0 is the top-left corner, 1000,1000 the bottom-right)",
     "pixels": "as [x0, y0, x1, y1] in pixels of the image you see",
@@ -48,6 +58,9 @@ _COORDS = {
 class VLMLayoutConfig:
     """How pages are asked of the model.
 
+    ``format``: "json" asks for blocks under a JSON schema (decoding is constrained, so every answer parses);
+    "html" asks for the "QwenVL HTML" Qwen2.5-VL was trained to write for documents (free text, parsed
+    afterwards: elements with ``data-bbox`` become blocks, a page with none falls back).
     ``coords``: "grid" for boxes on a 0-1000 grid (how Qwen2-VL and Qwen3-VL were trained to point), "pixels"
     for absolute boxes on the image the model sees (Qwen2.5-VL's training); "auto" (the parser resolves it)
     takes the engine's family convention. ``factor`` is the family's token side in pixels (28 or 32; None:
@@ -61,6 +74,7 @@ class VLMLayoutConfig:
     max_tokens: int = 4096
     coords: Literal["auto", "grid", "pixels"] = "auto"
     factor: int | None = None
+    format: Literal["json", "html"] = "json"
     min_blocks: int = 0
     max_blocks: int | None = None
     max_text_chars: int | None = None
@@ -141,6 +155,21 @@ def layout_prompt(config: VLMLayoutConfig) -> str:
 
 def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatRequest:
     """The request asking the model for the blocks of ``image`` (a page or a tile)."""
+    if config.format == "html":
+        return ChatRequest(
+            messages=[
+                Message("system", _HTML_SYSTEM),
+                Message(
+                    "user",
+                    [
+                        Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels),
+                        Text(config.prompt or _HTML_PROMPT),
+                    ],
+                ),
+            ],
+            sampling=SamplingOptions(max_tokens=config.max_tokens, temperature=0.0),
+            lora=config.lora,
+        )
     prompt = layout_prompt(config)
     max_coord = None
     if config.coords == "pixels":  # a box lies inside the image the model sees
@@ -188,13 +217,18 @@ def blocks_from_result(
     sx, sy = box_scale(
         convention, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels, factor=config.factor or 28
     )
-    data = result.parsed or {}
+    items = parse_qwenvl_html(result.text) if config.format == "html" else (result.parsed or {}).get("blocks", [])
     blocks: list[Block] = []
-    for i, item in enumerate(data.get("blocks", [])):
+    for i, item in enumerate(items):
         x0, y0, x1, y1 = (float(v) for v in item["bbox"])
         bbox = BBox.of(x0 * sx, y0 * sy, x1 * sx, y1 * sy).shift(tile.x0, tile.y0).clip(*page_size)
         kind = BlockType(item["type"])
-        text, table_html = _table_text(item["text"]) if kind is BlockType.TABLE else (item["text"], None)
+        if item.get("html"):
+            text, table_html = item["text"], item["html"]
+        elif kind is BlockType.TABLE:
+            text, table_html = _table_text(item["text"])
+        else:
+            text, table_html = item["text"], None
         order = start + i
         blocks.append(
             Block(
@@ -209,3 +243,113 @@ def blocks_from_result(
             )
         )
     return blocks
+
+
+_VOID = {"img", "br", "hr", "input", "meta", "link"}
+_HEADINGS = {"h1": BlockType.TITLE, **{f"h{n}": BlockType.SECTION_HEADER for n in range(2, 7)}}
+_TAGS = {
+    "p": BlockType.PARAGRAPH,
+    "li": BlockType.LIST_ITEM,
+    "ul": BlockType.LIST_ITEM,
+    "ol": BlockType.LIST_ITEM,
+    "table": BlockType.TABLE,
+    "img": BlockType.FIGURE,
+    "figure": BlockType.FIGURE,
+    "figcaption": BlockType.CAPTION,
+    "caption": BlockType.CAPTION,
+    "header": BlockType.PAGE_HEADER,
+    "footer": BlockType.PAGE_FOOTER,
+    "address": BlockType.OTHER,
+    "math": BlockType.FORMULA,
+}
+_CLASSES = {
+    "image": BlockType.FIGURE,
+    "chart": BlockType.FIGURE,
+    "formula": BlockType.FORMULA,
+    "caption": BlockType.CAPTION,
+    "header": BlockType.PAGE_HEADER,
+    "footer": BlockType.PAGE_FOOTER,
+    "page_number": BlockType.PAGE_NUMBER,
+    "page-number": BlockType.PAGE_NUMBER,
+}
+_BBOX = re.compile(r"^\s*(\d+(?:\.\d+)?)[\s,]+(\d+(?:\.\d+)?)[\s,]+(\d+(?:\.\d+)?)[\s,]+(\d+(?:\.\d+)?)\s*$")
+
+
+class _HTMLBlocks(HTMLParser):
+    """Collects the outermost elements carrying a well-formed ``data-bbox``, with their text (and, for tables,
+    their HTML)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.items: list[dict[str, Any]] = []
+        self._open: dict[str, Any] | None = None
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._open is not None:
+            if tag not in _VOID:
+                self._depth += 1
+            if self._open["kind"] is BlockType.TABLE:
+                self._open["html"].append(f"<{tag}>")
+            elif tag == "br":
+                self._open["text"].append("\n")
+            return
+        values = dict(attrs)
+        match = _BBOX.match(values.get("data-bbox") or "")
+        if match is None:
+            return
+        classes = (values.get("class") or "").lower().split()
+        kind = next((_CLASSES[c] for c in classes if c in _CLASSES), None) or _HEADINGS.get(tag) or _TAGS.get(tag)
+        item = {
+            "type": (kind or BlockType.PARAGRAPH).value,
+            "kind": kind or BlockType.PARAGRAPH,
+            "bbox": [float(v) for v in match.groups()],
+            "text": [],
+            "html": [f"<{tag}>"] if kind is BlockType.TABLE else [],
+        }
+        if tag in _VOID:
+            self._emit(item)
+            return
+        self._open, self._depth = item, 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if self._open is not None and tag not in _VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open is None or tag in _VOID:
+            return
+        if self._open["kind"] is BlockType.TABLE:
+            self._open["html"].append(f"</{tag}>")
+        self._depth -= 1
+        if self._depth == 0:
+            self._emit(self._open)
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open["text"].append(data)
+            if self._open["kind"] is BlockType.TABLE:
+                self._open["html"].append(html_lib.escape(data))
+
+    def _emit(self, item: dict[str, Any]) -> None:
+        text = " ".join("".join(item["text"]).split()) if item["kind"] is not BlockType.TABLE else ""
+        table_html = "".join(item["html"])
+        if item["kind"] is BlockType.TABLE:
+            text, _ = _table_text(table_html)
+        self.items.append({"type": item["type"], "bbox": item["bbox"], "text": text, "html": table_html or None})
+
+
+def parse_qwenvl_html(text: str) -> list[dict[str, Any]]:
+    """The blocks of a "QwenVL HTML" answer: each outermost element with ``data-bbox="x1 y1 x2 y2"``, as
+    ``{"type", "bbox", "text", "html"}`` (``html`` for tables), in document order. Elements without a usable box,
+    and a cut-off last element, are left out."""
+    body = _FENCE_HTML.sub(r"\1", text)
+    parser = _HTMLBlocks()
+    parser.feed(body)
+    parser.close()
+    return [item for item in parser.items if item["bbox"][2] > item["bbox"][0] and item["bbox"][3] > item["bbox"][1]]
+
+
+_FENCE_HTML = re.compile(r"```(?:html)?\s*(.*?)(?:```|$)", re.DOTALL)
