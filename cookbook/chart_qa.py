@@ -2,8 +2,10 @@
 
     python cookbook/chart_qa.py [--model ...] [--image chart.png] [--question "..."]
 
-Qwen2-VL answers about the chart and, asked to, outlines bars with <|box_start|> boxes on its 0-1000 grid;
-`qwenvl.grounding.parse_boxes` maps them to image pixels and `draw_boxes` draws them (chart-boxes.png).
+The model answers about the chart and, asked to, outlines bars in its family's convention (Qwen2-VL
+<|box_start|> boxes and Qwen3-VL bbox_2d on a 0-1000 grid, Qwen2.5-VL bbox_2d in pixels of the image it saw);
+`qwenvl.grounding.parse_boxes(..., profile=engine.profile)` maps them to image pixels and `draw_boxes` draws them
+(chart-boxes.png).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def main(argv: Sequence[str] | None = None, engine: Any = None) -> dict[str, Any
         )
         if result.error is not None:
             raise result.error
-        boxes = parse_boxes(result.text, chart.size, max_pixels=512 * 28 * 28)
+        profile = getattr(engine, "profile", None)  # the engine's family says how its boxes are written
+        boxes = parse_boxes(result.text, chart.size, max_pixels=512 * 28 * 28, profile=profile)
         print(result.text)
         print(f"{len(boxes)} box(es) in image pixels: {[tuple(round(v) for v in b.xyxy) for b in boxes]}")
         print(f"[{result.usage.image_tokens} image tokens of {result.usage.prompt_tokens} prompt tokens]")

@@ -216,7 +216,7 @@ def fit_to_context(
     needed = cost(None)
     if needed <= room:
         return request
-    floor = fam.min_tokens
+    floor = 4  # visual tokens: qwen-vl-utils' smallest image in every family
     if not images or cost(floor * unit) > room:
         smallest = cost(floor * unit) if images else needed
         raise ContextOverflowError(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
+from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, Video
 from qwenvl.errors import EngineError, MediaDecodeError
 from tests.engine.test_structured_tools import WEATHER, ZOOM, Invoice
 from tests.helpers import make_image, png_bytes
@@ -24,12 +24,14 @@ def _requests() -> list[ChatRequest]:
     two = [Image(make_image(300, 900, 7)), Image(make_image(1200, 200, 8), max_pixels=128 * 784), Text("Compare.")]
     out.append(ChatRequest([Message("user", two)], opts))
     out.append(ChatRequest([Message("user", "Weather?")], opts, tools=[WEATHER], tool_choice="auto"))
+    video = Video([make_image(120, 90, i) for i in range(8)], nframes=4)
+    out.append(ChatRequest([Message("user", [video, Text("What happens?")])], opts))  # sampled frames over HTTP
     return out
 
 
 def test_server_greedy_equals_in_process(server_engine, vllm_engine) -> None:  # noqa: ANN001
     requests = _requests()
-    assert len(requests) == 8
+    assert len(requests) == 9
     local = vllm_engine.generate(requests)
     remote = server_engine.generate(requests)
     for a, b in zip(local, remote, strict=True):
@@ -37,6 +39,7 @@ def test_server_greedy_equals_in_process(server_engine, vllm_engine) -> None:  #
         assert b.prompt_token_ids == a.prompt_token_ids
         assert b.token_ids == a.token_ids and b.text == a.text
         assert b.usage == a.usage
+    assert remote[-1].usage.video_tokens > 0
 
 
 def test_server_stream_structured_and_forced_tools(server_engine) -> None:  # noqa: ANN001

@@ -131,3 +131,18 @@ def test_grounding_boxes_land_in_original_pixels_per_family() -> None:
     # read as Qwen2.5-VL pixels, the same answer would land elsewhere: the profile matters
     [other] = parse_boxes(qwen3, size, profile=QWEN2_5_VL)
     assert other.xyxy != box.xyxy
+
+
+def test_fit_to_context_counts_in_the_family_tokens() -> None:
+    from PIL import Image as PILImage
+
+    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
+    from qwenvl.budget import fit_to_context
+
+    big = PILImage.new("RGB", (2000, 1500))
+    content = [Image(big), Image(big.copy()), Text("Compare.")]
+    request = ChatRequest([Message("user", content)], SamplingOptions(max_tokens=100))
+    fitted = fit_to_context(request, 1100, text_tokens=20, profile=QWEN3_VL)
+    costs = [QWEN3_VL.image_tokens(2000, 1500, im.min_pixels, im.max_pixels) for im in fitted.images()]
+    assert 20 + sum(costs) <= 1000 and sum(costs) > 900  # as large as fits, in 32-pixel tokens
+    assert all(im.max_pixels is not None and im.min_pixels <= im.max_pixels for im in fitted.images())  # type: ignore[operator]
