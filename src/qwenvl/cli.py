@@ -22,9 +22,10 @@ Qwen2-VL on vLLM, from the command line.
   qwenvl chat photo.png "What is in this image?"  one-shot vision chat, streamed
   qwenvl finetune train.jsonl --out adapter/      a LoRA adapter from image -> answer examples
 
-`parse --backend ocr` needs no GPU and no model (Tesseract on the CPU). Everything else runs a Qwen-VL model (Qwen2-VL, Qwen2.5-VL or Qwen3-VL, read from its config): in this
-process with vLLM (--model, default $QWENVL_MODEL or Qwen/Qwen2.5-VL-3B-Instruct), or on a vLLM server
-(--base-url http://host:8000/v1, started with `vllm serve MODEL --trust-request-mm-kwargs`).
+`parse --backend ocr` needs no GPU and no model (Tesseract on the CPU). Everything else runs a Qwen-VL model
+(Qwen2-VL, Qwen2.5-VL or Qwen3-VL, the family read from its config): in this process with vLLM (--model,
+default $QWENVL_MODEL or Qwen/Qwen2.5-VL-3B-Instruct), or on a vLLM server (--base-url http://host:8000/v1,
+started with `vllm serve MODEL --trust-request-mm-kwargs`).
 """
 
 
@@ -38,8 +39,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         help="a vLLM server's OpenAI URL, e.g. http://localhost:8000/v1 (default: $QWENVL_BASE_URL)",
     )
     g.add_argument("--api-key", default=os.environ.get("QWENVL_API_KEY"), help="the server's API key (--base-url only)")
-    g.add_argument("--min-pixels", type=int, help="smallest image size in pixels (default: the family's, 4*28*28 or 64*32*32)")
-    g.add_argument("--max-pixels", type=int, help="largest image size in pixels (default: 1280 visual tokens, 1280*28*28 or 1280*32*32)")
+    g.add_argument(
+        "--min-pixels", type=int, help="smallest image size in pixels (default: the family's, 4*28*28 or 64*32*32)"
+    )
+    g.add_argument(
+        "--max-pixels", type=int, help="largest image size in pixels (default: 1280 tokens, 1280*28*28 or 1280*32*32)"
+    )
     g.add_argument("--max-model-len", type=int, default=8192, help="context length (default 8192)")
     g.add_argument("--dtype", help="vLLM dtype (auto, bfloat16, float32, ...; in-process engine only)")
     g.add_argument(
