@@ -176,3 +176,18 @@ class TestChatQwenVLIntegrationQwen25(TestChatQwenVLIntegration):
     family."""
 
     engine_fixture = "qwen25_engine"
+
+    @property
+    def chat_model_params(self) -> dict:
+        # The suite's schemas have unbounded strings, which a random model closes only when it happens to sample
+        # a quote; this checkpoint's random weights make that rarer than the Qwen2-VL one's, so it gets more room.
+        return {**super().chat_model_params, "max_tokens": 2000}
+
+    @pytest.mark.xfail(
+        reason=TestChatQwenVLIntegration._RANDOM
+        + "the forced call's unbounded string argument is not closed within 2000 sampled tokens on this checkpoint "
+        "(StructuredOutputError: cut off by max_tokens); it passes on the Qwen2-VL one by chance",
+        strict=False,
+    )
+    def test_bind_runnables_as_tools(self, model: Any) -> None:
+        super().test_bind_runnables_as_tools(model)
