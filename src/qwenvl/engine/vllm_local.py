@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -437,6 +438,12 @@ class VLLMEngine(EngineBase):
                 renderer.shutdown()
             engine.engine_core.shutdown()
 
+        if sys.is_finalizing():  # the interpreter is exiting (close() from __del__): no thread can start now
+            try:
+                shutdown()
+            except Exception as exc:  # noqa: BLE001 - nothing is left to report it to
+                _log.warning("vLLM shutdown at exit failed: %s", exc)
+            return
         worker = threading.Thread(target=shutdown, name="qwenvl-vllm-shutdown", daemon=True)
         worker.start()
         worker.join(timeout)

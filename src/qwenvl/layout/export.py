@@ -5,19 +5,23 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Literal
 
+from qwenvl._lazy import require
 from qwenvl.errors import DocumentError
 from qwenvl.layout.model import Block, BlockType, Page, ParsedDocument
 
 _log = logging.getLogger(__name__)
 
 __all__ = [
+    "PARQUET_COLUMNS",
     "PageRecord",
     "block_metadata",
     "html_table_rows",
@@ -26,6 +30,7 @@ __all__ = [
     "readable_documents",
     "stable_id",
     "to_markdown",
+    "write_blocks_parquet",
 ]
 
 
@@ -157,6 +162,34 @@ def iter_block_records(document: ParsedDocument) -> Iterator[dict[str, object]]:
 def dumps_records(document: ParsedDocument) -> str:
     """The document's blocks as JSON lines."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in iter_block_records(document))
+
+
+#: the columns of `write_blocks_parquet`, in order (optional fields are null where a block has none)
+PARQUET_COLUMNS = (
+    "source", "page", "block_id", "block_type", "reading_order", "text", "html", "x0", "y0", "x1", "y1",
+    "page_width", "page_height", "dpi", "origin", "page_status", "confidence", "heading_level",
+)  # fmt: skip
+
+
+def write_blocks_parquet(document: ParsedDocument, path: str | os.PathLike[str]) -> Path:
+    """Writes the document's blocks as one Parquet file (the columns of `PARQUET_COLUMNS`, one row per block);
+    a folder of such files is a dataset for Ray Data (`ray.data.read_parquet`), Spark or pandas."""
+    pa = require("pyarrow", "ray")
+    pq = require("pyarrow.parquet", "ray")
+    records = list(iter_block_records(document))
+    types = {
+        "page": pa.int32(), "reading_order": pa.int32(), "page_width": pa.int32(), "page_height": pa.int32(),
+        "heading_level": pa.int32(), "x0": pa.float64(), "y0": pa.float64(), "x1": pa.float64(),
+        "y1": pa.float64(), "dpi": pa.float64(), "confidence": pa.float64(),
+    }  # fmt: skip
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in PARQUET_COLUMNS])
+    table = pa.Table.from_pydict({name: [r.get(name) for r in records] for name in PARQUET_COLUMNS}, schema=schema)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return out
 
 
 def stable_id(name: str) -> str:

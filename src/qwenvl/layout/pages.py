@@ -110,11 +110,17 @@ class DocumentSource:
     def pages(self) -> Iterator[PageSource]:
         """The pages, first to last."""
         for number in range(1, self.page_count + 1):
-            size = None
-            if self.kind == "pdf":
-                w, h = self._handle.get_page_size(number - 1)
-                size = (float(w), float(h))
-            yield PageSource(self, number, size)
+            yield self.page(number)
+
+    def page(self, number: int) -> PageSource:
+        """Page ``number`` (1-based)."""
+        if not 1 <= number <= self.page_count:
+            raise DocumentError(f"{self.name} has no page {number} (it has {self.page_count})")
+        size = None
+        if self.kind == "pdf":
+            w, h = self._handle.get_page_size(number - 1)
+            size = (float(w), float(h))
+        return PageSource(self, number, size)
 
     def _render(self, number: int, dpi: float) -> tuple[PIL.Image.Image, float]:
         if self.kind == "pdf":

@@ -347,26 +347,11 @@ class DocumentParser:
             if cached is not None:
                 self._finish(job, cached, bar, store=False)
                 continue
-            if self.backend == "auto" and job.page.size_pt is not None:
-                dpi = job.page.safe_dpi(self.dpi)
-                try:
-                    blocks = job.page.text_blocks(dpi)
-                except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
-                    _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
-                    blocks = None
-                if blocks is not None:
-                    w, h = job.page.size_pt
-                    page = Page(
-                        number=job.page.number,
-                        width=round(w * dpi / 72),
-                        height=round(h * dpi / 72),
-                        dpi=dpi,
-                        blocks=blocks,
-                        backend="pdf_text",
-                    )
-                    self._finish(job, page, bar)
-                    continue
-            if self.backend == "vlm" or (self.backend == "auto" and self.engine is not None):
+            text_page = self._text_layer_page(job)
+            if text_page is not None:
+                self._finish(job, text_page, bar)
+                continue
+            if self._wants_vlm():
                 vlm_jobs.append(job)
             else:
                 ocr_jobs.append((job, None))
@@ -380,6 +365,80 @@ class DocumentParser:
                     self._finish(job, self._failed(job, page_or_reason), bar)
         if ocr_jobs:
             self._run_ocr(ocr_jobs, bar)
+
+    def _wants_vlm(self) -> bool:
+        return self.backend == "vlm" or (self.backend == "auto" and self.engine is not None)
+
+    def _text_layer_page(self, job: _Job) -> Page | None:
+        """The page read from its PDF text layer (backend "auto" only), or None when it has none."""
+        if self.backend != "auto" or job.page.size_pt is None:
+            return None
+        dpi = job.page.safe_dpi(self.dpi)
+        try:
+            blocks = job.page.text_blocks(dpi)
+        except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
+            _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
+            return None
+        if blocks is None:
+            return None
+        w, h = job.page.size_pt
+        return Page(
+            number=job.page.number,
+            width=round(w * dpi / 72),
+            height=round(h * dpi / 72),
+            dpi=dpi,
+            blocks=blocks,
+            backend="pdf_text",
+        )
+
+    def vlm_dpi(self, page: PageSource) -> float:
+        """The resolution ``page`` is rendered at for the VLM: the one that fills the pixel budget (images keep
+        their own pixels)."""
+        size = page.size_pt
+        return dpi_for_budget(*size, self.vlm.max_pixels or DEFAULT_MAX_PIXELS) if size else self.dpi
+
+    def prepare_page(self, page: PageSource) -> Page | tuple[PIL.Image.Image, float] | None:
+        """The first, CPU-only step of a page on the VLM path, for running it apart from the engine (Ray): the
+        finished page when the page cache or the text layer has it, else the page rendered for the VLM (image
+        and resolution), else None (it goes to OCR, or its rendering failed; `parse_pages` says why)."""
+        job = _Job(_DocState(page.document.name, page.document), page, self._key(page))
+        cached = self.cache.get(job.key) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        text_page = self._text_layer_page(job)
+        if text_page is not None:
+            if self.cache is not None:
+                self.cache.put(job.key, text_page)
+            return text_page
+        if not self._wants_vlm():
+            return None
+        try:
+            return self._render(job, self.vlm_dpi(page)), job.dpi
+        except Exception:  # noqa: BLE001 - parse_pages renders it again and records the reason
+            return None
+
+    def parse_pages(
+        self, pages: list[PageSource], *, images: list[tuple[PIL.Image.Image, float] | None] | None = None
+    ) -> list[Page]:
+        """Pages of any documents, as `parse_many` would read them (cache, backend choice, batching, retries,
+        fallback), in the order given. ``images``: the pages already rendered for the VLM (`prepare_page`),
+        used instead of rendering them again."""
+        jobs = []
+        for k, page in enumerate(pages):
+            job = _Job(_DocState(page.document.name, page.document), page, self._key(page))
+            job.state.pages = [None] * page.document.page_count
+            rendered = images[k] if images is not None else None
+            if rendered is not None:
+                job.image, job.dpi = rendered
+            jobs.append(job)
+        for start in range(0, len(jobs), self.batch_size):
+            self._process(jobs[start : start + self.batch_size], _NO_BAR)
+        out = []
+        for job in jobs:
+            done = job.state.pages[job.page.number - 1]
+            assert done is not None
+            out.append(done)
+        return out
 
     def _failed(self, job: _Job, reason: str) -> Page:
         width, height = job.image.size if job.image is not None else (0, 0)
@@ -414,9 +473,7 @@ class DocumentParser:
         todo: list[tuple[int, Tile, tuple[int, ...], int]] = []
         for i, job in enumerate(jobs):
             try:
-                size = job.page.size_pt
-                dpi = dpi_for_budget(*size, self.vlm.max_pixels or DEFAULT_MAX_PIXELS) if size else self.dpi
-                image = self._render(job, dpi)
+                image = job.image if job.image is not None else self._render(job, self.vlm_dpi(job.page))
             except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
                 failed[i] = f"the page could not be rendered: {exc}"
                 continue
@@ -533,6 +590,14 @@ class DocumentParser:
         with ThreadPoolExecutor(max_workers=self.ocr_workers) as pool:
             for (job, _), page in zip(jobs, pool.map(one, range(len(jobs))), strict=True):
                 self._finish(job, page, bar)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+_NO_BAR = _NoBar()
 
 
 def _changed_keywords(arguments: dict[str, Any]) -> list[str]:
