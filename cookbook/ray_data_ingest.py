@@ -1,137 +1,67 @@
-"""Batch ingestion of a large corpus with Ray Data's vLLM processor (a recipe: needs Ray and GPUs).
+"""Ingest a corpus on Ray Data: pages to typed, boxed blocks as a Parquet dataset, then a downstream Ray job on it.
 
-    pip install 'ray[data,llm]>=2.49' 'qwenvl[vllm,pdf]'
-    python cookbook/ray_data_ingest.py "s3-or-local-folder/*.pdf" --out parsed/ --model Qwen/Qwen2-VL-7B-Instruct \
-        --replicas 8 --tensor-parallel-size 1
+    pip install 'qwenvl[ray,pdf,ocr]'
+    python cookbook/ray_data_ingest.py cookbook/data --out parsed/              # OCR, a local Ray cluster
+    python cookbook/ray_data_ingest.py "/shared/archive/**/*.pdf" --out /shared/parsed --ray auto \\
+        --model Qwen/Qwen2.5-VL-7B-Instruct --engines 8                           # the VLM, 8 GPU actors
 
-Pages are rendered on CPU workers at the resolution that fills the pixel budget, Ray Data runs `--replicas` vLLM
-engines (each over `--tensor-parallel-size` GPUs) with the same JSON-schema-constrained layout request that
-`DocumentParser(backend="vlm")` sends, and each page's blocks (boxes mapped to page pixels) are written as JSON
-lines. For one machine, `DocumentParser` with `VLLMEngine` or several `vllm serve` replicas behind
-`VLLMServerEngine([...urls])` does the same without Ray (see scale_out.md).
+`RayDocumentParser` reads pages as `DocumentParser` does (same options, blocks, statuses, fallback, page cache),
+with tasks listing, rendering and OCR-ing pages and an actor pool of engines for the VLM. Each document's blocks
+become one Parquet file; a second Ray Data job reads them all back (here: blocks per type and pages per status).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from qwenvl.layout.pages import dpi_for_budget, expand_sources, open_document
-from qwenvl.layout.vlm import Tile, VLMLayoutConfig, blocks_from_result, layout_prompt, layout_schema
-from qwenvl.messages import ChatResult
+from qwenvl.layout.export import write_blocks_parquet
+from qwenvl.layout.ray import RayDocumentParser
 
 
-def render_rows(paths: Sequence[str], max_pixels: int) -> list[dict[str, Any]]:
-    """One row per page: source, page number, the page image and its size (rendered here, on the driver, for
-    a small corpus; for a large one map this over the list of files with ray.data)."""
-    rows = []
-    for path in expand_sources(list(paths)):
-        with open_document(path) as doc:
-            for page in doc.pages():
-                dpi = dpi_for_budget(*page.size_pt, max_pixels) if page.size_pt else 200.0
-                image, dpi = page.render(dpi)
-                rows.append(
-                    {
-                        "source": str(path),
-                        "page": page.number,
-                        "dpi": dpi,
-                        "image": image,
-                        "width": image.width,
-                        "height": image.height,
-                    }
-                )
-    return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("paths", nargs="+")
-    ap.add_argument("--out", default="parsed")
-    ap.add_argument("--model", default="Qwen/Qwen2-VL-7B-Instruct")
-    ap.add_argument("--replicas", type=int, default=1, help="vLLM engines (concurrency)")
-    ap.add_argument("--tensor-parallel-size", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-pixels", type=int, default=1280 * 28 * 28)
+    ap.add_argument("paths", nargs="+", help="documents, folders or globs every Ray node can read")
+    ap.add_argument("--out", default="parsed", help="folder of the Parquet dataset (one file per document)")
+    ap.add_argument("--ray", default="local", help="'local' starts a cluster here; 'auto' joins the running one")
+    ap.add_argument("--model", help="a Qwen-VL model for the VLM backend (default: OCR only)")
+    ap.add_argument("--base-url", help="vLLM server(s) to send pages to instead of in-actor engines")
+    ap.add_argument("--engines", type=int, default=1, help="engine actors (one model copy each)")
+    ap.add_argument("--cache-dir", help="page cache on shared storage: a rerun resumes where a killed job stopped")
     args = ap.parse_args(argv)
-    try:
-        import ray
-        from ray.data import llm as ray_llm
-    except ImportError:
-        print("this recipe needs Ray Data with its LLM extra: pip install 'ray[data,llm]>=2.49'", file=sys.stderr)
-        return 2
 
-    config = VLMLayoutConfig(max_pixels=args.max_pixels, max_tokens=4096)
-    schema = layout_schema(config)
-    processor_config = ray_llm.vLLMEngineProcessorConfig(
-        model_source=args.model,
-        engine_kwargs={
-            "max_model_len": 16384,
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "limit_mm_per_prompt": {"image": 1},
-        },
-        concurrency=args.replicas,
-        batch_size=args.batch_size,
-        prepare_multimodal_stage={"enabled": True},  # Ray >= 2.49; older Ray: has_image=True
+    parser = RayDocumentParser(
+        "vlm" if args.model else "ocr",
+        model=args.model,
+        base_url=args.base_url,
+        address=args.ray,
+        engines=args.engines,
+        cache_dir=args.cache_dir,
+        progress=True,
     )
+    out = Path(args.out)
+    statuses: Counter[str] = Counter()
+    failed_documents = []
+    for doc in parser.parse_many(args.paths):  # each document as soon as its pages are done, in input order
+        if doc.error:
+            failed_documents.append(doc.source)
+            print(f"{doc.source}: {doc.error}", file=sys.stderr)
+            continue
+        write_blocks_parquet(doc, out / f"{Path(doc.source).stem}.parquet")
+        statuses.update(page.status for page in doc.pages)
 
-    def preprocess(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image", "image": row["image"]},
-                        {"type": "text", "text": layout_prompt(config)},
-                    ],
-                }
-            ],
-            "sampling_params": {
-                "temperature": 0.0,
-                "max_tokens": config.max_tokens,
-                "structured_outputs": {"json": schema},
-            },
-            "mm_processor_kwargs": {"max_pixels": args.max_pixels},
-        }
+    import ray
 
-    def postprocess(row: dict[str, Any]) -> dict[str, Any]:
-        try:
-            parsed = json.loads(row["generated_text"])
-            result = ChatResult(text=row["generated_text"], parsed=parsed)
-            blocks = blocks_from_result(
-                result,
-                Tile(0, 0, row["width"], row["height"]),
-                config,
-                page_number=row["page"],
-                page_size=(row["width"], row["height"]),
-            )
-            return {
-                "source": row["source"],
-                "page": row["page"],
-                "dpi": row["dpi"],
-                "status": "ok",
-                "blocks": json.dumps([b.model_dump(mode="json") for b in blocks]),
-            }
-        except (ValueError, KeyError) as exc:  # cut off or malformed: re-run these pages with DocumentParser
-            return {
-                "source": row["source"],
-                "page": row["page"],
-                "dpi": row["dpi"],
-                "status": "failed",
-                "blocks": "[]",
-                "error": str(exc),
-            }
-
-    build = getattr(ray_llm, "build_processor", None) or ray_llm.build_llm_processor
-    processor = build(processor_config, preprocess=preprocess, postprocess=postprocess)
-    ray.init(ignore_reinit_error=True)
-    ds = ray.data.from_items(render_rows(args.paths, args.max_pixels))
-    processor(ds).write_json(args.out)
-    print(f"pages written to {args.out}/ as JSON lines (source, page, dpi, status, blocks)")
-    return 0
+    blocks = ray.data.read_parquet(str(out))  # the downstream job: any Ray Data (or Spark, pandas) reader
+    by_type = {row["block_type"]: row["count()"] for row in blocks.groupby("block_type").count().take_all()}
+    summary = {"statuses": dict(statuses), "blocks": by_type, "failed_documents": failed_documents, **parser.stats}
+    print(summary)
+    return summary
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

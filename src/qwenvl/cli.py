@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -146,6 +147,8 @@ def _document_parser(args: argparse.Namespace, engine: Any) -> Any:
 def _ray_parser(args: argparse.Namespace) -> Any:
     """`RayDocumentParser` for ``--ray``: engines are built in the Ray actors from the model options."""
     from qwenvl.layout.ray import RayDocumentParser
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the command shows its own progress
 
     wants = _wants_engine(args)
     options = {k: v for k, v in engine_arguments(args).items() if v is not None} if wants else {}

@@ -99,6 +99,20 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
         assert first.ok, first.error
         assert first.usage.image_tokens == engine.count_tokens(image_request).image_tokens
         assert engine._send_mm_kwargs is False
+        # 64 image requests at once from an engine that does not know yet: all 64 are refused for their
+        # processor kwargs, and every one is sent again resized (not only the first)
+        fresh = VLLMServerEngine(server.base_url, str(tiny_model), timeout=120, max_concurrency=64)
+        burst = [
+            ChatRequest(
+                [Message("user", [Image(make_image(300 + i, 200, i)), Text(f"{i}")])], SamplingOptions(max_tokens=2)
+            )
+            for i in range(64)
+        ]
+        answers = fresh.generate(burst)
+        assert [r.error for r in answers if not r.ok] == [] and len(answers) == 64
+        assert fresh._send_mm_kwargs is False
+        assert [r.usage.image_tokens for r in answers] == [fresh.count_tokens(r).image_tokens for r in burst]
+        fresh.close()
         # Long requests whatever the model writes: the schema asks for 1200 digits.
         digits = {"type": "integer", "minimum": 0, "maximum": 9}
         schema = {"type": "array", "items": digits, "minItems": 1200, "maxItems": 1200}

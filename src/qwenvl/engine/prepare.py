@@ -83,8 +83,9 @@ class EngineDefaults:
 class PreparedRequest:
     """A request ready for a backend: prompt text, media, the processor's size limits and the token counts.
 
-    Images are passed as loaded when one pair of pixel limits serves them all (the processor resizes them
-    to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
+    Images larger than their planned size are brought down to it here (the processor keeps them as they are);
+    smaller ones are passed as loaded when one pair of pixel limits serves them all (the processor scales them
+    up to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
     processor's limits bracket the results so it keeps them. Video frames are always resized here.
     """
 
@@ -110,6 +111,8 @@ class PreparedRequest:
     profile: ModelProfile = QWEN2_VL
     #: per video, what the processor needs to know of its frames (fps, sampled frame indices, total frames)
     video_metadata: list[dict[str, Any]] = field(default_factory=list)
+    #: a server engine's encodings of the images sent so far (id -> (image, data URI)): a resend reuses them
+    encoded: dict[int, tuple[Any, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def resized_images(self) -> list[PIL.Image.Image]:
         """Every image at its final size, for a backend that takes no processor size limits."""
@@ -247,6 +250,12 @@ class RequestPreparer:
         if pil_images:
             if len(set(limits)) == 1 and not any(_extreme(im, profile.factor) for im in pil_images):
                 image_size = {"shortest_edge": limits[0][0], "longest_edge": limits[0][1]}
+                # an image larger than its planned size is brought down to it here, the same for every backend:
+                # the processor keeps it as it is (the same tokens), and a server gets fewer bytes
+                pil_images = [
+                    media.resize_image(im, lo, hi, factor=profile.factor) if h * w < im.height * im.width else im
+                    for (im, (lo, hi)), (h, w) in zip(pairs, sizes, strict=True)
+                ]
             else:
                 pil_images = [media.resize_image(im, lo, hi, factor=profile.factor) for im, (lo, hi) in pairs]
                 areas = [h * w for h, w in sizes]

@@ -22,11 +22,14 @@ import io
 import json
 import logging
 import math
+import os
 import queue
 import random
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,6 +119,8 @@ class VLLMServerEngine(EngineBase):
         self._lora_loaded: set[str] = set()
         self._lora_lock = threading.Lock()
         self._closed = False
+        # request bodies (image encoding) are built here, in parallel, off the event loop
+        self._encoder = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="qwenvl-encode")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
         self._thread.start()
@@ -152,6 +157,7 @@ class VLLMServerEngine(EngineBase):
         self._call(self._client.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ generation
 
@@ -282,14 +288,18 @@ class VLLMServerEngine(EngineBase):
 
         return list(await asyncio.gather(*(one(p) for p in prepared)))
 
+    async def _build(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
+        """The request body, built in the encoder pool (images are encoded there, in parallel)."""
+        return await asyncio.get_running_loop().run_in_executor(self._encoder, partial(self._body, prep, stream=stream))
+
     async def _post_completion(self, prep: PreparedRequest) -> Any:
-        body = self._body(prep, stream=False)
+        body = await self._build(prep, stream=False)
         try:
             return await self._request("POST", "/chat/completions", body)
         except ServerError as exc:
             if not self._stop_mm_kwargs(exc, sent="mm_processor_kwargs" in body):
                 raise
-            return await self._request("POST", "/chat/completions", self._body(prep, stream=False))
+            return await self._request("POST", "/chat/completions", await self._build(prep, stream=False))
 
     def _stop_mm_kwargs(self, error: ServerError, *, sent: bool) -> bool:
         """True when ``error`` is the server refusing the processor kwargs this request carried: from now on
@@ -436,7 +446,7 @@ class VLLMServerEngine(EngineBase):
     async def _stream_once(self, prep: PreparedRequest, emit: Any) -> ChatChunk:
         """Send one streaming request; emit every chunk but the last, which is returned with usage and the
         parsed answer."""
-        body = self._body(prep, stream=True)
+        body = await self._build(prep, stream=True)
         url = self._pick()
         texts: list[str] = []
         prompt_ids: list[int] | None = None
@@ -519,8 +529,9 @@ def _refuses_mm_kwargs(error: ServerError) -> bool:
 
 
 def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dict[str, Any]]:
-    """The request as OpenAI chat messages, with ``pictures`` as PNG data URIs in the images' places."""
-    images = iter(pictures)
+    """The request as OpenAI chat messages, with ``pictures`` as data URIs in the images' places (each encoded
+    once per request: `image_data_uri`)."""
+    images = iter(_cached_uri(prep, picture) for picture in pictures)
     out = []
     native = prep.profile.template_tools  # tool turns go as OpenAI tool messages to a template that reads them
     messages = to_template_messages(with_system_prompt(prep.request.messages, prep.system_prompt), native_tools=native)
@@ -551,16 +562,47 @@ def _media_part(part: dict[str, Any], images: Iterator[Any], videos: Sequence[An
     """An OpenAI content part: images as PNG data URIs; the video as its sampled frames, each a lossless PNG, in
     vLLM's frame-sequence data URI (``video/jpeg``: comma-separated base64 frames, read with PIL)."""
     if part["type"] == "image":
-        return {"type": "image_url", "image_url": {"url": _data_uri(next(images))}}
+        return {"type": "image_url", "image_url": {"url": next(images)}}
     if part["type"] == "video":
         import PIL.Image
 
-        frames = [_data_uri(PIL.Image.fromarray(frame)).split(",", 1)[1] for frame in videos[0]]
+        frames = [_png_uri(PIL.Image.fromarray(frame)).split(",", 1)[1] for frame in videos[0]]
         return {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames)}}
     return part
 
 
-def _data_uri(image: Any) -> str:
+def _cached_uri(prep: PreparedRequest, image: Any) -> str:
+    hit = prep.encoded.get(id(image))
+    if hit is not None and hit[0] is image:
+        return hit[1]
+    uri = image_data_uri(image)
+    prep.encoded[id(image)] = (image, uri)
+    return uri
+
+
+#: an image whose PNG would keep more than this share of its raw bytes is sent uncompressed (BMP)
+_PNG_WORTH_IT = 0.5
+
+
+def image_data_uri(image: Any) -> str:
+    """A lossless data URI of ``image`` (the server sees the same pixels), in the encoding that costs least:
+    PNG where it pays (documents, charts, screenshots: a fraction of the raw bytes), uncompressed BMP where it
+    does not (photos, noise: PNG would spend CPU time to save little). A strip of rows is PNG-encoded to tell."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    raw = rgb.width * rgb.height * 3
+    if raw > 64 * 1024:  # small images: PNG always (cheap either way)
+        top = max(0, rgb.height // 2 - 16)
+        strip = rgb.crop((0, top, rgb.width, min(rgb.height, top + 32)))
+        sample = io.BytesIO()
+        strip.save(sample, format="PNG", compress_level=1)
+        if sample.tell() > _PNG_WORTH_IT * strip.width * strip.height * 3:
+            buffer = io.BytesIO()
+            rgb.save(buffer, format="BMP")
+            return "data:image/bmp;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _png_uri(rgb)
+
+
+def _png_uri(image: Any) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # lossless: the server sees the same pixels
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -61,6 +61,15 @@ class _Spec:
 #: times a task (or an actor's call) is run again after its worker died; then its pages are recorded as failed
 _TASK_RETRIES = 3
 
+
+def _task_retries() -> dict[str, Any]:
+    return {"max_retries": _TASK_RETRIES}
+
+
+def _actor_retries() -> dict[str, Any]:
+    return {"max_task_retries": _TASK_RETRIES}
+
+
 # one parser per worker process and spec, so that a worker reused for many tasks builds it once
 _PARSERS: dict[int, DocumentParser] = {}
 
@@ -341,10 +350,11 @@ class RayDocumentParser:
             [{"doc": k, "path": f["path"], "error": f["error"]} for k, f in enumerate(files)],
             override_num_blocks=max(1, min(len(files), 1000)),
         )
-        pages = docs.flat_map(_list_pages, fn_kwargs={"spec": spec}, max_retries=_TASK_RETRIES).repartition(
+        retries = {"ray_remote_args_fn": _task_retries}
+        pages = docs.flat_map(_list_pages, fn_kwargs={"spec": spec}, **retries).repartition(
             target_num_rows_per_block=self.pages_per_task
         )
-        task = {"num_cpus": self.cpus_per_task, "batch_size": self.pages_per_task, "max_retries": _TASK_RETRIES}
+        task = {"num_cpus": self.cpus_per_task, "batch_size": self.pages_per_task, **retries}
         if not self._uses_vlm:
             results = pages.map_batches(_parse_cpu, fn_kwargs={"spec": spec}, **task)
         else:
@@ -360,7 +370,7 @@ class RayDocumentParser:
                 concurrency=self.engines,
                 num_gpus=gpus,
                 num_cpus=self.cpus_per_task,
-                max_task_retries=_TASK_RETRIES,
+                ray_remote_args_fn=_actor_retries,
                 # vLLM's engine core in the actor's own process: a killed actor leaves no engine process behind
                 runtime_env={"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}},
             )
