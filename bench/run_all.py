@@ -41,13 +41,16 @@ def main() -> None:
     import engine_overhead
     import langchain_batch
     import loader
+    import ray_ingest
     import server_vs_local
 
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU, tiny model"
     engine_rows: list[tuple[str, ...]] = []
-    for module in (engine_overhead, server_vs_local, langchain_batch):
+    for module in (engine_overhead, server_vs_local, langchain_batch, ray_ingest):
         print(f"== {module.__name__}", flush=True)
-        engine_rows += module.main([])
+        # the per-family engine rows: 96 prompts, 5 rounds (the README's paragraph names these settings)
+        argv = ["--family", "all", "--prompts", "96", "--rounds", "5"] if module is engine_overhead else []
+        engine_rows += module.main(argv)
     print("== loader", flush=True)
     loader_rows = loader.main([])
     engine_table = f"Measured on a {machine} (`python bench/run_all.py`):\n\n" + _table(

@@ -1,10 +1,19 @@
 """In-process engine vs server engine vs the route users take today (LangChain ChatOpenAI on a vLLM server).
 
-Prints, from one run on the same 64 image prompts (640x480, max_pixels 256*28*28, 16 tokens out, greedy):
-  - VLLMEngine throughput / VLLMServerEngine throughput (same machine, same model)
-  - VLLMServerEngine throughput / ChatOpenAI.batch(max_concurrency=64) throughput, both on one vLLM server
+The same 64 photo-like images (400 to 1200 px a side, max_pixels 256*28*28, 16 tokens out, greedy), with only
+one vLLM engine alive at a time:
+  1. VLLMEngine in this process (then closed);
+  2. a `vllm serve` with the flags the README recommends, with `--trust-request-mm-kwargs`: VLLMServerEngine and
+     ChatOpenAI.batch(max_concurrency=64) in interleaved rounds;
+  3. the same server without that flag (the default), the same two clients;
+  4. VLLMEngine again (the in-process figure is the mean of 1 and 4, which bracket the server phases).
+The pictures are JPEG files (quality 90), as photos are. ChatOpenAI gets what its users send: each file's bytes
+as a base64 data URI, full size; the server decodes it and brings it down to max_pixels (`--mm-processor-kwargs`).
+qwenvl gets the file paths (it decodes, resizes and encodes them itself, all timed). Both clients cost the same
+prompt tokens (checked). A second workload holds the same pictures in memory (a pipeline's rendered pages or
+crops): ChatOpenAI users encode each as a PNG data URI (PIL's defaults), qwenvl gets the PIL images.
 
-    python bench/server_vs_local.py
+    python bench/server_vs_local.py [--prompts 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -12,21 +21,46 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import images, interleaved, model_path  # noqa: E402
+from _common import interleaved, model_path  # noqa: E402
 
 MAX_PIXELS = 256 * 28 * 28
 
 
-def _data_uri(img) -> str:  # noqa: ANN001
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def photos(n: int) -> list[Any]:
+    """``n`` photo-like RGB images, 400 to 1200 px a side: smooth shapes, shading and sensor noise."""
+    import numpy as np
+    import PIL.Image
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        w, h = (int(v) for v in rng.integers(400, 1201, size=2))
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack(
+            [np.sin(x / rng.uniform(40, 200) + c) * np.cos(y / rng.uniform(40, 200) - c) for c in (0, 1, 2)], -1
+        )
+        pixels = 128 + 90 * base + rng.normal(0, 12, size=(h, w, 3))
+        out.append(PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB"))
+    return out
+
+
+def _png_uri(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # what ChatOpenAI users write for an image they hold (PIL's defaults)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _file_uri(path: Path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()  # what ChatOpenAI users write
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
@@ -44,69 +78,129 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     from qwenvl.testing import VLLMServerProcess
 
     model = model_path()
-    pics = images(args.prompts)
+    folder = Path(tempfile.mkdtemp(prefix="photos-"))
+    pics = photos(args.prompts)
+    files = []
+    for i, picture in enumerate(pics):
+        files.append(folder / f"photo-{i:02d}.jpg")
+        picture.save(files[-1], quality=90)
+    n = args.prompts
     requests = [
+        ChatRequest(
+            [Message("user", [Image(str(f)), Text(f"Describe picture {i}.")])],
+            SamplingOptions(max_tokens=args.max_tokens),
+        )
+        for i, f in enumerate(files)
+    ]
+    in_memory = [  # the same pictures held in memory (rendered, cropped, or decoded by the pipeline)
         ChatRequest(
             [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=args.max_tokens)
         )
         for i, p in enumerate(pics)
     ]
 
-    def lc_messages() -> list[list[HumanMessage]]:
-        # What a ChatOpenAI user does with the same pictures: encode each as a data URI (timed, as our engine's
-        # encoding is).
-        return [
-            [
-                HumanMessage(
-                    content=[
-                        {"type": "image_url", "image_url": {"url": _data_uri(p)}},
-                        {"type": "text", "text": f"Describe picture {i}."},
+    def in_process() -> tuple[float, int]:
+        with VLLMEngine(model, max_model_len=4096, gpu_memory_utilization=0.2, max_pixels=MAX_PIXELS) as local:
+
+            def run() -> None:
+                assert all(r.ok for r in local.generate(requests))
+
+            run()  # warm-up
+            times = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            return statistics.median(times), local.generate(requests[:1])[0].usage.prompt_tokens
+
+    def server_phase(trust: bool) -> dict[str, float]:
+        log = Path(tempfile.mkdtemp()) / "server.log"
+        extra = ["--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}']
+        with VLLMServerProcess(model, log_path=log, extra_args=extra, trust_request_mm_kwargs=trust) as server:
+            remote = VLLMServerEngine(server.base_url, model, max_pixels=MAX_PIXELS, max_concurrency=64)
+            chat = ChatOpenAI(
+                base_url=server.base_url, api_key="unused", model=model, temperature=0, max_tokens=args.max_tokens
+            )
+
+            def run_remote(batch: list[Any]) -> None:
+                assert all(r.ok for r in remote.generate(batch))
+
+            def run_langchain(uris: Any) -> list[Any]:
+                messages = [
+                    [
+                        HumanMessage(
+                            content=[
+                                {"type": "image_url", "image_url": {"url": uri}},
+                                {"type": "text", "text": f"Describe picture {i}."},
+                            ]
+                        )
                     ]
-                )
-            ]
-            for i, p in enumerate(pics)
-        ]
+                    for i, uri in enumerate(uris())
+                ]
+                return chat.batch(messages, config={"max_concurrency": 64})
 
-    log = Path(tempfile.mkdtemp()) / "server.log"
-    with VLLMServerProcess(
-        model, log_path=log, extra_args=["--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}']
-    ) as server:
-        local = VLLMEngine(model, max_model_len=4096, gpu_memory_utilization=0.2, max_pixels=MAX_PIXELS)
-        remote = VLLMServerEngine(server.base_url, model, max_pixels=MAX_PIXELS, max_concurrency=64)
-        chat = ChatOpenAI(
-            base_url=server.base_url, api_key="unused", model=model, temperature=0, max_tokens=args.max_tokens
-        )
+            def file_uris() -> list[str]:
+                return [_file_uri(f) for f in files]
 
-        def run_local() -> None:
-            assert all(r.ok for r in local.generate(requests))
+            def png_uris() -> list[str]:
+                return [_png_uri(p) for p in pics]
 
-        def run_remote() -> None:
-            assert all(r.ok for r in remote.generate(requests))
+            run_remote(requests)  # warm-up (and, without the flag, the switch to resizing here)
+            answers = run_langchain(file_uris)
+            ours = remote.generate(requests)
+            theirs = [a.response_metadata["token_usage"]["prompt_tokens"] for a in answers]
+            assert [r.usage.prompt_tokens for r in ours] == theirs, "the clients cost different prompt tokens"
+            t = interleaved(
+                {
+                    "server": lambda: run_remote(requests),
+                    "langchain": lambda: run_langchain(file_uris),
+                    "server_images": lambda: run_remote(in_memory),
+                    "langchain_images": lambda: run_langchain(png_uris),
+                },
+                rounds=args.rounds,
+            )
+            remote.close()
+        return t
 
-        def run_langchain() -> None:
-            chat.batch(lc_messages(), config={"max_concurrency": 64})
-
-        for fn in (run_local, run_remote, run_langchain):
-            fn()  # warm-up
-        t = interleaved({"local": run_local, "server": run_remote, "langchain": run_langchain}, rounds=args.rounds)
-        [a] = local.generate(requests[:1])
-        [b] = remote.generate(requests[:1])
-        remote.close()
-        local.close()
-    n = args.prompts
+    local_first, prompt_tokens = in_process()
+    trusted = server_phase(trust=True)
+    default = server_phase(trust=False)
+    local_last, _ = in_process()
+    local = (local_first + local_last) / 2
+    sizes = [p.size for p in pics]
     print(f"model: {model}")
-    print(f"{n} image prompts (640x480, max_pixels {MAX_PIXELS}), {args.max_tokens} tokens out, {args.rounds} rounds")
-    print(f"VLLMEngine (in-process)           {t['local']:.3f} s  {n / t['local']:.1f} prompts/s")
-    print(f"VLLMServerEngine (HTTP)           {t['server']:.3f} s  {n / t['server']:.1f} prompts/s")
-    print(f"ChatOpenAI.batch (HTTP)           {t['langchain']:.3f} s  {n / t['langchain']:.1f} prompts/s")
-    print(f"in-process / server engine        {t['server'] / t['local']:.2f}x throughput")
-    print(f"server engine / ChatOpenAI.batch  {t['langchain'] / t['server']:.2f}x throughput")
-    print(f"same image tokens in-process and over HTTP: {a.usage.image_tokens == b.usage.image_tokens}")
+    print(
+        f"{n} photo-like images ({min(min(s) for s in sizes)} to {max(max(s) for s in sizes)} px a side, "
+        f"max_pixels {MAX_PIXELS}, {prompt_tokens} prompt tokens for the first), {args.max_tokens} tokens out, "
+        f"{args.rounds} rounds; one vLLM engine alive at a time"
+    )
+    runs = f"(runs: {local_first:.3f}, {local_last:.3f})"
+    print(f"VLLMEngine (in-process)                    {local:.3f} s  {n / local:.1f} prompts/s  {runs}")
+    for name, t in (("--trust-request-mm-kwargs", trusted), ("default flags", default)):
+        print(f"server, {name}:")
+        print(f"  VLLMServerEngine                         {t['server']:.3f} s  {n / t['server']:.1f} prompts/s")
+        print(f"  ChatOpenAI.batch                         {t['langchain']:.3f} s  {n / t['langchain']:.1f} prompts/s")
+        print(f"  server engine / ChatOpenAI.batch         {t['langchain'] / t['server']:.2f}x throughput")
+        print(f"  in-memory images: VLLMServerEngine       {t['server_images']:.3f} s")
+        print(f"  in-memory images: ChatOpenAI.batch (PNG) {t['langchain_images']:.3f} s")
+        print(
+            f"  in-memory: server engine / ChatOpenAI    {t['langchain_images'] / t['server_images']:.2f}x throughput"
+        )
+    print(f"in-process / server engine (trusted)       {trusted['server'] / local:.2f}x throughput")
     return [
-        (f"in-process engine ÷ server engine, {n} image prompts", f"{t['server'] / t['local']:.2f}x throughput"),
         (
-            "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch` on the same server",
-            f"{t['langchain'] / t['server']:.2f}x throughput",
+            f"in-process engine ÷ server engine, {n} photo-like images (phases apart, one engine alive)",
+            f"{trusted['server'] / local:.2f}x throughput",
+        ),
+        (
+            "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with `--trust-request-mm-kwargs`",
+            f"{trusted['langchain'] / trusted['server']:.2f}x throughput (JPEG files); "
+            f"{trusted['langchain_images'] / trusted['server_images']:.2f}x (in-memory images)",
+        ),
+        (
+            "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with default flags",
+            f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files); "
+            f"{default['langchain_images'] / default['server_images']:.2f}x (in-memory images)",
         ),
     ]
 

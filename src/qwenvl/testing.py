@@ -267,7 +267,9 @@ class VLLMServerProcess:
     """A vLLM OpenAI-compatible server on 127.0.0.1 in a child process, for tests, examples and benchmarks.
 
     Use as a context manager; ``base_url`` is ready once ``start()`` returns. Flags mirror `VLLMEngine`'s
-    defaults so that both give the same answers.
+    defaults so that both give the same answers, and include what vLLM's CPU build needs: chunked prefill off
+    (``--no-enable-chunked-prefill``: with it on, vLLM 0.32's CPU server dies on a seeded request whose prompt
+    exceeds the step budget, "CPU Generator does not use offset").
     """
 
     def __init__(
@@ -290,6 +292,8 @@ class VLLMServerProcess:
             "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.2",
             "--limit-mm-per-prompt", json.dumps({"image": 4, "video": 1}),
             "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+            # vLLM 0.32's CPU server dies on a seeded request whose prompt exceeds the step budget with chunked
+            # prefill on ("CPU Generator does not use offset"); the in-process engine turns it off on the CPU too
             "--no-enable-chunked-prefill", "--seed", "0",
             *(["--trust-request-mm-kwargs"] if trust_request_mm_kwargs else []),
             *(extra_args or []),

@@ -119,7 +119,7 @@ class VLLMServerEngine(EngineBase):
         self._lora_loaded: set[str] = set()
         self._lora_lock = threading.Lock()
         self._closed = False
-        # request bodies (image encoding) are built here, in parallel, off the event loop
+        # request bodies (image encoding) are built in parallel, off the event loop
         self._encoder = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="qwenvl-encode")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,14 +61,6 @@ class _Spec:
 
 #: times a task (or an actor's call) is run again after its worker died; then its pages are recorded as failed
 _TASK_RETRIES = 3
-
-
-def _task_retries() -> dict[str, Any]:
-    return {"max_retries": _TASK_RETRIES}
-
-
-def _actor_retries() -> dict[str, Any]:
-    return {"max_task_retries": _TASK_RETRIES}
 
 
 # one parser per worker process and spec, so that a worker reused for many tasks builds it once
@@ -350,11 +343,11 @@ class RayDocumentParser:
             [{"doc": k, "path": f["path"], "error": f["error"]} for k, f in enumerate(files)],
             override_num_blocks=max(1, min(len(files), 1000)),
         )
-        retries = {"ray_remote_args_fn": _task_retries}
-        pages = docs.flat_map(_list_pages, fn_kwargs={"spec": spec}, **retries).repartition(
+        # tasks whose worker dies are run again up to 3 times (Ray's default), then their pages are lost
+        pages = docs.flat_map(_list_pages, fn_kwargs={"spec": spec}).repartition(
             target_num_rows_per_block=self.pages_per_task
         )
-        task = {"num_cpus": self.cpus_per_task, "batch_size": self.pages_per_task, **retries}
+        task = {"num_cpus": self.cpus_per_task, "batch_size": self.pages_per_task}
         if not self._uses_vlm:
             results = pages.map_batches(_parse_cpu, fn_kwargs={"spec": spec}, **task)
         else:
@@ -363,17 +356,21 @@ class RayDocumentParser:
                 on_gpus = spec.base_url is None and ray.cluster_resources().get("GPU", 0) > 0
                 gpus = float(spec.engine_options.get("tensor_parallel_size") or 1) if on_gpus else 0.0
             prepared = pages.map_batches(_prepare_vlm, fn_kwargs={"spec": spec}, **task)
-            results = prepared.map_batches(
-                _VLMWorker,
-                fn_constructor_kwargs={"spec": spec},
-                batch_size=self.options.run.batch_size,
-                concurrency=self.engines,
-                num_gpus=gpus,
-                num_cpus=self.cpus_per_task,
-                ray_remote_args_fn=_actor_retries,
-                # vLLM's engine core in the actor's own process: a killed actor leaves no engine process behind
-                runtime_env={"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}},
-            )
+            with warnings.catch_warnings():
+                # Ray Data retries an actor's batch forever by default: a page that kills its engine every time
+                # would hang the job. A bounded retry count has no named parameter yet (Ray < 2.64 takes it).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                results = prepared.map_batches(
+                    _VLMWorker,
+                    fn_constructor_kwargs={"spec": spec},
+                    batch_size=self.options.run.batch_size,
+                    concurrency=self.engines,
+                    num_gpus=gpus,
+                    num_cpus=self.cpus_per_task,
+                    # vLLM's engine core in the actor's own process: a killed actor leaves no engine behind
+                    runtime_env={"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}},
+                    max_task_retries=_TASK_RETRIES,
+                )
         return results.select_columns(["doc", "page", "pages", "name", "error", "result"])
 
     def _assemble(self, results: Any, count: int) -> Iterator[ParsedDocument]:
