@@ -42,20 +42,16 @@ def test_encoding_is_lossless_and_chosen_by_cost() -> None:
     assert image_data_uri(small).startswith("data:image/png;base64")
 
 
-def test_large_images_are_brought_down_to_their_planned_size_once(tiny_model: Path) -> None:
+def test_images_are_encoded_once_per_request(tiny_model: Path) -> None:
     preparer = RequestPreparer.from_pretrained(
         str(tiny_model), defaults=EngineDefaults.create(max_pixels=64 * 784), max_model_len=4096, extra="vllm"
     )
-    big, small = _photo(1000, 800, 1), make_image(30, 30, 2)
+    big, small = _photo(1000, 800, 1), make_image(56, 56, 2)
     prep = preparer.prepare(ChatRequest([Message("user", [Image(big), Image(small), Text("compare")])]))
-    planned = [
-        preparer.profile.smart_resize(im.height, im.width, *limits)
-        for im, limits in zip((big, small), prep.image_limits, strict=True)
-    ]
-    assert (prep.images[0].height, prep.images[0].width) == planned[0]  # resized here: fewer bytes travel
-    assert prep.images[1].size == (30, 30) and planned[1] == (56, 56)  # smaller: the processor scales it up
-    assert prep.image_tokens == [preparer.profile.grid_tokens(h, w) for h, w in planned]
     first = _cached_uri(prep, prep.images[0])
-    assert _cached_uri(prep, prep.images[0]) is first  # a resend does not encode it again
-    resized = prep.resized_images()  # the path without processor kwargs: the big one is unchanged
-    assert resized[0] is prep.images[0] and _cached_uri(prep, resized[0]) is first
+    assert _cached_uri(prep, prep.images[0]) is first  # a retry does not encode it again
+    resized = prep.resized_images()  # the resend without processor kwargs: at the planned sizes
+    planned = preparer.profile.smart_resize(800, 1000, *prep.image_limits[0])
+    assert (resized[0].height, resized[0].width) == planned and _cached_uri(prep, resized[0]) != first
+    assert resized[1] is prep.images[1]  # already at its planned size: the same image...
+    assert _cached_uri(prep, resized[1]) is _cached_uri(prep, prep.images[1])  # ...and the same encoding

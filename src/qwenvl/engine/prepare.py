@@ -83,9 +83,8 @@ class EngineDefaults:
 class PreparedRequest:
     """A request ready for a backend: prompt text, media, the processor's size limits and the token counts.
 
-    Images larger than their planned size are brought down to it here (the processor keeps them as they are);
-    smaller ones are passed as loaded when one pair of pixel limits serves them all (the processor scales them
-    up to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
+    Images are passed as loaded when one pair of pixel limits serves them all (the processor resizes them
+    to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
     processor's limits bracket the results so it keeps them. Video frames are always resized here.
     """
 
@@ -250,12 +249,6 @@ class RequestPreparer:
         if pil_images:
             if len(set(limits)) == 1 and not any(_extreme(im, profile.factor) for im in pil_images):
                 image_size = {"shortest_edge": limits[0][0], "longest_edge": limits[0][1]}
-                # an image larger than its planned size is brought down to it here, the same for every backend:
-                # the processor keeps it as it is (the same tokens), and a server gets fewer bytes
-                pil_images = [
-                    media.resize_image(im, lo, hi, factor=profile.factor) if h * w < im.height * im.width else im
-                    for (im, (lo, hi)), (h, w) in zip(pairs, sizes, strict=True)
-                ]
             else:
                 pil_images = [media.resize_image(im, lo, hi, factor=profile.factor) for im, (lo, hi) in pairs]
                 areas = [h * w for h, w in sizes]

@@ -313,7 +313,7 @@ class RayDocumentParser:
         """Every document of ``sources`` (paths, folders, globs, URLs: what every worker can read), in order,
         each yielded when its pages are done; one that cannot be opened comes back with ``error`` set."""
         ray = self._init_ray()
-        items = sources if isinstance(sources, (list, tuple)) else [sources]
+        items = [sources] if isinstance(sources, (str, bytes, os.PathLike)) else list(sources)
         args = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in items]
         if not all(isinstance(a, str) for a in args):
             raise LayoutError(
