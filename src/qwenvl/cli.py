@@ -151,12 +151,11 @@ def _ray_parser(args: argparse.Namespace) -> Any:
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the command shows its own progress
 
     wants = _wants_engine(args)
-    options = {k: v for k, v in engine_arguments(args).items() if v is not None} if wants else {}
     return RayDocumentParser(
         args.backend,
         model=_model_name(args) if wants else None,
         base_url=args.base_url if wants else None,
-        engine_options=options,
+        engine_options=engine_arguments(args) if wants else None,  # None values keep the engine's defaults
         address=args.ray,
         engines=args.engines,
         gpus_per_engine=args.gpus_per_engine,

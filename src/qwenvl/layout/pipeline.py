@@ -424,9 +424,11 @@ class DocumentParser:
         fallback), in the order given. ``images``: the pages already rendered for the VLM (`prepare_page`),
         used instead of rendering them again."""
         jobs = []
+        states: dict[int, _DocState] = {}  # one per document, as in parse_many
         for k, page in enumerate(pages):
-            job = _Job(_DocState(page.document.name, page.document), page, self._key(page))
-            job.state.pages = [None] * page.document.page_count
+            doc = page.document
+            state = states.setdefault(id(doc), _DocState(doc.name, doc, [None] * doc.page_count))
+            job = _Job(state, page, self._key(page))
             rendered = images[k] if images is not None else None
             if rendered is not None:
                 job.image, job.dpi = rendered

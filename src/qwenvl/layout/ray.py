@@ -64,15 +64,14 @@ _TASK_RETRIES = 3
 
 
 # one parser per worker process and spec, so that a worker reused for many tasks builds it once
-_PARSERS: dict[int, DocumentParser] = {}
+_PARSERS: dict[str, DocumentParser] = {}
 
 
 def _cpu_parser(spec: _Spec) -> DocumentParser:
-    key = hash(spec.token)
-    if key not in _PARSERS:
+    if spec.token not in _PARSERS:
         _PARSERS.clear()
-        _PARSERS[key] = DocumentParser(spec.facts, options=spec.options)  # type: ignore[arg-type]
-    return _PARSERS[key]
+        _PARSERS[spec.token] = DocumentParser(spec.facts, options=spec.options)  # type: ignore[arg-type]
+    return _PARSERS[spec.token]
 
 
 def _list_files(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,7 +156,6 @@ class _VLMWorker:
                 f"the engine reads {self.engine.model_name!r}, the driver planned {spec.facts.model_name!r}"
             )
         self.parser = DocumentParser(self.engine, options=spec.options)
-        self.spec = spec
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         import PIL.Image
@@ -230,15 +228,14 @@ def _lost(number: int, reason: str) -> Page:
 
 
 def _engine_facts(model: str | None, base_url: str | list[str] | None, options: dict[str, Any]) -> _EngineFacts:
-    from qwenvl.engine.factory import check_engine_options, engine_kind
+    from qwenvl.engine.factory import plan_engine
     from qwenvl.engine.prepare import EngineDefaults
     from qwenvl.models import load_profile
 
     model = model or os.environ.get("QWENVL_MODEL") or None
     if model is None:
         raise LayoutError("RayDocumentParser: the VLM needs model= (a hub id or folder; with base_url= for a server)")
-    kind = engine_kind(model, base_url)
-    check_engine_options(kind, {k: v for k, v in options.items() if v is not None}, owner="RayDocumentParser")
+    plan_engine("RayDocumentParser", engine=None, model=model, base_url=base_url, options=options, explicit=set())
     profile = load_profile(options.get("tokenizer") or model)
     defaults = EngineDefaults.create(
         min_pixels=options.get("min_pixels"), max_pixels=options.get("max_pixels"), profile=profile
@@ -296,8 +293,8 @@ class RayDocumentParser:
         self.cpus_per_task = cpus_per_task
         self.pages_per_task = pages_per_task
         self._uses_vlm = probe._wants_vlm()
-        #: counts of the last run: pages, cached (from the page cache before the run), duplicates (sent twice
-        #: by a retried task, ignored), lost (never came back: recorded as failed)
+        #: counts of the last run: pages, duplicates (sent twice by a retried task, ignored), lost (never came
+        #: back: recorded as failed)
         self.stats: dict[str, int] = {}
 
     def _init_ray(self) -> Any:
