@@ -9,9 +9,12 @@ one vLLM engine alive at a time:
   4. VLLMEngine again (the in-process figure is the mean of 1 and 4, which bracket the server phases).
 The pictures are JPEG files (quality 90), as photos are. ChatOpenAI gets what its users send: each file's bytes
 as a base64 data URI, full size; the server decodes it and brings it down to max_pixels (`--mm-processor-kwargs`).
-qwenvl gets the file paths (it decodes, resizes and encodes them itself, all timed). Both clients cost the same
-prompt tokens (checked). A second workload holds the same pictures in memory (a pipeline's rendered pages or
-crops): ChatOpenAI users encode each as a PNG data URI (PIL's defaults), qwenvl gets the PIL images.
+qwenvl gets the file paths (all it does to them is timed): to the trusted server it sends each file as it is;
+to the default server it sends a file as it is where the server's limits (``server_pixels``, what the server
+was started with) size it as planned, and brings it down here otherwise (also measured: the same engine not
+told the server's limits). Both clients cost the same prompt tokens (checked). A second workload holds the same
+pictures in memory (a pipeline's rendered pages or crops): ChatOpenAI users encode each as a PNG data URI (PIL's
+defaults), qwenvl gets the PIL images.
 
     python bench/server_vs_local.py [--prompts 64] [--rounds 3]
 """
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     from langchain_openai import ChatOpenAI
 
     from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, VLLMEngine, VLLMServerEngine
+    from qwenvl.models import QWEN2_VL
     from qwenvl.testing import VLLMServerProcess
 
     model = model_path()
@@ -117,7 +121,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         log = Path(tempfile.mkdtemp()) / "server.log"
         extra = ["--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}']
         with VLLMServerProcess(model, log_path=log, extra_args=extra, trust_request_mm_kwargs=trust) as server:
-            remote = VLLMServerEngine(server.base_url, model, max_pixels=MAX_PIXELS, max_concurrency=64)
+            # the limits the server was started with (its preprocessor config's min_pixels, our max_pixels)
+            limits = (QWEN2_VL.min_pixels, MAX_PIXELS)
+            remote = VLLMServerEngine(
+                server.base_url, model, max_pixels=MAX_PIXELS, max_concurrency=64, server_pixels=limits
+            )
+            unaware = VLLMServerEngine(server.base_url, model, max_pixels=MAX_PIXELS, max_concurrency=64)
             chat = ChatOpenAI(
                 base_url=server.base_url, api_key="unused", model=model, temperature=0, max_tokens=args.max_tokens
             )
@@ -145,14 +154,21 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             def png_uris() -> list[str]:
                 return [_png_uri(p) for p in pics]
 
+            def run_unaware(batch: list[Any]) -> None:
+                assert all(r.ok for r in unaware.generate(batch))
+
             run_remote(requests)  # warm-up (and, without the flag, the switch to resizing here)
+            run_unaware(requests)
             answers = run_langchain(file_uris)
             ours = remote.generate(requests)
             theirs = [a.response_metadata["token_usage"]["prompt_tokens"] for a in answers]
             assert [r.usage.prompt_tokens for r in ours] == theirs, "the clients cost different prompt tokens"
+            workloads = {"server": lambda: run_remote(requests)}
+            if not trust:
+                workloads["server_unaware"] = lambda: run_unaware(requests)
             t = interleaved(
                 {
-                    "server": lambda: run_remote(requests),
+                    **workloads,
                     "langchain": lambda: run_langchain(file_uris),
                     "server_images": lambda: run_remote(in_memory),
                     "langchain_images": lambda: run_langchain(png_uris),
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                 rounds=args.rounds,
             )
             remote.close()
+            unaware.close()
         return t
 
     local_first, prompt_tokens = in_process()
@@ -181,6 +198,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         print(f"  VLLMServerEngine                         {t['server']:.3f} s  {n / t['server']:.1f} prompts/s")
         print(f"  ChatOpenAI.batch                         {t['langchain']:.3f} s  {n / t['langchain']:.1f} prompts/s")
         print(f"  server engine / ChatOpenAI.batch         {t['langchain'] / t['server']:.2f}x throughput")
+        if "server_unaware" in t:
+            print(f"  VLLMServerEngine, no server_pixels       {t['server_unaware']:.3f} s (resizing here)")
+            print(f"  that / ChatOpenAI.batch                  {t['langchain'] / t['server_unaware']:.2f}x throughput")
         print(f"  in-memory images: VLLMServerEngine       {t['server_images']:.3f} s")
         print(f"  in-memory images: ChatOpenAI.batch (PNG) {t['langchain_images']:.3f} s")
         print(
@@ -199,7 +219,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         ),
         (
             "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with default flags",
-            f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files); "
+            f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files, `server_pixels` given); "
+            f"{default['langchain'] / default['server_unaware']:.2f}x (JPEG files, not given: resized here); "
             f"{default['langchain_images'] / default['server_images']:.2f}x (in-memory images)",
         ),
     ]

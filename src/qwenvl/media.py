@@ -46,10 +46,12 @@ __all__ = [
     "DEFAULT_POLICY",
     "IMAGE_FORMATS",
     "MediaPolicy",
+    "EncodedImage",
     "describe_source",
     "is_public_address",
     "frames_to_array",
     "load_image",
+    "load_image_encoded",
     "load_video",
     "pixel_limit_error",
     "read_source_bytes",
@@ -58,6 +60,24 @@ __all__ = [
 
 #: Image formats accepted (PIL format names).
 IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO"})
+
+#: formats whose files any PIL-based reader (vLLM's server included) decodes to the pixels `load_image` gives,
+#: when their mode is one of `_AS_IS_MODES`: such files can be sent on unchanged
+_AS_IS_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_AS_IS_MODES = frozenset({"RGB", "L"})
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes as they were read, and their MIME type."""
+
+    mime: str
+    data: bytes
+
+    def data_uri(self) -> str:
+        """The bytes as a base64 data URI."""
+        return f"data:{self.mime};base64," + base64.b64encode(self.data).decode()
 
 
 @dataclass(frozen=True)
@@ -154,12 +174,27 @@ def read_source_bytes(source: str | os.PathLike[str] | bytes, policy: MediaPolic
 
 
 def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Image:
-    """Load an image as RGB (transparency composited on white) from any `ImageSource`.
+    """Load an image as RGB (transparency composited on white; a file turned as its EXIF orientation says) from
+    any `ImageSource`.
 
     Raises a `MediaError` subclass naming the input when it is missing, undecodable, of an unsupported
     format, empty, too elongated (aspect ratio over 200) or forbidden by ``policy``.
     """
+    return load_image_encoded(source, policy)[0]
+
+
+def load_image_encoded(
+    source: Any, policy: MediaPolicy | None = None, *, decode: bool = True
+) -> tuple[PIL.Image.Image, EncodedImage | None]:
+    """`load_image`, and the file's bytes as they were when a PIL-based reader (vLLM's server) decodes them to
+    the same image: a JPEG, PNG or WebP file in RGB or grayscale. None for other sources (PIL images, other
+    formats and modes), which must be encoded anew to be sent.
+
+    ``decode=False`` is for a client that sends such files on as they are: a whole RGB file of those formats
+    (its header read, its end where the format puts it) is returned undecoded, its pixels read only when they
+    are asked for; anything else is decoded as with ``decode=True``."""
     pil = PIL.Image
+    encoded: EncodedImage | None = None
     if isinstance(source, pil.Image):
         image = source
         image.load()
@@ -170,7 +205,8 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
         try:
             image = pil.open(io.BytesIO(data))
             too_big = pixel_limit_error(image.size, policy, source)
-            if too_big is None:  # the header is read; only an image within the limit is decoded
+            lazy = not decode and image.mode == "RGB" and _looks_whole(image.format, data)
+            if too_big is None and not lazy:  # the header is read; only an image within the limit is decoded
                 image.load()
         except pil.DecompressionBombError as exc:
             raise ImageSizeError(
@@ -195,6 +231,9 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
                 f"convert it to one of {', '.join(sorted(IMAGE_FORMATS))}.",
                 source,
             )
+        if image.format in _AS_IS_FORMATS and image.mode in _AS_IS_MODES:
+            encoded = EncodedImage(_AS_IS_FORMATS[image.format], data)
+        image = _upright(image)
     width, height = image.size
     if width == 0 or height == 0:
         raise ImageSizeError(f"image {describe_source(source)} has zero size ({width}x{height}).", source)
@@ -204,7 +243,32 @@ def load_image(source: Any, policy: MediaPolicy | None = None) -> PIL.Image.Imag
             "Qwen2-VL cannot take; crop or pad it.",
             source,
         )
-    return _to_rgb(image)
+    return _to_rgb(image), encoded
+
+
+def _looks_whole(fmt: str | None, data: bytes) -> bool:
+    """Whether a file of format ``fmt`` ends as one that was not cut short does (a cheap check in place of
+    decoding it)."""
+    if fmt == "JPEG":
+        return b"\xff\xd9" in data[-4096:]
+    if fmt == "PNG":
+        return b"IEND" in data[-64:]
+    if fmt == "WEBP":
+        return len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    return False
+
+
+def _upright(image: PIL.Image.Image) -> PIL.Image.Image:
+    """``image`` as displayed: turned as its EXIF orientation says (as vLLM's server does)."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as viewers and vLLM ignore it
+        return image
+    if orientation in (None, 1):
+        return image
+    import PIL.ImageOps
+
+    return PIL.ImageOps.exif_transpose(image)
 
 
 def pixel_limit_error(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+import PIL.Image
 import pytest
 
 from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, Video
@@ -29,9 +31,26 @@ def _requests() -> list[ChatRequest]:
     return out
 
 
-def test_server_greedy_equals_in_process(server_engine, vllm_engine) -> None:  # noqa: ANN001
-    requests = _requests()
-    assert len(requests) == 9
+def _files(folder: Path) -> list[ChatRequest]:
+    """Image files as users have them: a JPEG photo, one turned by its EXIF orientation, a grayscale JPEG and an
+    RGBA PNG (the server engine sends the first three as they are)."""
+    photo = make_image(640, 480, seed=11)
+    turned = PIL.Image.Exif()
+    turned[0x0112] = 6
+    photo.save(folder / "photo.jpg", quality=90)
+    photo.save(folder / "turned.jpg", quality=90, exif=turned)
+    photo.convert("L").save(folder / "gray.jpg", quality=90)
+    photo.convert("RGBA").save(folder / "logo.png")
+    opts = SamplingOptions(max_tokens=16)
+    names = ("photo.jpg", "turned.jpg", "gray.jpg", "logo.png")
+    return [
+        ChatRequest([Message("user", [Image(folder / name, max_pixels=96 * 784), Text(name)])], opts) for name in names
+    ]
+
+
+def test_server_greedy_equals_in_process(server_engine, vllm_engine, tmp_path) -> None:  # noqa: ANN001
+    requests = _requests() + _files(tmp_path)
+    assert len(requests) == 13
     local = vllm_engine.generate(requests)
     remote = server_engine.generate(requests)
     for a, b in zip(local, remote, strict=True):
@@ -39,7 +58,8 @@ def test_server_greedy_equals_in_process(server_engine, vllm_engine) -> None:  #
         assert b.prompt_token_ids == a.prompt_token_ids
         assert b.token_ids == a.token_ids and b.text == a.text
         assert b.usage == a.usage
-    assert remote[-1].usage.video_tokens > 0
+    assert remote[8].usage.video_tokens > 0
+    assert [r.usage.image_tokens for r in remote[9:]] == [88] * 4  # the files, sent as they were read
 
 
 def test_server_stream_structured_and_forced_tools(server_engine) -> None:  # noqa: ANN001
@@ -113,6 +133,27 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
         assert fresh._send_mm_kwargs is False
         assert [r.usage.image_tokens for r in answers] == [fresh.count_tokens(r).image_tokens for r in burst]
         fresh.close()
+        # A file the server's own limits (the model's preprocessor config here) size as planned goes as it is,
+        # for the server to resize; with limits the server does not have, it counts other tokens than planned
+        # and the request goes again, resized here (and so does every image after it).
+        tiny = tmp_path / "tiny.png"
+        make_image(40, 30, 3).save(tiny)  # under every min_pixels: sized up
+        small = ChatRequest([Message("user", [Image(tiny), Text("tiny")])], SamplingOptions(max_tokens=2))
+        same = VLLMServerEngine(server.base_url, str(tiny_model), send_mm_kwargs=False)
+        prep = same._prepare(small)
+        same._image_uris(prep, with_kwargs=False, stream=False)
+        assert prep.server_sized
+        [answer] = same.generate([small])
+        assert answer.ok and answer.usage.image_tokens == same.count_tokens(small).image_tokens
+        assert same._server_pixels is not None
+        same.close()
+        wrong = VLLMServerEngine(
+            server.base_url, str(tiny_model), send_mm_kwargs=False, min_pixels=16 * 784, server_pixels=(16 * 784, 10**7)
+        )
+        [answer] = wrong.generate([small])
+        assert answer.ok and answer.usage.image_tokens == 20 == wrong.count_tokens(small).image_tokens  # not 6
+        assert wrong._server_pixels is None
+        wrong.close()
         # Long requests whatever the model writes: the schema asks for 1200 digits.
         digits = {"type": "integer", "minimum": 0, "maximum": 9}
         schema = {"type": "array", "items": digits, "minItems": 1200, "maxItems": 1200}

@@ -1,5 +1,6 @@
-"""What a server engine sends: images brought down to their planned size before they travel, each encoded once,
-losslessly, in the encoding that costs least."""
+"""What a server engine sends: image files as they were read where the server decodes them to the same pixels;
+other images encoded once per request, losslessly, in the encoding that costs least; a JPEG photo brought down to
+its planned size as a JPEG again."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import PIL.Image
 
 from qwenvl import ChatRequest, Image, Message, Text
 from qwenvl.engine.prepare import EngineDefaults, RequestPreparer
-from qwenvl.engine.vllm_server import _cached_uri, image_data_uri
+from qwenvl.engine.vllm_server import _image_uris, image_data_uri
+from qwenvl.media import load_image, load_image_encoded
 from tests.helpers import make_image
 
 
@@ -42,16 +44,104 @@ def test_encoding_is_lossless_and_chosen_by_cost() -> None:
     assert image_data_uri(small).startswith("data:image/png;base64")
 
 
-def test_images_are_encoded_once_per_request(tiny_model: Path) -> None:
-    preparer = RequestPreparer.from_pretrained(
+def _preparer(tiny_model: Path) -> RequestPreparer:
+    return RequestPreparer.from_pretrained(
         str(tiny_model), defaults=EngineDefaults.create(max_pixels=64 * 784), max_model_len=4096, extra="vllm"
     )
+
+
+def test_images_are_encoded_once_per_request(tiny_model: Path) -> None:
+    preparer = _preparer(tiny_model)
     big, small = _photo(1000, 800, 1), make_image(56, 56, 2)
     prep = preparer.prepare(ChatRequest([Message("user", [Image(big), Image(small), Text("compare")])]))
-    first = _cached_uri(prep, prep.images[0])
-    assert _cached_uri(prep, prep.images[0]) is first  # a retry does not encode it again
-    resized = prep.resized_images()  # the resend without processor kwargs: at the planned sizes
+    first = _image_uris(prep, resized=False)[0]
+    assert all(a is b for a, b in zip(_image_uris(prep, resized=False)[0], first, strict=True))  # a retry: no encoding
+    assert _decode(first[0])[1].size == (1000, 800)  # originals, to a server that takes the processor's limits
+    resized = _image_uris(prep, resized=True)[0]  # the resend without processor kwargs: at the planned sizes
     planned = preparer.profile.smart_resize(800, 1000, *prep.image_limits[0])
-    assert (resized[0].height, resized[0].width) == planned and _cached_uri(prep, resized[0]) != first
-    assert resized[1] is prep.images[1]  # already at its planned size: the same image...
-    assert _cached_uri(prep, resized[1]) is _cached_uri(prep, prep.images[1])  # ...and the same encoding
+    assert _decode(resized[0])[1].size == planned[::-1]
+    assert resized[1] is first[1]  # already at its planned size: the same image, the same encoding
+
+
+def test_files_travel_as_they_were_read(tiny_model: Path, tmp_path: Path) -> None:
+    preparer = _preparer(tiny_model)
+    photo = _photo(1000, 800, 4)
+    jpeg, gray, rgba = tmp_path / "photo.jpg", tmp_path / "gray.jpg", tmp_path / "logo.png"
+    photo.save(jpeg, quality=90)
+    photo.convert("L").save(gray, quality=90)
+    photo.convert("RGBA").save(rgba)
+    small = tmp_path / "small.png"
+    make_image(56, 56, 5).save(small)
+    parts = [Image(jpeg), Image(gray), Image(rgba), Image(small), Text("all")]
+    prep = preparer.prepare(ChatRequest([Message("user", parts)]))
+    uris = _image_uris(prep, resized=False)[0]
+    as_read = [p.read_bytes() for p in (jpeg, gray)]
+    assert [base64.b64decode(u.split(",", 1)[1]) for u in uris[:2]] == as_read  # the bytes, unchanged
+    assert uris[0].startswith("data:image/jpeg;base64,")
+    # RGBA is composited on white here (a server would composite on its own background): re-encoded, lossless
+    assert _decode(uris[2])[1].tobytes() == load_image(rgba).tobytes()
+    assert base64.b64decode(uris[3].split(",", 1)[1]) == small.read_bytes()
+    # no processor limits: each at its planned size; the JPEG photos as JPEGs again, the rest lossless
+    resized = _image_uris(prep, resized=True)[0]
+    for uri, (lo, hi) in zip(resized[:3], prep.image_limits[:3], strict=True):
+        assert _decode(uri)[1].size == preparer.profile.smart_resize(800, 1000, lo, hi)[::-1]
+    assert resized[0].startswith("data:image/jpeg;base64,") and resized[1].startswith("data:image/jpeg;base64,")
+    assert resized[2].startswith(("data:image/png;base64,", "data:image/bmp;base64,"))
+    assert resized[3] is uris[3]  # already at its planned size
+
+
+def test_exif_orientation_is_applied_to_files_only(tmp_path: Path) -> None:
+    photo = _photo(300, 200, 6)
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees: viewers (and vLLM's server) show it 200 wide, 300 high
+    path = tmp_path / "turned.jpg"
+    photo.save(path, quality=95, exif=exif)
+    image, original = load_image_encoded(path)
+    assert image.size == (200, 300) and original is not None and original.data == path.read_bytes()
+    assert load_image(PIL.Image.open(path)).size == (300, 200)  # a PIL image is taken as it is
+
+
+def test_a_server_engine_sends_files_without_decoding_them(tiny_model: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from qwenvl.errors import MediaDecodeError
+
+    photo = _photo(900, 600, 7)
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    whole, turned, cut = tmp_path / "whole.jpg", tmp_path / "turned.jpg", tmp_path / "cut.jpg"
+    photo.save(whole, quality=90)
+    photo.save(turned, quality=90, exif=exif)
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    lazy, original = load_image_encoded(whole, decode=False)
+    assert original is not None and lazy.size == (900, 600)
+    assert lazy.tobytes() == load_image(whole).tobytes()  # the pixels, when asked for, are the same
+    for decode in (True, False):  # a file cut short is decoded, and fails here, naming it
+        with pytest.raises(MediaDecodeError, match="cut.jpg"):
+            load_image_encoded(cut, decode=decode)
+    preparer = _preparer(tiny_model)
+    preparer.decode_images = False
+    request = ChatRequest([Message("user", [Image(whole), Image(turned), Text("two")])])
+    prep = preparer.prepare(request)
+    assert prep.image_tokens == _preparer(tiny_model).prepare(request).image_tokens
+    assert base64.b64decode(_image_uris(prep, resized=False)[0][1].split(",", 1)[1]) == turned.read_bytes()
+    # brought down for a server without processor limits: decoded at a reduced scale, upright, at the plan
+    for uri, size in zip(_image_uris(prep, resized=True)[0], [(600, 900), (900, 600)], strict=True):
+        head, back = _decode(uri)
+        assert (
+            head == "data:image/jpeg;base64"
+            and back.size == preparer.profile.smart_resize(*size, *prep.image_limits[0])[::-1]
+        )
+
+
+def test_a_server_with_the_same_limits_resizes_the_files_itself(tiny_model: Path, tmp_path: Path) -> None:
+    preparer = _preparer(tiny_model)  # max_pixels 64 * 784
+    preparer.decode_images = False
+    photo = tmp_path / "photo.jpg"
+    _photo(900, 600, 8).save(photo, quality=90)
+    prep = preparer.prepare(ChatRequest([Message("user", [Image(photo), Text("one")])]))
+    lo, hi = prep.image_limits[0]
+    uris, left = _image_uris(prep, resized=True, server_pixels=(lo, hi))
+    assert left and base64.b64decode(uris[0].split(",", 1)[1]) == photo.read_bytes()
+    uris, left = _image_uris(prep, resized=True, server_pixels=(lo, 4 * hi))  # a server that would size it larger
+    assert not left and _decode(uris[0])[1].size == preparer.profile.smart_resize(600, 900, lo, hi)[::-1]

@@ -110,8 +110,14 @@ class PreparedRequest:
     profile: ModelProfile = QWEN2_VL
     #: per video, what the processor needs to know of its frames (fps, sampled frame indices, total frames)
     video_metadata: list[dict[str, Any]] = field(default_factory=list)
-    #: a server engine's encodings of the images sent so far (id -> (image, data URI)): a resend reuses them
-    encoded: dict[int, tuple[Any, str]] = field(default_factory=dict, repr=False, compare=False)
+    #: per image, its file's bytes when ``images`` holds it as that file decodes (unresized): a server engine
+    #: sends those bytes as they are (`qwenvl.media.load_image_encoded`)
+    originals: list[media.EncodedImage | None] = field(default_factory=list, repr=False, compare=False)
+    #: a server engine sent images for the server to bring within its own limits (which size them as planned)
+    server_sized: bool = field(default=False, repr=False, compare=False)
+    #: a server engine's encodings of the images sent so far ((index, resized) -> (image, data URI)): a resend
+    #: reuses them
+    encoded: dict[Any, tuple[Any, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def resized_images(self) -> list[PIL.Image.Image]:
         """Every image at its final size, for a backend that takes no processor size limits."""
@@ -163,12 +169,17 @@ class RequestPreparer:
         profile: ModelProfile = QWEN2_VL,
     ) -> None:
         self.renderer = PromptRenderer(template, profile=profile)
+        #: the chat template's owner (transformers' processor, or a tokenizer)
+        self.template = template
         self.tokenizer = tokenizer
         self.defaults = defaults
         self.max_model_len = max_model_len
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
         self.profile = profile
+        #: decode every image here; False (a server engine): files the server takes as they are (JPEG, PNG,
+        #: WebP in RGB) are checked, sized and sent without being decoded (`qwenvl.media.load_image_encoded`)
+        self.decode_images = True
 
     @classmethod
     def from_pretrained(
@@ -216,8 +227,9 @@ class RequestPreparer:
                 f"the request has {len(videos)} videos but the engine allows {d.limit_videos} per prompt; "
                 "send fewer or raise the engine's limit_videos."
             )
-        loaded = iter([media.load_image(img.source, d.policy) for img in images])
-        request = request.map_images(lambda img: replace(img, source=next(loaded)))
+        loaded = [media.load_image_encoded(img.source, d.policy, decode=self.decode_images) for img in images]
+        pictures = iter([image for image, _ in loaded])
+        request = request.map_images(lambda img: replace(img, source=next(pictures)))
         profile = self.profile
         loaded_videos = [self._load_video(v) for v in videos]
         frames = [f for f, _ in loaded_videos]
@@ -253,6 +265,7 @@ class RequestPreparer:
                 pil_images = [media.resize_image(im, lo, hi, factor=profile.factor) for im, (lo, hi) in pairs]
                 areas = [h * w for h, w in sizes]
                 image_size = {"shortest_edge": min(areas), "longest_edge": max(areas)}
+        originals = [enc if im is image else None for im, (image, enc) in zip(pil_images, loaded, strict=True)]
         return PreparedRequest(
             request=request,
             prompt=prompt,
@@ -268,6 +281,7 @@ class RequestPreparer:
             image_limits=limits,
             profile=profile,
             video_metadata=metadata,
+            originals=originals,
         )
 
     def _load_video(self, video: Video) -> tuple[np.ndarray, dict[str, Any]]:

@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from qwenvl import media
 from qwenvl._lazy import require
 from qwenvl.engine.base import (
     EngineBase,
@@ -42,7 +43,7 @@ from qwenvl.engine.base import (
     error_result,
     finalize,
 )
-from qwenvl.errors import QwenVLError, RequestError, RequestTimeoutError, ServerError
+from qwenvl.errors import MediaDecodeError, QwenVLError, RequestError, RequestTimeoutError, ServerError
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
 from qwenvl.models import load_profile
@@ -67,7 +68,12 @@ class VLLMServerEngine(EngineBase):
     Pixel limits: a server started with ``--trust-request-mm-kwargs`` gets the same images and processor
     limits as the in-process engine (identical answers). Other servers refuse per-request processor limits;
     then every image is resized here to its planned size and sent without them, so token counts still hold
-    (``send_mm_kwargs=None`` finds out which on the first refusal; True or False sets it).
+    (``send_mm_kwargs=None`` finds out which on the first refusal; True or False sets it). Such a server brings
+    every image within its own limits (``server_pixels``: the ``min_pixels`` and ``max_pixels`` of its
+    ``--mm-processor-kwargs``; None: the model's preprocessor config, which a server started without them
+    uses): an image those limits size as planned here goes to it as its file is, unresized. A server that then
+    counts other prompt tokens than planned has other limits: the request is sent again resized here, and so
+    are all images after it.
 
     ``return_token_ids`` asks the server for the prompt's and the answer's token ids (``ChatResult.token_ids``,
     ``prompt_token_ids``); with False the answers are smaller, and image and video token counts are the ones
@@ -94,6 +100,7 @@ class VLLMServerEngine(EngineBase):
         retry_backoff: float = 0.5,
         max_retry_after: float = 30.0,
         send_mm_kwargs: bool | None = None,
+        server_pixels: tuple[int, int] | None = None,
         load_lora: bool = False,
         return_token_ids: bool = True,
     ) -> None:
@@ -146,6 +153,8 @@ class VLLMServerEngine(EngineBase):
             extra="vllm",
             profile=self._profile,
         )
+        self._preparer.decode_images = False  # files go on as they are; pixels are read only where resized here
+        self._server_pixels = server_pixels or _processor_pixels(self._preparer.template)
 
     # ------------------------------------------------------------------ facts and lifecycle
 
@@ -280,7 +289,11 @@ class VLLMServerEngine(EngineBase):
             try:
                 async with asyncio.timeout(item.request.timeout):
                     response = await self._post_completion(item)
-                return self._result(item, _json_body(response), str(response.url))
+                    data = _json_body(response)
+                    if item.server_sized and self._server_sized_otherwise(item, data):
+                        response = await self._post_completion(item)  # resized here now
+                        data = _json_body(response)
+                return self._result(item, data, str(response.url))
             except TimeoutError:
                 return error_result(item.request, RequestTimeoutError.of(item.request))
             except Exception as exc:
@@ -300,6 +313,23 @@ class VLLMServerEngine(EngineBase):
             if not self._stop_mm_kwargs(exc, sent="mm_processor_kwargs" in body):
                 raise
             return await self._request("POST", "/chat/completions", await self._build(prep, stream=False))
+
+    def _server_sized_otherwise(self, prep: PreparedRequest, data: Any) -> bool:
+        """True when the server, sent images to bring within its limits, counted other prompt tokens than
+        planned: its limits are not ``server_pixels``. From now on every image is resized here."""
+        counted = (data.get("usage") or {}).get("prompt_tokens") if isinstance(data, dict) else None
+        if counted is None or counted == prep.prompt_tokens:
+            return False
+        if self._server_pixels is not None:
+            _log.warning(
+                "the server counted %s prompt tokens where %d were planned: its image limits are not %s; "
+                "resizing every image here from now on (give server_pixels= the server's limits)",
+                counted,
+                prep.prompt_tokens,
+                self._server_pixels,
+            )
+        self._server_pixels = None
+        return True
 
     def _stop_mm_kwargs(self, error: ServerError, *, sent: bool) -> bool:
         """True when ``error`` is the server refusing the processor kwargs this request carried: from now on
@@ -353,7 +383,7 @@ class VLLMServerEngine(EngineBase):
         with_kwargs = self._send_mm_kwargs is not False
         body: dict[str, Any] = {
             "model": prep.lora or self._model,
-            "messages": _openai_messages(prep, prep.images if with_kwargs else prep.resized_images()),
+            "messages": _openai_messages(prep, self._image_uris(prep, with_kwargs=with_kwargs, stream=stream)),
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "top_p": options.top_p,
@@ -384,6 +414,12 @@ class VLLMServerEngine(EngineBase):
         if stream:
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def _image_uris(self, prep: PreparedRequest, *, with_kwargs: bool, stream: bool) -> list[str]:
+        # a stream cannot be taken back: its images are never left to the server's limits
+        server = None if with_kwargs or stream else self._server_pixels
+        uris, prep.server_sized = _image_uris(prep, resized=not with_kwargs, server_pixels=server)
+        return uris
 
     def _usage(self, prep: PreparedRequest, usage: dict[str, Any] | None, prompt_ids: list[int] | None) -> Usage:
         usage = usage or {}
@@ -528,10 +564,9 @@ def _refuses_mm_kwargs(error: ServerError) -> bool:
     return error.status == 400 and "mm_processor_kwargs" in str(error)
 
 
-def _openai_messages(prep: PreparedRequest, pictures: Sequence[Any]) -> list[dict[str, Any]]:
-    """The request as OpenAI chat messages, with ``pictures`` as data URIs in the images' places (each encoded
-    once per request: `image_data_uri`)."""
-    images = iter(_cached_uri(prep, picture) for picture in pictures)
+def _openai_messages(prep: PreparedRequest, uris: Sequence[str]) -> list[dict[str, Any]]:
+    """The request as OpenAI chat messages, with the images' data ``uris`` in their places."""
+    images = iter(uris)
     out = []
     native = prep.profile.template_tools  # tool turns go as OpenAI tool messages to a template that reads them
     messages = to_template_messages(with_system_prompt(prep.request.messages, prep.system_prompt), native_tools=native)
@@ -571,13 +606,80 @@ def _media_part(part: dict[str, Any], images: Iterator[Any], videos: Sequence[An
     return part
 
 
-def _cached_uri(prep: PreparedRequest, image: Any) -> str:
-    hit = prep.encoded.get(id(image))
-    if hit is not None and hit[0] is image:
-        return hit[1]
-    uri = image_data_uri(image)
-    prep.encoded[id(image)] = (image, uri)
-    return uri
+def _image_uris(
+    prep: PreparedRequest, *, resized: bool, server_pixels: tuple[int, int] | None = None
+) -> tuple[list[str], bool]:
+    """The request's images as data URIs, each encoded once per request (a resend reuses them), and whether
+    any was left to the server to resize.
+
+    An image sent at the size it was read goes as its file's bytes, unchanged, where it came from a JPEG, PNG
+    or WebP file (the server decodes the same pixels). ``resized`` (a server that takes no processor limits)
+    brings each image to its planned size first, unless ``server_pixels``, the server's own limits, size it the
+    same (then the file goes as it is). A JPEG photo brought down here goes as a JPEG again (quality 95: it was
+    lossy to begin with, and lossless would send many times the bytes), decoded at the smallest scale that
+    still covers its planned size. Everything else goes lossless (`image_data_uri`)."""
+    originals = prep.originals or [None] * len(prep.images)
+    profile = prep.profile
+    uris = []
+    left_to_server = False
+    for k, (image, (lo, hi), original) in enumerate(zip(prep.images, prep.image_limits, originals, strict=True)):
+        planned = profile.smart_resize(image.height, image.width, lo, hi)
+        height, width = planned
+        as_is = not resized or (width, height) == image.size
+        if not as_is and original is not None and server_pixels is not None:
+            as_is = profile.smart_resize(image.height, image.width, *server_pixels) == planned
+            left_to_server = left_to_server or as_is
+        key = (k, not as_is)
+        hit = prep.encoded.get(key)
+        if hit is not None and hit[0] is image:
+            uris.append(hit[1])
+            continue
+        try:
+            if as_is:
+                uri = original.data_uri() if original is not None else image_data_uri(image)
+            elif original is not None and original.mime == "image/jpeg":
+                uri = _jpeg_uri(_jpeg_at(original.data, (width, height)))
+            else:
+                uri = image_data_uri(media.resize_image(image, lo, hi, factor=profile.factor))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise MediaDecodeError(
+                f"image {k + 1} of the request could not be decoded ({exc}); the file may be truncated or corrupt.",
+                image,
+            ) from exc
+        prep.encoded[key] = (image, uri)
+        uris.append(uri)
+    return uris, left_to_server
+
+
+def _processor_pixels(processor: Any) -> tuple[int, int] | None:
+    """The image processor's (min_pixels, max_pixels) from the model's preprocessor config, if it says."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    try:
+        lo, hi = size["shortest_edge"], size["longest_edge"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return None
+    return (int(lo), int(hi)) if lo and hi else None
+
+
+def _jpeg_at(data: bytes, size: tuple[int, int]) -> Any:
+    """A JPEG file decoded at the smallest scale that covers ``size`` (DCT scaling: cheaper than whole), then
+    resized to ``size``."""
+    import PIL.Image
+
+    source = PIL.Image.open(io.BytesIO(data))
+    turned = source.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # a quarter turn: the file's sides are swapped
+    source.draft("RGB", size[::-1] if turned else size)
+    return media._upright(source).convert("RGB").resize(size, resample=PIL.Image.Resampling.BICUBIC)
+
+
+#: the quality a JPEG photo brought down to its planned size is sent at
+_RESIZED_JPEG_QUALITY = 95
+
+
+def _jpeg_uri(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=_RESIZED_JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 #: an image whose PNG would keep more than this share of its raw bytes is sent uncompressed (BMP)
