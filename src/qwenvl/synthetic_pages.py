@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -78,7 +79,10 @@ class SyntheticPage:
 
 @cache
 def find_font(style: str = "serif") -> str:
-    """Path of a DejaVu font file for ``style`` (serif, serif-bold, sans, sans-bold)."""
+    """Path of a DejaVu font file for ``style`` (serif, serif-bold, sans, sans-bold), or of a Noto Sans CJK font
+    for "cjk" (from the cvttf-notosanscjk-regular package, $QWENVL_FONT_DIR or the system's fonts)."""
+    if style == "cjk":
+        return _find_cjk_font()
     name = _FONT_FILES[style]
     dirs = [os.environ["QWENVL_FONT_DIR"]] if os.environ.get("QWENVL_FONT_DIR") else []
     dirs += list(_FONT_DIRS)
@@ -94,6 +98,25 @@ def find_font(style: str = "serif") -> str:
             return str(path)
     raise FileNotFoundError(
         f"Font {name} not found in {dirs}: install DejaVu fonts (Debian: fonts-dejavu-core) or set QWENVL_FONT_DIR"
+    )
+
+
+def _find_cjk_font() -> str:
+    import importlib.util
+
+    dirs = [os.environ["QWENVL_FONT_DIR"]] if os.environ.get("QWENVL_FONT_DIR") else []
+    spec = importlib.util.find_spec("cvttf_NotoSansCJK_Regular")  # a wheel that is only the font file
+    if spec is not None and spec.origin:
+        dirs.append(str(Path(spec.origin).parent))
+    dirs += ["/usr/share/fonts/opentype/noto", "/usr/share/fonts/noto-cjk", "/usr/share/fonts/google-noto-cjk"]
+    for folder in dirs:
+        for pattern in ("NotoSansCJK*.otf", "NotoSansCJK*.ttc", "NotoSerifCJK*.ttc"):
+            found = sorted(Path(folder).glob(pattern))
+            if found:
+                return str(found[0])
+    raise FileNotFoundError(
+        f"No Noto CJK font in {dirs}: pip install cvttf-notosanscjk-regular (Debian: fonts-noto-cjk) or set "
+        "QWENVL_FONT_DIR"
     )
 
 
@@ -115,12 +138,25 @@ class _Canvas:
         self.draw = PIL.ImageDraw.Draw(self.image)
         self.style = style
         self.blocks: list[TruthBlock] = []
+        # Simplified Chinese glyph forms (the font's default region may be another: punctuation sits elsewhere)
+        self.text_options: dict[str, Any] = {"language": "zh-Hans"} if style == "cjk" else {}
 
     def font(self, size: int, bold: bool = False) -> PIL.ImageFont.FreeTypeFont:
+        if self.style == "cjk":  # one weight
+            return PIL.ImageFont.truetype(find_font("cjk"), size)
         return PIL.ImageFont.truetype(find_font(self.style + ("-bold" if bold else "")), size)
 
     def lines(self, text: str, font: PIL.ImageFont.FreeTypeFont, width: float) -> list[str]:
-        out: list[str] = []
+        if self.style == "cjk":  # Chinese wraps between any two characters
+            out, line = [], ""
+            for ch in text:
+                if line and font.getlength(line + ch) > width:
+                    out.append(line.strip())
+                    line = ch
+                else:
+                    line += ch
+            return out + [line.strip()] if line.strip() else out
+        out = []
         line = ""
         for word in text.split():
             trial = f"{line} {word}".strip()
@@ -143,10 +179,11 @@ class _Canvas:
         lines = self.lines(text, font, width)
         for i, line in enumerate(lines):
             pos = (x, y + i * step)
-            self.draw.text(pos, line, fill="black", font=font)
-            ink = self.draw.textbbox(pos, line, font=font)
+            self.draw.text(pos, line, fill="black", font=font, **self.text_options)
+            ink = self.draw.textbbox(pos, line, font=font, **self.text_options)
             box = [min(box[0], ink[0]), min(box[1], ink[1]), max(box[2], ink[2]), max(box[3], ink[3])]
-        self.blocks.append(TruthBlock(kind, (box[0], box[1], box[2], box[3]), " ".join(lines), len(self.blocks)))
+        joined = "".join(lines) if self.style == "cjk" else " ".join(lines)
+        self.blocks.append(TruthBlock(kind, (box[0], box[1], box[2], box[3]), joined, len(self.blocks)))
         return y + len(lines) * step
 
     def table(self, rows: list[list[str]], x: float, y: float, col_widths: Sequence[float], size: int) -> float:
@@ -163,7 +200,8 @@ class _Canvas:
             cx = x
             for c, cell in enumerate(row):
                 cell_font = self.font(size, bold=(r == 0))
-                self.draw.text((cx + size * 0.5, y + r * row_h + size * 0.45), cell, fill="black", font=cell_font)
+                position = (cx + size * 0.5, y + r * row_h + size * 0.45)
+                self.draw.text(position, cell, fill="black", font=cell_font, **self.text_options)
                 cx += col_widths[c]
         bottom = y + len(rows) * row_h
         text = "\n".join(" ".join(row) for row in rows)
@@ -264,6 +302,74 @@ def make_page(
     if noise:
         image = _add_noise(image, noise, rng)
     return SyntheticPage(image, blocks, kind)
+
+
+_ZH_WORDS = (
+    "合同 发票 付款 金额 公司 日期 客户 供应商 服务 项目 报告 年度 收入 增长 市场 季度 结果 董事会 会议 预算 "
+    "计划 条款 双方 通知 书面 同意 责任 损失 保险 财产 权利 法律 记录 档案 扫描 页面 文件 表格 图表 数值 比率 "
+    "增加 减少 水平 方法 样本 分析 数据 能源 设计 审核 最终 版本 办公室 城市 提供 要求 接收 退回 变更 更新 "
+    "费用 税款 余额 信用 银行 账户 订单 编号 价格 数量 交付 货物 期限 条件 负责 管理 部门 员工 生产 质量"
+).split()
+#: Latin words and numbers mixed into Chinese text, as real documents mix them
+_ZH_LATIN = ("PDF", "API", "Excel", "CPU", "ISO 9001", "Q3", "USB", "AI")
+
+
+def _zh_sentence(rng: random.Random, n: int, *, latin: bool) -> str:
+    words = [rng.choice(_ZH_WORDS) for _ in range(n)]
+    if rng.random() < 0.5:
+        words.insert(rng.randrange(1, n), f"{rng.randint(2, 9999)}")
+    if latin:
+        words.insert(rng.randrange(1, n), rng.choice(_ZH_LATIN))
+    cut = rng.randrange(2, n)
+    return "".join(words[:cut]) + "，" + "".join(words[cut:]) + "。"
+
+
+def _zh_paragraph(rng: random.Random, sentences: int, *, latin: bool = False) -> str:
+    return "".join(_zh_sentence(rng, rng.randint(5, 9), latin=latin) for _ in range(sentences))
+
+
+#: Chinese page kinds: "mixed" is an article whose sentences carry Latin words and numbers
+ZH_PAGE_KINDS = ("article", "two_column", "table", "mixed")
+
+
+def make_chinese_page(kind: str = "article", *, seed: int = 0, width: int = 1700, height: int = 2200) -> SyntheticPage:
+    """Draws a Simplified Chinese page of ``kind`` (`ZH_PAGE_KINDS`) with known blocks, in Noto Sans CJK (see
+    `find_font`). Truth texts have no spaces between Chinese characters (Latin words keep theirs)."""
+    if kind not in ZH_PAGE_KINDS:
+        raise ValueError(f"kind={kind!r}: use one of {ZH_PAGE_KINDS}")
+    rng = random.Random(f"zh-{kind}-{seed}")  # noqa: S311 - reproducible test content
+    c = _Canvas(width, height, "cjk")
+    margin, body = width * 0.1, 32
+    title = "".join(rng.choice(_ZH_WORDS) for _ in range(4))
+    y = c.text_block("title", title, margin, height * 0.07, width - 2 * margin, 64) + 50
+    full = width - 2 * margin
+    if kind in ("article", "mixed"):
+        header = "一、" + "".join(rng.choice(_ZH_WORDS) for _ in range(3))
+        y = c.text_block("section_header", header, margin, y, full, 44) + 30
+        for _ in range(3):
+            y = c.text_block("paragraph", _zh_paragraph(rng, 3, latin=kind == "mixed"), margin, y, full, body) + 40
+    elif kind == "two_column":
+        gap = 90
+        col_w = (full - gap) / 2
+        top = y
+        for col in range(2):
+            y = top
+            for _ in range(3):
+                y = c.text_block("paragraph", _zh_paragraph(rng, 2), margin + col * (col_w + gap), y, col_w, body) + 40
+    else:
+        y = c.text_block("paragraph", _zh_paragraph(rng, 2), margin, y, full, body) + 50
+        rows = [["项目", "数量", "单价", "合计"]] + [
+            [
+                rng.choice(_ZH_WORDS),
+                str(rng.randint(1, 99)),
+                f"{rng.randint(1, 999)}.{rng.randint(10, 99)}",
+                f"{rng.randint(100, 9999)}.{rng.randint(10, 99)}",
+            ]
+            for _ in range(5)
+        ]
+        y = c.table(rows, margin, y, [440, 300, 300, 320], body) + 60
+        y = c.text_block("paragraph", _zh_paragraph(rng, 2), margin, y, full, body) + 40
+    return SyntheticPage(c.image, c.blocks, f"zh-{kind}")
 
 
 def _rotate_block(block: TruthBlock, degrees: float, width: int, height: int) -> TruthBlock:

@@ -128,6 +128,48 @@ def test_reading_order_columns_title_and_footer() -> None:
     assert reading_order([(0, 300, 10, 310), (0, 0, 10, 10), (0, 100, 10, 110)]) == [1, 2, 0]
 
 
+def test_full_width_blocks_cut_columns_into_bands() -> None:
+    # a heading across both columns below them, touching the right column's last block (a skewed scan: no
+    # empty strip between them), then two more columns: each band left column first, the heading between
+    boxes = [
+        (100, 100, 480, 300),  # 0 left, band 1
+        (520, 100, 900, 250),  # 1 right, band 1
+        (100, 320, 480, 560),  # 2 left, band 1
+        (520, 270, 900, 612),  # 3 right, band 1, reaching into the heading's lines
+        (110, 600, 890, 640),  # 4 heading across
+        (100, 660, 480, 800),  # 5 left, band 2
+        (520, 660, 900, 800),  # 6 right, band 2
+    ]
+    assert reading_order(boxes) == [0, 2, 1, 3, 4, 5, 6]
+    # a figure across the columns mid-page, and a footer under them
+    boxes = [
+        (100, 100, 480, 300),  # 0 left
+        (520, 100, 900, 300),  # 1 right
+        (100, 330, 900, 600),  # 2 figure across
+        (100, 630, 480, 800),  # 3 left
+        (100, 810, 480, 900),  # 4 left
+        (520, 630, 900, 900),  # 5 right
+        (300, 950, 700, 980),  # 6 footer, centred under both columns
+    ]
+    assert reading_order(boxes) == [0, 1, 2, 3, 4, 5, 6]
+    # three columns under a full-width title, a table across two of them... and one below all three
+    boxes = [
+        (100, 40, 900, 90),  # 0 title
+        (100, 100, 360, 400),  # 1 column 1
+        (370, 100, 630, 250),  # 2 column 2
+        (370, 260, 630, 400),  # 3 column 2
+        (640, 100, 900, 400),  # 4 column 3
+        (100, 420, 900, 500),  # 5 table across all three
+        (100, 520, 360, 700),  # 6 column 1
+        (370, 520, 630, 700),  # 7 column 2
+        (640, 520, 900, 700),  # 8 column 3
+    ]
+    assert reading_order(boxes, min_gap=8) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    # one column with short blocks (a heading, a centred page number): still top to bottom
+    boxes = [(100, 100, 300, 130), (100, 150, 900, 400), (100, 420, 900, 600), (480, 950, 520, 980)]
+    assert reading_order(boxes) == [0, 1, 2, 3]
+
+
 def _line(text: str, x: float, y: float, h: float = 20, char_w: float = 10) -> Line:
     words, cx = [], x
     for token in text.split():
@@ -248,3 +290,25 @@ def test_highlight_and_crop() -> None:
     assert crop(page, (190, 90, 260, 130), padding=0).size == (10, 10)
     with pytest.raises(ValueError, match="empty or outside"):
         crop(page, (300, 300, 400, 400))
+
+
+def test_line_fragments_go_back_into_their_paragraph() -> None:
+    # OCR boxed the last words of the paragraph's second line on their own (same baseline, a word space on)
+    paragraph = Region(
+        [
+            _line("The contract runs for three years from", 50, 100),
+            _line("the date of signature and may be", 50, 126),
+            _line("renewed once by written notice.", 50, 152),
+        ]
+    )
+    fragment = Region([_line("extended or", 50 + 10 * 33, 126)])
+    blocks = assemble(RawLayout(1000, 1000, [fragment, paragraph]), page_number=1, origin="ocr")
+    assert [b.text for b in blocks] == [
+        "The contract runs for three years from the date of signature and may be extended or renewed once by "
+        "written notice."
+    ]
+    # a column's text at the same height is not a fragment: it starts where other blocks start
+    left = Region([_line("left column line", 50, 100), _line("and its next line", 50, 126)])
+    right = [Region([_line("right column", 230, 100)]), Region([_line("more right text", 230, 300)])]
+    blocks = assemble(RawLayout(1000, 1000, [left, *right]), page_number=1, origin="ocr")
+    assert len(blocks) == 3

@@ -7,7 +7,7 @@ qwenvl engine), OCR on the CPU (Tesseract, RapidOCR), or both with fallback.
 from qwenvl.layout.export import to_markdown
 from qwenvl.layout.highlight import crop, highlight
 from qwenvl.layout.model import SCHEMA_VERSION, BBox, Block, BlockType, Page, PageUsage, ParsedDocument
-from qwenvl.layout.options import OCROptions, PageOptions, ParserOptions, RunOptions, VLMOptions
+from qwenvl.layout.options import OCROptions, PageOptions, ParserOptions, RunOptions, TextLayerOptions, VLMOptions
 from qwenvl.layout.pages import DocumentError, open_document, render_page
 from qwenvl.layout.pipeline import DocumentParser, PageCache
 
@@ -22,6 +22,7 @@ __all__ = [
     "PageOptions",
     "ParserOptions",
     "RunOptions",
+    "TextLayerOptions",
     "VLMOptions",
     "Page",
     "PageCache",

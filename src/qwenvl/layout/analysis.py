@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from qwenvl.layout.export import rows_to_html
 from qwenvl.layout.model import BBox, Block, BlockType, Origin
 
-__all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "group_lines", "reading_order"]
+__all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "find_rules", "group_lines", "reading_order"]
 
 Box = tuple[float, float, float, float]
 
@@ -39,6 +40,11 @@ _BULLETS = {
     "\u00b0",
 }
 _MISREAD_BULLETS = {"\u00a2", "\u00ab", "\u00b0"}
+#: Glyphs OCR reads a scanned bullet as that are also text ("®", "©", a lone "e" or "o"): a bullet only where
+#: the page uses it as one (two or more lines open with it) or the line below hangs indented under its text
+_AMBIGUOUS_BULLETS = {"\u00ae", "\u00a9", "e", "o", "O", "\u00bb", "\u2122"}
+#: Section numbers: "2.", "2.1", "2.1.3", "A.", "IV." before a heading's words
+_SECTION_NUMBER = re.compile(r"^(\d{1,2}(\.\d{1,2}){0,3}\.?|[A-Z]\.|[IVX]{1,5}\.)$")
 _NUMBERED = re.compile(r"^(\(?\d{1,2}[.)]|\(?[a-z][.)])$")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
 _CAPTION = re.compile(r"^(figure|fig\.|table|chart|exhibit)\s*\d+", re.IGNORECASE)
@@ -55,11 +61,13 @@ class Word:
 
 @dataclass
 class Line:
-    """A text line: its words left to right and the text height (font size) when known."""
+    """A text line: its words left to right, the text height (font size) when known, and whether it is set in
+    bold (None: unknown; then it is judged from the ink where the page image is at hand)."""
 
     words: list[Word]
     bbox: Box
     height: float
+    bold: bool | None = None
 
     @property
     def text(self) -> str:
@@ -163,15 +171,40 @@ def _gutters(idx: list[int], boxes: Sequence[Box], min_gap: float) -> list[tuple
     ]
 
 
+def _spanning(idx: list[int], boxes: Sequence[Box], min_gap: float) -> list[int]:
+    """The blocks of ``idx`` that span columns: the gutters are the empty vertical strips between the narrow
+    blocks (at most 55% of the area's width, so column text), and a block that crosses one spans it."""
+    x0, x1 = min(boxes[i][0] for i in idx), max(boxes[i][2] for i in idx)
+    narrow = [i for i in idx if boxes[i][2] - boxes[i][0] <= 0.55 * (x1 - x0)]
+    if len(narrow) < 2:
+        return []
+    gutters = [(g0, g1) for g0, g1 in _gutters(narrow, boxes, min_gap) if x0 < g0 and g1 < x1]
+    return [i for i in idx if any(boxes[i][0] < g0 and boxes[i][2] > g1 for g0, g1 in gutters)]
+
+
 def reading_order(boxes: Sequence[Box], *, min_gap: float = 8.0) -> list[int]:
-    """Indices of ``boxes`` in reading order: top to bottom, and column by column where bands share gutters."""
+    """Indices of ``boxes`` in reading order: top to bottom, and column by column where bands share gutters.
+    A block that spans the columns (a heading, figure, table or footer across them) cuts the page into bands:
+    the columns above it are read, left column first, before it, and those below it after."""
 
     def crosses(idx: list[int], gutters: list[tuple[float, float]]) -> bool:
         return any(boxes[i][0] < g1 and boxes[i][2] > g0 for i in idx for g0, g1 in gutters)
 
+    def middle(i: int) -> float:
+        return (boxes[i][1] + boxes[i][3]) / 2
+
     def order(idx: list[int]) -> list[int]:
         if len(idx) <= 1:
             return idx
+        spans = _spanning(idx, boxes, min_gap)
+        if spans:
+            out: list[int] = []
+            rest = [i for i in idx if i not in spans]
+            for span in sorted(spans, key=lambda i: (middle(i), boxes[i][0])):
+                above = [i for i in rest if middle(i) < middle(span)]
+                rest = [i for i in rest if middle(i) >= middle(span)]
+                out += order(above) + [span]
+            return out + order(rest)
         bands = _split(idx, boxes, 1, 1.0)
         if len(bands) == 1:
             cols = _split(idx, boxes, 0, min_gap)
@@ -198,6 +231,38 @@ def reading_order(boxes: Sequence[Box], *, min_gap: float = 8.0) -> list[int]:
         return [i for section, _ in sections for i in order(section)]
 
     return order(list(range(len(boxes))))
+
+
+def find_rules(gray: Any, min_length: int) -> list[Box]:
+    """Ruling lines drawn on a page image (``gray``: height x width, 0 black): straight dark runs at least
+    ``min_length`` pixels long, horizontal and vertical, each as its box (rows or columns of one stroke
+    merged). Text strokes are far shorter than a table's rules; for backends that find no rules themselves."""
+    import numpy as np
+
+    dark = np.asarray(gray) < 128
+    rules: list[Box] = []
+    for axis in (0, 1):  # 0: horizontal rules (runs along each row); 1: vertical (along each column)
+        cells = dark if axis == 0 else dark.T
+        if cells.shape[1] <= min_length:
+            continue
+        sums = np.cumsum(cells, axis=1, dtype=np.int32)
+        window = sums[:, min_length:] - sums[:, :-min_length]
+        full = window == min_length  # a run of min_length dark pixels ends just after each True
+        strokes: list[list[int]] = []  # [start, end, first line, last line] of each stroke
+        for line in np.flatnonzero(full.any(axis=1)):
+            xs = np.flatnonzero(full[line])
+            breaks = np.flatnonzero(np.diff(xs) > 1)
+            for start, end in zip(np.r_[xs[0], xs[breaks + 1]], np.r_[xs[breaks], xs[-1]], strict=True):
+                a, b = int(start) + 1, int(end) + min_length + 1
+                stroke = next((k for k in strokes if k[3] >= line - 1 and abs(k[0] - a) <= 3), None)
+                if stroke is None:
+                    strokes.append([a, b, int(line), int(line)])
+                else:
+                    stroke[1], stroke[3] = max(stroke[1], b), int(line)
+        for a, b, first, last in strokes:
+            box = (float(a), float(first), float(b), float(last + 1))
+            rules.append(box if axis == 0 else (box[1], box[0], box[3], box[2]))
+    return rules
 
 
 # ---- tables ----------------------------------------------------------------------------------------------------
@@ -286,18 +351,60 @@ def _aligned_table(region: Region, line_h: float) -> bool:
 # ---- typing ----------------------------------------------------------------------------------------------------
 
 
-def _split_list_items(region: Region) -> list[tuple[list[Line], bool]]:
-    """The region cut before each line that opens with a bullet or item number; (lines, is_item) pieces."""
+def _split_list_items(
+    region: Region, page_bullets: set[str] | frozenset[str] = frozenset()
+) -> list[tuple[list[Line], bool]]:
+    """The region cut before each line that opens with a bullet or item number; (lines, is_item) pieces.
+    ``page_bullets``: the ambiguous glyphs this page uses as bullets."""
     pieces: list[tuple[list[Line], bool]] = []
     numbered = sum(1 for line in region.lines if line.words and _NUMBERED.match(line.words[0].text))
-    for line in region.lines:
+    for k, line in enumerate(region.lines):
         first = line.words[0].text if line.words else ""
         opens = first in _BULLETS or (numbered >= 2 and bool(_NUMBERED.match(first)))
+        if not opens and first in _AMBIGUOUS_BULLETS and len(line.words) > 1:
+            below = region.lines[k + 1] if k + 1 < len(region.lines) else None
+            h = line.height or line.bbox[3] - line.bbox[1]
+            hanging = below is not None and abs(below.bbox[0] - line.words[1].bbox[0]) <= 0.5 * h
+            opens = first in page_bullets or hanging
         if opens or not pieces:
             pieces.append(([line], opens))
         else:
             pieces[-1][0].append(line)
     return pieces
+
+
+def _page_bullets(regions: Sequence[Region]) -> set[str]:
+    """The ambiguous bullet glyphs that open two or more lines of the page, each followed by text."""
+    firsts = [ln.words[0].text for r in regions for ln in r.lines if len(ln.words) > 1]
+    return {g for g in _AMBIGUOUS_BULLETS if firsts.count(g) >= 2}
+
+
+def _mark_bold(regions: Sequence[Region], ink: Any) -> None:
+    """Sets `Line.bold` where the backend did not know it: strokes (the mean run of dark pixels along each row
+    of the line's words) at least 1.3 times as wide as the page's median line's. Bold faces draw wider strokes
+    at any size, so this holds on scans where the font is unknown."""
+    import numpy as np
+
+    widths: list[tuple[Line, float]] = []
+    for region in regions:
+        for line in region.lines:
+            if line.bold is not None or not line.words:
+                continue
+            dark = runs = 0
+            for word in line.words:
+                x0, y0, x1, y1 = (int(round(v)) for v in word.bbox)
+                cells = np.asarray(ink[max(0, y0) : y1, max(0, x0) : x1]) < 128
+                if cells.size == 0:
+                    continue
+                dark += int(cells.sum())
+                runs += int(np.count_nonzero(cells[:, 1:] & ~cells[:, :-1]) + np.count_nonzero(cells[:, 0]))
+            if runs:
+                widths.append((line, dark / runs))
+    if len(widths) < 3:
+        return
+    median = statistics.median(w for _, w in widths)
+    for line, width in widths:
+        line.bold = width >= 1.3 * median
 
 
 def _restore_bullets(regions: list[Region], ink: Any) -> None:
@@ -326,6 +433,42 @@ def _restore_bullets(regions: list[Region], ink: Any) -> None:
                 line.bbox = (float(bx0), y0, line.bbox[2], y1)
 
 
+def _rejoin_line_fragments(regions: list[Region]) -> list[Region]:
+    """One-line regions put back into the line they continue: OCR sometimes boxes a line's last words on their
+    own. A fragment continues a line of another region when it sits on the same baseline (within a quarter of
+    the line height) at a similar height, starts a word space or so after the line ends (at most 0.8 of the
+    line height), and no other region starts at its left edge (then it is a column's text, not a fragment)."""
+    out = list(regions)
+    for fragment in sorted((r for r in regions if len(r.lines) == 1), key=lambda r: len(r.lines[0].words)):
+        piece = fragment.lines[0]
+        h = piece.height or piece.bbox[3] - piece.bbox[1]
+        if h <= 0 or any(r is not fragment and abs(r.bbox[0] - piece.bbox[0]) <= 0.5 * h for r in out):
+            continue
+        best: tuple[float, Line] | None = None
+        for region in out:
+            if region is fragment:
+                continue
+            for line in region.lines:
+                lh = line.height or line.bbox[3] - line.bbox[1]
+                gap = piece.bbox[0] - line.bbox[2]
+                shared = _overlap(line.bbox[1], line.bbox[3], piece.bbox[1], piece.bbox[3])
+                edge = min(abs(line.bbox[3] - piece.bbox[3]), abs(line.bbox[1] - piece.bbox[1]))
+                if (
+                    max(lh, h) <= 1.3 * min(lh, h)
+                    and shared >= 0.6 * min(line.bbox[3] - line.bbox[1], piece.bbox[3] - piece.bbox[1])
+                    and edge <= 0.25 * max(lh, h)
+                    and -0.2 * h <= gap <= 0.8 * max(lh, h)
+                    and (best is None or gap < best[0])
+                ):
+                    best = (gap, line)
+        if best is not None:
+            line = best[1]
+            line.words.extend(piece.words)
+            line.bbox = _union([line.bbox, piece.bbox])
+            out = [r for r in out if r is not fragment]
+    return out
+
+
 def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region]:
     """Regions rejoined where the backend cut a paragraph: the next region starts right below, at the same left
     edge and size, and the one above stops mid-sentence or its last line is full (the next word did not fit)."""
@@ -350,7 +493,7 @@ def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region
                 and abs(a[0] - b[0]) <= 1.5 * body_h
                 and max(ha, hb) <= 1.15 * min(ha, hb)
                 and (not above.lines[-1].text.rstrip().endswith((".", "!", "?", ":")) or wrapped(above, region))
-                and region.lines[0].words[0].text not in _BULLETS
+                and region.lines[0].words[0].text not in _BULLETS | _AMBIGUOUS_BULLETS
             ):
                 out[-1] = Region(above.lines + region.lines, above.hint)
                 continue
@@ -358,9 +501,28 @@ def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region
     return out
 
 
+def _wide(ch: str) -> bool:
+    """A character of a script written without spaces between words (CJK ideographs, kana, full-width signs)."""
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _join_lines(texts: Sequence[str]) -> str:
+    """Lines' texts joined into running text: with a space, except where a CJK line wraps onto the next (the
+    script puts no spaces between words, so a line break there is no word break)."""
+    out = ""
+    for text in texts:
+        text = text.strip()
+        if not text:
+            continue
+        if out and not (_wide(out[-1]) and _wide(text[0])):
+            out += " "
+        out += text
+    return out
+
+
 def _text_of(lines: list[Line], is_item: bool) -> str:
-    text = " ".join(line.text for line in lines)
-    if is_item and lines and lines[0].words and lines[0].words[0].text in _MISREAD_BULLETS:
+    text = _join_lines([line.text for line in lines])
+    if is_item and lines and lines[0].words and lines[0].words[0].text in _MISREAD_BULLETS | _AMBIGUOUS_BULLETS:
         text = "\u2022" + text[len(lines[0].words[0].text) :]
     return " ".join(text.split())
 
@@ -370,11 +532,33 @@ def _confidence(words: Sequence[Word]) -> float | None:
     return sum(confs) / len(confs) if confs else None
 
 
+def _heading_level(text: str, *, bold: bool, larger: bool, below: int) -> int | None:
+    """The level of a body-size heading, or None for text that is not one. A heading is short (at most 12
+    words), does not end as a sentence does, and is set apart by a section number ("2.1", "IV.") or by bold;
+    a plain "1." item is a heading only in bold or larger type (else it is a numbered item). ``below``: how
+    many larger heading sizes the page has (a bold heading ranks under them)."""
+    words = text.split()
+    if not 1 <= len(words) <= 12 or text.rstrip().endswith((".", ",", ";")) or not any(c.isalpha() for c in text):
+        return None
+    number = _SECTION_NUMBER.match(words[0]) if len(words) > 1 else None
+    if number is not None and words[1][:1].isupper():
+        depth = words[0].rstrip(".").count(".") + 1
+        if depth > 1 or bold or larger:
+            return 2 + min(3, depth - 1)
+    if bold:
+        return 2 + min(3, below)
+    return None
+
+
 def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]:
     """Typed blocks in reading order from what a backend found on a page."""
     if raw.ink is not None:
         _restore_bullets(raw.regions, raw.ink)
-    heights = [line.height for r in raw.regions for line in r.lines for _ in line.words if line.height > 0]
+        _mark_bold(raw.regions, raw.ink)
+    # the body text's height: the median over characters (a CJK line is one "word"; a table cell is a few)
+    heights = [
+        line.height for r in raw.regions for line in r.lines for w in line.words for _ in w.text if line.height > 0
+    ]
     body_h = statistics.median(heights) if heights else 20.0
     drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []
 
@@ -398,7 +582,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 else:
                     table_words[home].append(w)
             if words:
-                kept.append(Line(words, _union([w.bbox for w in words]), line.height))
+                kept.append(Line(words, _union([w.bbox for w in words]), line.height, line.bold))
         if kept:
             rest.append(Region(kept, region.hint))
     for area, words in zip(merged, table_words, strict=True):
@@ -413,11 +597,12 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     for fig in raw.figures:
         drafts.append((BlockType.FIGURE, fig, "", None, None, None))
 
-    rest = _join_broken_paragraphs(rest, body_h)
+    rest = _join_broken_paragraphs(_rejoin_line_fragments(rest), body_h)
     heading_sizes: list[float] = []
-    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int]] = []
+    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int, bool]] = []
+    bullets = _page_bullets(rest)
     for region in rest:
-        for lines, is_item in _split_list_items(region):
+        for lines, is_item in _split_list_items(region, bullets):
             words = [w for line in lines for w in line.words]
             text = _text_of(lines, is_item)
             if not text:
@@ -427,9 +612,10 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             kind: BlockType | None = BlockType.LIST_ITEM if is_item else None
             if kind is None and len(lines) <= 3 and size >= 1.15 * body_h:
                 heading_sizes.append(size)
-            text_drafts.append((kind, box, text, size, _confidence(words), len(lines)))
+            bold = all(line.bold for line in lines)
+            text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
-    for kind, box, text, size, conf, n_lines in text_drafts:
+    for kind, box, text, size, conf, n_lines, bold in text_drafts:
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
         if kind is None and n_lines <= 3 and size >= 1.15 * body_h:
@@ -442,6 +628,9 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_HEADER if top else BlockType.PAGE_FOOTER
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
+        elif kind is None and n_lines <= 2:
+            level = _heading_level(text, bold=bold, larger=size >= 1.05 * body_h, below=len(ranks))
+            kind = BlockType.SECTION_HEADER if level is not None else None
         drafts.append((kind or BlockType.PARAGRAPH, box, text, None, level, conf))
 
     order = reading_order([d[1] for d in drafts], min_gap=max(8.0, 0.5 * body_h))

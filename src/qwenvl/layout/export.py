@@ -224,6 +224,8 @@ def page_records(document: ParsedDocument) -> Iterator[PageRecord]:
         }
         if page.error:
             meta["page_error"] = page.error
+        if page.text_layer_rejected:
+            meta["text_layer_rejected"] = page.text_layer_rejected
         text = to_markdown(ParsedDocument(source=document.source, pages=[page]), page_breaks=False).strip()
         yield PageRecord(stable_id(f"{document.source}#page={page.number}"), text, meta, page)
 

@@ -102,6 +102,9 @@ class Page(BaseModel):
     status: PageStatus = Field(default="ok", description="ok; fallback (another backend did it); failed")
     error: str | None = Field(default=None, description="Why the page fell back or failed")
     backend: str = Field(default="", description="The backend that produced the blocks: vlm, ocr, pdf_text")
+    text_layer_rejected: str | None = Field(
+        default=None, description="Why the page's PDF text layer was not used (it was read from its image instead)"
+    )
     usage: PageUsage = Field(default_factory=PageUsage, description="Engine tokens spent on it")
 
     @field_validator("blocks")

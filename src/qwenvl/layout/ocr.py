@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from qwenvl._lazy import require
 from qwenvl.errors import LayoutError, OCRUnavailableError
-from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, group_lines
+from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, find_rules, group_lines
 from qwenvl.layout.model import Block, BlockType
 
 if TYPE_CHECKING:
@@ -163,7 +163,11 @@ class RapidOCREngine:
             if words:
                 lines.append(Line(words, box, box[3] - box[1]))
         width, height = image.size
-        return RawLayout(width, height, group_lines(lines))
+        # RapidOCR finds no ruling lines: they are read off the image, so ruled tables come out as tables
+        heights = sorted(line.height for line in lines)
+        body = heights[len(heights) // 2] if heights else 20.0
+        rules = find_rules(np.asarray(image.convert("L")), max(40, int(4 * body)))
+        return RawLayout(width, height, group_lines(lines), rules=rules)
 
 
 def _split_words(text: str, box: tuple[float, float, float, float], conf: float) -> list[Word]:

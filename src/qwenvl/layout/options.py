@@ -16,7 +16,16 @@ from qwenvl.layout.ocr import OCREngine
 from qwenvl.layout.vlm import PROMPT_VERSION, VLMLayoutConfig
 from qwenvl.media import MediaPolicy
 
-__all__ = ["Backend", "OCROptions", "PageOptions", "ParserOptions", "RunOptions", "VLMOptions", "cache_fingerprint"]
+__all__ = [
+    "Backend",
+    "OCROptions",
+    "PageOptions",
+    "ParserOptions",
+    "RunOptions",
+    "TextLayerOptions",
+    "VLMOptions",
+    "cache_fingerprint",
+]
 
 Backend = Literal["auto", "vlm", "ocr"]
 #: how pages are asked of the VLM (prompt, schema bounds, coordinates, pixel budget, tiling, LoRA)
@@ -49,6 +58,23 @@ class OCROptions:
 
 
 @dataclass(frozen=True)
+class TextLayerOptions:
+    """When a PDF page's text layer is trusted (backend "auto"). A page whose layer fails a check is read from
+    its image instead (VLM or OCR), and its `Page.text_layer_rejected` says why."""
+
+    #: the most characters, as a share of the layer's, that may be no text: control, private-use and
+    #: replacement characters, glyphs whose font has no Unicode mapping for them
+    max_bad_chars: float = 0.02
+    #: the most characters, as a share, that may lie outside the page's visible area
+    max_offpage_chars: float = 0.1
+    #: lines compared with OCR of the page image when most of the text is invisible or lies over an image (a
+    #: scan's OCR layer, or text placed where its glyphs are not); 0 trusts such layers unchecked
+    sample_lines: int = 6
+    #: the least mean similarity (0 to 1) between those lines and what OCR reads in their boxes
+    min_ocr_agreement: float = 0.6
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """How a run goes: batching, retries, fallback and progress."""
 
@@ -72,6 +98,7 @@ class ParserOptions:
     ocr: OCROptions = field(default_factory=OCROptions)
     vlm: VLMOptions = field(default_factory=VLMOptions)
     run: RunOptions = field(default_factory=RunOptions)
+    text_layer: TextLayerOptions = field(default_factory=TextLayerOptions)
     #: where finished pages are kept between runs (None: no cache)
     cache_dir: str | os.PathLike[str] | None = field(default=None, metadata=_NOT_CACHED)
 

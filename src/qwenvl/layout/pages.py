@@ -10,8 +10,9 @@ import math
 import os
 import re
 import statistics
+import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "DocumentError",
     "DocumentSource",
     "PageSource",
+    "TextLayer",
     "dpi_for_budget",
     "expand_sources",
     "open_document",
@@ -80,9 +82,43 @@ class PageSource:
         """``dpi``, capped so that this page renders to at most `MAX_RENDER_PIXELS`."""
         return capped_dpi(*self.size_pt, dpi) if self.size_pt is not None else dpi
 
+    def text_layer(
+        self,
+        dpi: float,
+        *,
+        min_chars: int = 1,
+        max_bad_chars: float = 0.02,
+        max_offpage_chars: float = 0.1,
+        sample_lines: int = 6,
+    ) -> TextLayer | None:
+        """The PDF text layer as blocks in page pixels at ``dpi``, checked (`TextLayer`); None when the page has
+        none (an image, a scan without one, fewer than ``min_chars`` characters, a rotated page)."""
+        if self.document.kind != "pdf":
+            return None
+        page = self.document._handle[self.number - 1]
+        try:
+            return _pdf_text_layer(page, self.number, dpi, min_chars, max_bad_chars, max_offpage_chars, sample_lines)
+        finally:
+            page.close()
+
     def text_blocks(self, dpi: float, *, min_chars: int = 1) -> list[Block] | None:
-        """Blocks from the PDF text layer in page pixels at ``dpi``, or None when the page has no usable layer."""
-        return self.document._text_blocks(self.number, dpi, min_chars)
+        """Blocks from the PDF text layer in page pixels at ``dpi``, or None when the page has no layer or one
+        that is not text (`text_layer` with its default checks; lines are not compared with OCR here)."""
+        layer = self.text_layer(dpi, min_chars=min_chars)
+        return layer.blocks if layer is not None and layer.rejected is None else None
+
+
+@dataclass
+class TextLayer:
+    """A PDF page's text layer as blocks, and what its checks found."""
+
+    blocks: list[Block]
+    #: why the layer is not to be used: too many characters that are not text (control, private-use and
+    #: replacement characters, glyphs without a Unicode mapping), or too much text outside the page. None: passed
+    rejected: str | None = None
+    #: lines to compare with OCR of the page image before the layer is trusted, as (box in pixels, text): set
+    #: when most of the text is invisible or lies over an image (a scan's OCR layer, text placed off its glyphs)
+    verify: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)
 
 
 class DocumentSource:
@@ -139,15 +175,6 @@ class DocumentSource:
 
         # Files without a resolution (or with a placeholder such as 1 dpi) are taken as 200 dpi scans.
         return _to_rgb(frame), float(own[0]) if own and own[0] >= 30 else _DEFAULT_IMAGE_DPI
-
-    def _text_blocks(self, number: int, dpi: float, min_chars: int) -> list[Block] | None:
-        if self.kind != "pdf":
-            return None
-        page = self._handle[number - 1]
-        try:
-            return _pdf_text_blocks(page, number, dpi, min_chars)
-        finally:
-            page.close()
 
 
 def _has_no_pages(data: bytes) -> bool:
@@ -254,9 +281,23 @@ def render_page(
 # ---- PDF text layer --------------------------------------------------------------------------------------------
 
 
-def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list[Block] | None:
-    """Blocks from a PDF page's text layer in pixels at ``dpi``; None when it has fewer than ``min_chars``
-    visible characters or is rotated (then it is read from its image instead)."""
+#: Unicode categories that are never text: control, private use, surrogates, unassigned
+_NOT_TEXT = frozenset({"Cc", "Co", "Cs", "Cn"})
+_INVISIBLE_MODES = frozenset({3, 7})  # PDF text render modes that paint nothing (invisible, clip only)
+
+
+def _pdf_text_layer(
+    page: Any,
+    number: int,
+    dpi: float,
+    min_chars: int,
+    max_bad_chars: float,
+    max_offpage_chars: float,
+    sample_lines: int,
+) -> TextLayer | None:
+    """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`)."""
+    import ctypes
+
     import pypdfium2.raw as c
 
     if page.get_rotation() % 360:
@@ -272,11 +313,18 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
         word_chars: list[str] = []
         word_box: list[float] = []
         sizes: list[float] = []
-        visible = 0
+        weights: list[int] = []
+        seen = bad = offpage = invisible = 0
+        modes: dict[int | None, bool] = {}
 
         def end_word() -> None:
+            nonlocal offpage
             if word_chars:
-                words.append(Word("".join(word_chars), tuple(word_box), None))  # type: ignore[arg-type]
+                cx, cy = (word_box[0] + word_box[2]) / 2, (word_box[1] + word_box[3]) / 2
+                if 0 <= cx <= width and 0 <= cy <= height:
+                    words.append(Word("".join(word_chars), tuple(word_box), None))  # type: ignore[arg-type]
+                else:  # text outside the visible page
+                    offpage += len(word_chars)
                 word_chars.clear()
 
         def end_line() -> None:
@@ -288,25 +336,44 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
                     max(w.bbox[2] for w in words),
                     max(w.bbox[3] for w in words),
                 )
-                lines.append(Line(list(words), box, statistics.median(sizes) * scale if sizes else box[3] - box[1]))
+                height = statistics.median(sizes) * scale if sizes else box[3] - box[1]
+                known = [w for w in weights if w > 0]
+                bold = statistics.median(known) >= 600 if known else None
+                lines.append(Line(list(words), box, height, bold))
             words.clear()
             sizes.clear()
+            weights.clear()
 
+        word_hidden = False
+        raw = textpage.raw
+        unicode_of, generated, unmapped = c.FPDFText_GetUnicode, c.FPDFText_IsGenerated, c.FPDFText_HasUnicodeMapError
+        font_size, charbox = c.FPDFText_GetFontSize, textpage.get_charbox
         for i in range(n):
-            ch = chr(c.FPDFText_GetUnicode(textpage.raw, i))
-            if ch in "\r\n":
-                if ch == "\n":
-                    end_line()
-                continue
-            if ch.isspace() or ch == "\x00":
-                end_word()
-                continue
-            x0, y0, x1, y1 = textpage.get_charbox(i)
-            box = [(x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale]
+            ch = chr(unicode_of(raw, i))
+            if ch.isspace():
+                made = generated(raw, i) == 1
+                if ch in "\r\n" and made:
+                    if ch == "\n":
+                        end_line()
+                    continue
+                if made or unicodedata.category(ch) == "Zs":
+                    end_word()
+                    continue
+            x0, y0, x1, y1 = charbox(i)
             if x1 <= x0 or y1 <= y0:
                 continue
-            visible += 1
-            sizes.append(float(c.FPDFText_GetFontSize(textpage.raw, i)))
+            seen += 1
+            # a font without a Unicode map fails at every character: its words are caught at their first one
+            if (
+                (not ch.isprintable() and unicodedata.category(ch) in _NOT_TEXT)
+                or ch == "\ufffd"
+                or (not word_chars and unmapped(raw, i))
+            ):
+                bad += 1
+                end_word()
+                continue
+            box = [(x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale]
+            sizes.append(float(font_size(raw, i)))
             if word_chars:
                 word_box[:] = [
                     min(word_box[0], box[0]),
@@ -314,20 +381,55 @@ def _pdf_text_blocks(page: Any, number: int, dpi: float, min_chars: int) -> list
                     max(word_box[2], box[2]),
                     max(word_box[3], box[3]),
                 ]
-            else:
+            else:  # a word's render mode and weight are read at its first character
                 word_box[:] = box
+                obj = c.FPDFText_GetTextObject(raw, i)
+                key = ctypes.cast(obj, ctypes.c_void_p).value
+                if key not in modes:
+                    modes[key] = bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES
+                word_hidden = modes[key]
+                weights.append(int(c.FPDFText_GetFontWeight(raw, i)))
+            invisible += word_hidden
             word_chars.append(ch)
         end_line()
-        if visible < min_chars:
+        if seen < min_chars:
             return None
         figures = []
         for obj in page.get_objects(filter=[c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
-            ox0, oy0, ox1, oy1 = obj.get_pos()
-            fig = ((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale)
-            if (fig[2] - fig[0]) * (fig[3] - fig[1]) < 0.8 * width * height:
-                figures.append(fig)
-        return assemble(
-            RawLayout(width, height, group_lines(lines), figures=figures), page_number=number, origin="pdf_text"
+            ox0, oy0, ox1, oy1 = obj.get_bounds()
+            figures.append(((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale))
+        rejected = None
+        if bad > max_bad_chars * seen:
+            rejected = (
+                f"{bad} of its {seen} characters ({bad / seen:.0%}) are not text: control, private-use or "
+                "replacement characters, or glyphs without a Unicode mapping"
+            )
+        elif offpage > max_offpage_chars * seen:
+            rejected = f"{offpage} of its {seen} characters ({offpage / seen:.0%}) lie outside the page"
+        elif seen - bad - offpage < min_chars:
+            return None
+        visible_lines = [ln for ln in lines if ln.words]
+        verify: list[tuple[tuple[float, float, float, float], str]] = []
+        big = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) >= 0.25 * width * height]
+        over_image = (
+            sum(len(w.text) for ln in visible_lines for w in ln.words if any(_within(w.bbox, f) for f in big))
+            if big
+            else 0
         )
+        kept = seen - bad - offpage
+        if rejected is None and sample_lines > 0 and (invisible > 0.5 * kept or over_image > 0.5 * kept):
+            candidates = [ln for ln in visible_lines if len(ln.text) >= 8] or visible_lines
+            step = max(1, len(candidates) // sample_lines)
+            verify = [(ln.bbox, ln.text) for ln in candidates[::step][:sample_lines]]
+        figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
+        blocks = assemble(
+            RawLayout(width, height, group_lines(visible_lines), figures=figures), page_number=number, origin="pdf_text"
+        )
+        return TextLayer(blocks, rejected, verify)
     finally:
         textpage.close()
+
+
+def _within(box: tuple[float, float, float, float], area: tuple[float, float, float, float]) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]

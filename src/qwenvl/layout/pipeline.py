@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -131,6 +132,8 @@ class _Job:
     image: PIL.Image.Image | None = None
     dpi: float = 0.0
     usage: PageUsage = field(default_factory=PageUsage)
+    #: why the page's text layer was not used
+    rejected: str | None = None
 
 
 class DocumentParser:
@@ -370,16 +373,28 @@ class DocumentParser:
         return self.backend == "vlm" or (self.backend == "auto" and self.engine is not None)
 
     def _text_layer_page(self, job: _Job) -> Page | None:
-        """The page read from its PDF text layer (backend "auto" only), or None when it has none."""
+        """The page read from its PDF text layer (backend "auto" only), or None when it has none or one that
+        fails its checks (`TextLayerOptions`; the reason goes on the job)."""
         if self.backend != "auto" or job.page.size_pt is None:
             return None
         dpi = job.page.safe_dpi(self.dpi)
+        checks = self.options.text_layer
         try:
-            blocks = job.page.text_blocks(dpi)
+            layer = job.page.text_layer(
+                dpi,
+                max_bad_chars=checks.max_bad_chars,
+                max_offpage_chars=checks.max_offpage_chars,
+                sample_lines=checks.sample_lines,
+            )
         except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
             _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
+            job.rejected = f"its text layer could not be read ({type(exc).__name__}: {exc})"
             return None
-        if blocks is None:
+        if layer is None:
+            return None
+        job.rejected = layer.rejected or self._ocr_disagrees(job, layer.verify, dpi)
+        if job.rejected is not None:
+            _log.info("%s page %d: text layer rejected: %s", job.state.name, job.page.number, job.rejected)
             return None
         w, h = job.page.size_pt
         return Page(
@@ -387,8 +402,43 @@ class DocumentParser:
             width=round(w * dpi / 72),
             height=round(h * dpi / 72),
             dpi=dpi,
-            blocks=blocks,
+            blocks=layer.blocks,
             backend="pdf_text",
+        )
+
+    def _ocr_disagrees(
+        self, job: _Job, lines: list[tuple[tuple[float, float, float, float], str]], dpi: float
+    ) -> str | None:
+        """Why the text layer's ``lines`` cannot be trusted: OCR of the page image reads something else in their
+        boxes; None when it agrees (or there is nothing to compare, or no OCR to compare with)."""
+        if not lines:
+            return None
+        try:
+            engine = self._ocr_engine()
+        except (QwenVLError, FileNotFoundError) as exc:
+            _log.warning("%s page %d: text layer not compared with OCR (%s)", job.state.name, job.page.number, exc)
+            return None
+        image, got = job.page.render(dpi)
+        scale = got / dpi
+        scores = []
+        for box, text in lines:
+            pad = 0.4 * (box[3] - box[1])
+            crop = image.crop(
+                (
+                    max(0, round((box[0] - pad) * scale)),
+                    max(0, round((box[1] - pad) * scale)),
+                    min(image.width, round((box[2] + pad) * scale)),
+                    min(image.height, round((box[3] + pad) * scale)),
+                )
+            )
+            read = " ".join(w.text for r in engine.read(crop).regions for ln in r.lines for w in ln.words)
+            scores.append(difflib.SequenceMatcher(None, _squash(text), _squash(read), autojunk=False).ratio())
+        agreement = sum(scores) / len(scores)
+        if agreement >= self.options.text_layer.min_ocr_agreement:
+            return None
+        return (
+            f"its text is invisible or lies over an image, and OCR of the image reads something else in its place "
+            f"(similarity {agreement:.2f} over {len(scores)} lines, below {self.options.text_layer.min_ocr_agreement})"
         )
 
     def vlm_dpi(self, page: PageSource) -> float:
@@ -455,6 +505,8 @@ class DocumentParser:
         )
 
     def _finish(self, job: _Job, page: Page, bar: Any, *, store: bool = True) -> None:
+        if job.rejected is not None and page.text_layer_rejected is None:
+            page = page.model_copy(update={"text_layer_rejected": job.rejected})
         job.state.pages[job.page.number - 1] = page
         job.image = None
         if store and self.cache is not None and page.status != "failed":
@@ -612,3 +664,8 @@ def _changed_keywords(arguments: dict[str, Any]) -> list[str]:
         and name not in ("options", "model", "base_url", "engine_options")
         and arguments.get(name, p.default) != p.default
     )
+
+
+def _squash(text: str) -> str:
+    """Text compared without case and whitespace."""
+    return "".join(text.split()).casefold()
