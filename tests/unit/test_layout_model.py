@@ -312,3 +312,59 @@ def test_line_fragments_go_back_into_their_paragraph() -> None:
     right = [Region([_line("right column", 230, 100)]), Region([_line("more right text", 230, 300)])]
     blocks = assemble(RawLayout(1000, 1000, [left, *right]), page_number=1, origin="ocr")
     assert len(blocks) == 3
+
+
+def test_bullet_misreads_are_list_items_and_headings_need_more_than_one_line() -> None:
+    # A scanned bullet read as "®" (or "e"): items when the page uses the glyph twice or the text hangs under it;
+    # never a heading, whatever its height. Body text is 20 high; the "®" lines are 24 (the glyph is tall).
+    body = [_line("Body text of the page runs across the whole line here.", 50, 60 + 26 * k) for k in range(6)]
+    items = [Region([_line("\u00ae Pay the invoice within thirty days", 70, 300 + 60 * k, h=24)]) for k in range(2)]
+    hanging = Region([_line("e Return the goods unopened to the", 70, 500), _line("warehouse at the address", 90, 526)])
+    regions = [Region(body), *items, hanging]
+    blocks = assemble(RawLayout(1000, 1000, regions), page_number=1, origin="ocr")
+    kinds = {b.text.split()[1] if b.text.startswith("\u2022") else b.text.split()[0]: b.type for b in blocks}
+    assert [b.type for b in blocks].count(BlockType.LIST_ITEM) == 3, [(b.type, b.text) for b in blocks]
+    assert all(b.text.startswith("\u2022 ") for b in blocks if b.type is BlockType.LIST_ITEM)
+    assert BlockType.SECTION_HEADER not in kinds.values()
+    # a single "e" at a line start with no hanging indent and no second use is text
+    lone = assemble(
+        RawLayout(1000, 1000, [Region(body), Region([_line("e mail us at the office", 50, 400)])]),
+        page_number=1,
+        origin="ocr",
+    )
+    assert [b.type for b in lone] == [BlockType.PARAGRAPH, BlockType.PARAGRAPH]
+
+
+def test_body_size_headings_by_number_and_weight() -> None:
+    body = [_line("Body text of the page runs across the whole line here.", 50, 60 + 26 * k) for k in range(6)]
+    numbered = Region([_line("2.1 Scope of the Work", 50, 250)])  # body size, numbered: a heading (level 3)
+    item = Region([_line("1. Pay the invoice", 50, 300)])  # one level, plain: not a heading
+    bold = Region([_line("Payment Terms", 50, 350)])
+    bold.lines[0].bold = True  # bold at body size: a heading
+    sentence = Region([_line("This line is bold but ends as a sentence.", 50, 400)])
+    sentence.lines[0].bold = True
+    regions = [Region(body), numbered, item, bold, sentence]
+    blocks = assemble(RawLayout(1000, 1000, regions), page_number=1, origin="ocr")
+    typed = {b.text: (b.type, b.level) for b in blocks}
+    assert typed["2.1 Scope of the Work"] == (BlockType.SECTION_HEADER, 3)
+    assert typed["1. Pay the invoice"][0] is BlockType.PARAGRAPH
+    assert typed["Payment Terms"][0] is BlockType.SECTION_HEADER
+    assert typed["This line is bold but ends as a sentence."][0] is BlockType.PARAGRAPH
+
+
+def test_bold_is_measured_on_the_ink() -> None:
+    # strokes twice as wide on one line: that line is bold, the others not
+    import numpy as np
+
+    ink = np.full((400, 1000), 255, dtype=np.uint8)
+    lines = [_line("abc def ghi", 50, 40 + 60 * k) for k in range(4)]
+    for k, line in enumerate(lines):
+        width = 6 if k == 2 else 3
+        for word in line.words:
+            x0, y0, x1, y1 = (int(v) for v in word.bbox)
+            for x in range(x0, x1, 10):
+                ink[y0:y1, x : x + width] = 0
+    from qwenvl.layout.analysis import _mark_bold
+
+    _mark_bold([Region(lines)], ink)
+    assert [line.bold for line in lines] == [False, False, True, False]
