@@ -117,7 +117,8 @@ class TextLayer:
     #: replacement characters, glyphs without a Unicode mapping), or too much text outside the page. None: passed
     rejected: str | None = None
     #: lines to compare with OCR of the page image before the layer is trusted, as (box in pixels, text): set
-    #: when most of the text is invisible or lies over an image (a scan's OCR layer, text placed off its glyphs)
+    #: when most of the text is invisible, lies over an image (a scan's OCR layer, text placed off its glyphs)
+    #: or is set in symbolic fonts (whose codes need not be characters)
     verify: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)
 
 
@@ -284,6 +285,9 @@ def render_page(
 #: Unicode categories that are never text: control, private use, surrogates, unassigned
 _NOT_TEXT = frozenset({"Cc", "Co", "Cs", "Cn"})
 _INVISIBLE_MODES = frozenset({3, 7})  # PDF text render modes that paint nothing (invisible, clip only)
+#: PDF font descriptor flags: a symbolic font's codes name glyphs, not characters (without a Unicode map,
+#: pdfium reads them as if they were: a text layer of plausible-looking garbage such as '"7+%-')
+_SYMBOLIC, _NONSYMBOLIC = 4, 32
 
 
 def _pdf_text_layer(
@@ -344,7 +348,10 @@ def _pdf_text_layer(
             sizes.clear()
             weights.clear()
 
-        word_hidden = False
+        word_hidden = word_symbolic = False
+        symbolic = 0
+        flags = ctypes.c_int()
+        font_name = ctypes.create_string_buffer(128)
         raw = textpage.raw
         unicode_of, generated, unmapped = c.FPDFText_GetUnicode, c.FPDFText_IsGenerated, c.FPDFText_HasUnicodeMapError
         font_size, charbox = c.FPDFText_GetFontSize, textpage.get_charbox
@@ -389,7 +396,10 @@ def _pdf_text_layer(
                     modes[key] = bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES
                 word_hidden = modes[key]
                 weights.append(int(c.FPDFText_GetFontWeight(raw, i)))
+                c.FPDFText_GetFontInfo(raw, i, font_name, len(font_name), ctypes.byref(flags))
+                word_symbolic = bool(flags.value & _SYMBOLIC) and not flags.value & _NONSYMBOLIC
             invisible += word_hidden
+            symbolic += word_symbolic
             word_chars.append(ch)
         end_line()
         if seen < min_chars:
@@ -417,7 +427,8 @@ def _pdf_text_layer(
             else 0
         )
         kept = seen - bad - offpage
-        if rejected is None and sample_lines > 0 and (invisible > 0.5 * kept or over_image > 0.5 * kept):
+        doubtful = max(invisible, over_image, symbolic) > 0.5 * kept
+        if rejected is None and sample_lines > 0 and doubtful:
             candidates = [ln for ln in visible_lines if len(ln.text) >= 8] or visible_lines
             step = max(1, len(candidates) // sample_lines)
             verify = [(ln.bbox, ln.text) for ln in candidates[::step][:sample_lines]]

@@ -437,7 +437,8 @@ class DocumentParser:
         if agreement >= self.options.text_layer.min_ocr_agreement:
             return None
         return (
-            f"its text is invisible or lies over an image, and OCR of the image reads something else in its place "
+            f"its text is invisible, lies over an image or is set in symbolic fonts, and OCR of the image reads "
+            f"something else in its place "
             f"(similarity {agreement:.2f} over {len(scores)} lines, below {self.options.text_layer.min_ocr_agreement})"
         )
 
