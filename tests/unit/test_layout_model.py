@@ -165,6 +165,17 @@ def test_full_width_blocks_cut_columns_into_bands() -> None:
         (640, 520, 900, 700),  # 8 column 3
     ]
     assert reading_order(boxes, min_gap=8) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    # a short heading under two columns that end together (then full-width text): read after both columns;
+    # under columns of unequal length, a block below the shorter one continues the longer column
+    boxes = [
+        (100, 100, 480, 400),  # 0 left
+        (520, 100, 900, 400),  # 1 right, ending with the left
+        (100, 430, 300, 460),  # 2 heading below both, in the left column's width
+        (100, 480, 900, 600),  # 3 full-width text
+    ]
+    assert reading_order(boxes) == [0, 1, 2, 3]
+    boxes = [(100, 100, 480, 400), (520, 100, 900, 250), (100, 430, 480, 600)]  # the right column is short
+    assert reading_order(boxes) == [0, 2, 1]
     # one column with short blocks (a heading, a centred page number): still top to bottom
     boxes = [(100, 100, 300, 130), (100, 150, 900, 400), (100, 420, 900, 600), (480, 950, 520, 980)]
     assert reading_order(boxes) == [0, 1, 2, 3]

@@ -185,13 +185,23 @@ def _spanning(idx: list[int], boxes: Sequence[Box], min_gap: float) -> list[int]
 def reading_order(boxes: Sequence[Box], *, min_gap: float = 8.0) -> list[int]:
     """Indices of ``boxes`` in reading order: top to bottom, and column by column where bands share gutters.
     A block that spans the columns (a heading, figure, table or footer across them) cuts the page into bands:
-    the columns above it are read, left column first, before it, and those below it after."""
+    the columns above it are read, left column first, before it, and those below it after. So does a block
+    below columns that end together (a heading under them), where below a shorter column it continues the
+    longer one."""
 
     def crosses(idx: list[int], gutters: list[tuple[float, float]]) -> bool:
         return any(boxes[i][0] < g1 and boxes[i][2] > g0 for i in idx for g0, g1 in gutters)
 
     def middle(i: int) -> float:
         return (boxes[i][1] + boxes[i][3]) / 2
+
+    def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return [(max(a0, b0), min(a1, b1)) for a0, a1 in a for b0, b1 in b if min(a1, b1) > max(a0, b0)]
+
+    def ends_together(idx: list[int]) -> bool:
+        """Whether the columns of ``idx`` end at about the same height (within two lines or so)."""
+        bottoms = [max(boxes[i][3] for i in col) for col in _split(idx, boxes, 0, min_gap)]
+        return len(bottoms) > 1 and max(bottoms) - min(bottoms) <= 4 * min_gap
 
     def order(idx: list[int]) -> list[int]:
         if len(idx) <= 1:
@@ -212,14 +222,17 @@ def reading_order(boxes: Sequence[Box], *, min_gap: float = 8.0) -> list[int]:
                 return sorted(idx, key=lambda i: (boxes[i][1], boxes[i][0]))
             return [i for col in cols for i in order(col)]
         sections: list[tuple[list[int], list[tuple[float, float]]]] = []
-        for band in bands:
-            gutters = _gutters(band, boxes, min_gap)
+        band_gutters = [_gutters(band, boxes, min_gap) for band in bands]
+        for k, (band, gutters) in enumerate(zip(bands, band_gutters, strict=True)):
             if sections and sections[-1][1]:
                 prev_idx, prev_g = sections[-1]
-                shared = [
-                    (max(a0, b0), min(a1, b1)) for a0, a1 in prev_g for b0, b1 in gutters if min(a1, b1) > max(a0, b0)
-                ]
-                if shared or (not gutters and not crosses(band, prev_g)):
+                shared = overlap(prev_g, gutters)
+                # a band with no gutters continues a column (one column ran longer than the others) unless
+                # every column ended just above it and the columns do not go on below it: then it starts what
+                # follows the columns (a heading below them)
+                after = band_gutters[k + 1] if k + 1 < len(bands) else []
+                below = not overlap(prev_g, after) and ends_together(prev_idx)
+                if shared or (not gutters and not crosses(band, prev_g) and not below):
                     sections[-1] = (prev_idx + band, shared or prev_g)
                     continue
             sections.append((band, gutters))
