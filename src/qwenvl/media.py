@@ -52,6 +52,7 @@ __all__ = [
     "frames_to_array",
     "load_image",
     "load_image_encoded",
+    "load_jpeg_at",
     "load_video",
     "pixel_limit_error",
     "read_source_bytes",
@@ -256,6 +257,15 @@ def _looks_whole(fmt: str | None, data: bytes) -> bool:
     if fmt == "WEBP":
         return len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 <= len(data)
     return False
+
+
+def load_jpeg_at(data: bytes, size: tuple[int, int]) -> PIL.Image.Image:
+    """A JPEG file's bytes as an upright RGB image of ``size`` (width, height), decoded at the smallest scale
+    that covers it (DCT scaling: cheaper than decoding it whole), then resized."""
+    source = PIL.Image.open(io.BytesIO(data))
+    turned = source.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn: the file's sides swap
+    source.draft("RGB", size[::-1] if turned else size)
+    return _upright(source).convert("RGB").resize(size, resample=PIL.Image.Resampling.BICUBIC)
 
 
 def _upright(image: PIL.Image.Image) -> PIL.Image.Image:

@@ -119,12 +119,6 @@ class PreparedRequest:
     #: reuses them
     encoded: dict[Any, tuple[Any, str]] = field(default_factory=dict, repr=False, compare=False)
 
-    def resized_images(self) -> list[PIL.Image.Image]:
-        """Every image at its final size, for a backend that takes no processor size limits."""
-        factor = self.profile.factor
-        pairs = zip(self.images, self.image_limits, strict=True)
-        return [media.resize_image(im, lo, hi, factor=factor) for im, (lo, hi) in pairs]
-
     @property
     def mm_data(self) -> dict[str, Any]:
         """The multimodal data in vLLM's ``multi_modal_data`` form."""

@@ -638,7 +638,7 @@ def _image_uris(
             if as_is:
                 uri = original.data_uri() if original is not None else image_data_uri(image)
             elif original is not None and original.mime == "image/jpeg":
-                uri = _jpeg_uri(_jpeg_at(original.data, (width, height)))
+                uri = _jpeg_uri(media.load_jpeg_at(original.data, (width, height)))
             else:
                 uri = image_data_uri(media.resize_image(image, lo, hi, factor=profile.factor))
         except (OSError, SyntaxError, ValueError) as exc:
@@ -659,17 +659,6 @@ def _processor_pixels(processor: Any) -> tuple[int, int] | None:
     except (KeyError, TypeError):
         return None
     return (int(lo), int(hi)) if lo and hi else None
-
-
-def _jpeg_at(data: bytes, size: tuple[int, int]) -> Any:
-    """A JPEG file decoded at the smallest scale that covers ``size`` (DCT scaling: cheaper than whole), then
-    resized to ``size``."""
-    import PIL.Image
-
-    source = PIL.Image.open(io.BytesIO(data))
-    turned = source.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # a quarter turn: the file's sides are swapped
-    source.draft("RGB", size[::-1] if turned else size)
-    return media._upright(source).convert("RGB").resize(size, resample=PIL.Image.Resampling.BICUBIC)
 
 
 #: the quality a JPEG photo brought down to its planned size is sent at

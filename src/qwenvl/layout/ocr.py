@@ -7,6 +7,7 @@ ruling lines, image regions); RapidOCR gives text lines only and serves scripts 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -164,8 +165,7 @@ class RapidOCREngine:
                 lines.append(Line(words, box, box[3] - box[1]))
         width, height = image.size
         # RapidOCR finds no ruling lines: they are read off the image, so ruled tables come out as tables
-        heights = sorted(line.height for line in lines)
-        body = heights[len(heights) // 2] if heights else 20.0
+        body = statistics.median_high(line.height for line in lines) if lines else 20.0
         rules = find_rules(np.asarray(image.convert("L")), max(40, int(4 * body)))
         return RawLayout(width, height, group_lines(lines), rules=rules)
 

@@ -21,7 +21,7 @@ import PIL.ImageSequence
 
 from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError
-from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
+from qwenvl.layout.analysis import Line, RawLayout, Word, _center, _inside, assemble, group_lines
 from qwenvl.layout.model import Block
 from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
@@ -422,7 +422,7 @@ def _pdf_text_layer(
         verify: list[tuple[tuple[float, float, float, float], str]] = []
         big = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) >= 0.25 * width * height]
         over_image = (
-            sum(len(w.text) for ln in visible_lines for w in ln.words if any(_within(w.bbox, f) for f in big))
+            sum(len(w.text) for ln in visible_lines for w in ln.words if any(_inside(_center(w.bbox), f) for f in big))
             if big
             else 0
         )
@@ -439,8 +439,3 @@ def _pdf_text_layer(
         return TextLayer(blocks, rejected, verify)
     finally:
         textpage.close()
-
-
-def _within(box: tuple[float, float, float, float], area: tuple[float, float, float, float]) -> bool:
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return area[0] <= cx <= area[2] and area[1] <= cy <= area[3]

@@ -436,6 +436,8 @@ class DocumentParser:
         agreement = sum(scores) / len(scores)
         if agreement >= self.options.text_layer.min_ocr_agreement:
             return None
+        if not self._wants_vlm():  # OCR reads the page next, from this rendering
+            job.image, job.dpi = image, got
         return (
             f"its text is invisible, lies over an image or is set in symbolic fonts, and OCR of the image reads "
             f"something else in its place "
