@@ -99,3 +99,29 @@ def test_rapidocr_reads_a_page_into_ordered_blocks() -> None:
     paragraphs = [b for b in blocks if b.type is BlockType.PARAGRAPH]
     sides = ["L" if b.bbox.x1 < w / 2 else "R" for b in paragraphs]
     assert sides == sorted(sides)  # every left-column block before every right-column block
+
+
+def _turned(box: BBox, turn: int, width: int, height: int) -> BBox:
+    """``box`` on a ``width`` x ``height`` page after the page is turned ``turn`` degrees clockwise."""
+    if turn == 90:  # (x, y) -> (height - y, x)
+        return BBox.of(height - box.y1, box.x0, height - box.y0, box.x1)
+    if turn == 180:
+        return BBox.of(width - box.x1, height - box.y1, width - box.x0, height - box.y0)
+    return BBox.of(box.y0, width - box.x1, box.y1, width - box.x0)  # 270: (x, y) -> (y, width - x)
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_a_page_scanned_turned_reads_upright_with_boxes_on_the_page_as_given(
+    tesseract: TesseractEngine, turn: int
+) -> None:
+    """A two-column page fed in sideways or upside down: the same text in the same order as upright, and each
+    block's box where that block lies on the turned image."""
+    page = make_page(kind="two_column")
+    upright = ocr_layout(page.image, tesseract, page_number=1)
+    turned_image = page.image.rotate(-turn, expand=True)
+    turned = ocr_layout(turned_image, tesseract, page_number=1)
+    assert cer("\n\n".join(b.text for b in turned), page.text) <= 0.02
+    assert [b.text for b in turned] == [b.text for b in upright]
+    w, h = page.image.size
+    for a, b in zip(upright, turned, strict=True):
+        assert b.bbox.iou(_turned(a.bbox, turn, w, h)) >= 0.9, (a.text[:30], a.bbox, b.bbox)

@@ -149,3 +149,39 @@ def test_characters_that_are_not_text_count_against_the_layer(tmp_path: Path, ba
         assert relaxed is not None and relaxed.rejected is None
         text = " ".join(b.text for b in relaxed.blocks)
         assert chr(int(bad, 16)) not in text and "Invoic" in text  # dropped, never passed on as text
+
+
+def test_born_digital_ruled_table_and_bold_heading_from_the_layer(tmp_path: Path) -> None:
+    """A table drawn with vector lines is a table on a text-layer page (its cells follow the rules), and a
+    heading set in an embedded bold face is a heading though the font declares weight 400, as most do."""
+    pdf = _pdf()
+    pdf.add_font("serif", "B", find_font("serif-bold"))
+    pdf.set_font("serif", "B", 14)
+    pdf.text(72, 80, "Delivery Schedule")
+    pdf.set_font("serif", "", 14)
+    _write(pdf, LINES[:2], y=110)
+    # two columns: too few for a table by alignment alone, as in tagged.pdf; the rules make it one
+    rows = [["Item", "Due"], ["Pump seals", "March"], ["Valves", "April"]]
+    top, height, cols = 180.0, 24.0, [72.0, 260.0, 460.0]
+    pdf.set_line_width(0.8)
+    for k in range(len(rows) + 1):
+        pdf.line(cols[0], top + k * height, cols[-1], top + k * height)
+    for x in cols:
+        pdf.line(x, top, x, top + len(rows) * height)
+    for k, row in enumerate(rows):
+        for x, cell in zip(cols, row, strict=False):
+            pdf.text(x + 6, top + k * height + 17, cell)
+    path = tmp_path / "schedule.pdf"
+    data = bytes(pdf.output())
+    # fpdf2 marks the bold face (ForceBold, a wide stem); many producers do not: take the marks out
+    assert data.count(b"/Flags 262148") == 1 and data.count(b"/StemV 165") == 1
+    path.write_bytes(data.replace(b"/Flags 262148", b"/Flags 4     ").replace(b"/StemV 165", b"/StemV 80 "))
+    with pdfium.PdfDocument(path) as doc:  # the premise: pdfium reads the bold face's weight as 400
+        textpage = doc[0].get_textpage()
+        assert pdfium.raw.FPDFText_GetFontWeight(textpage.raw, 0) < 600
+    [page] = DocumentParser().parse(path).pages
+    assert page.backend == "pdf_text"
+    kinds = [(b.type.value, b.text) for b in page.blocks]
+    assert kinds[0] == ("section_header", "Delivery Schedule"), kinds
+    [table] = [b for b in page.blocks if b.type.value == "table"]
+    assert table.text == "\n".join("\t".join(r) for r in rows)

@@ -379,3 +379,77 @@ def test_bold_is_measured_on_the_ink() -> None:
 
     _mark_bold([Region(lines)], ink)
     assert [line.bold for line in lines] == [False, False, True, False]
+
+
+def test_underlined_heading_at_the_top_of_a_page_without_margins() -> None:
+    # a typewritten page photographed edge to edge: its underlined first line is a heading, not a running header
+    # (Tesseract reports the underline as a horizontal rule under the line)
+    heading = Region([_line("Linzensoep a la Waterman", 20, 10)])
+    body = [_line("De linzen wassen en in 1 liter kokend water laten weken.", 20, 80 + 26 * k) for k in range(6)]
+    underline = (18.0, 32.0, 262.0, 36.0)
+    blocks = assemble(RawLayout(1000, 400, [heading, Region(body)], rules=[underline]), page_number=1, origin="ocr")
+    assert [(b.type, b.text[:10]) for b in blocks][0] == (BlockType.SECTION_HEADER, "Linzensoep")
+    # without the rule it is the page's running header
+    plain = assemble(
+        RawLayout(1000, 400, [Region([_line("Linzensoep a la Waterman", 20, 10)]), Region(body)]),
+        page_number=1,
+        origin="ocr",
+    )
+    assert plain[0].type is BlockType.PAGE_HEADER
+
+
+def test_a_bold_heading_is_not_joined_to_the_paragraph_under_it() -> None:
+    body = [_line("Body text of the page runs across the whole line here.", 50, 60 + 26 * k) for k in range(6)]
+    heading = Region([_line("Recording a Sequence", 50, 250)])
+    heading.lines[0].bold = True
+    under = Region([_line("To record a sequence, press RECORD", 50, 272), _line("and PLAY to start.", 50, 298)])
+    blocks = assemble(RawLayout(1000, 1000, [Region(body), heading, under]), page_number=1, origin="ocr")
+    assert [(b.type, b.text) for b in blocks][1:] == [
+        (BlockType.SECTION_HEADER, "Recording a Sequence"),
+        (BlockType.PARAGRAPH, "To record a sequence, press RECORD and PLAY to start."),
+    ]
+
+
+def test_bold_labels_of_a_key_value_list_are_not_headings() -> None:
+    body = [_line("Body text of the page runs across the whole line here.", 50, 60 + 26 * k) for k in range(6)]
+    rows = []
+    for k, (key, value) in enumerate([("Kernel", "monolithic kernel"), ("Licence", "GPLv2 and others")]):
+        label = Region([_line(key, 50, 300 + 30 * k)])
+        label.lines[0].bold = True
+        rows += [label, Region([_line(value, 200, 300 + 30 * k)])]
+    blocks = assemble(RawLayout(1000, 1000, [Region(body), *rows]), page_number=1, origin="ocr")
+    assert BlockType.SECTION_HEADER not in {b.type for b in blocks}, [(b.type, b.text) for b in blocks]
+
+
+def test_a_paragraph_that_runs_out_of_its_column_is_cut_there() -> None:
+    # OCR ran the right column's paragraph on into the full-width lines under a picture and its caption
+    column = [_line("right column text of the story goes on", 500, 100 + 26 * k) for k in range(4)]
+    below = [
+        _line("then the text runs the whole width of the page from the left margin on", 40, 210 + 26 * k)
+        for k in range(2)
+    ]
+    caption = Region([_line("THEY TIP-TOED ALONG.", 60, 180, h=14, char_w=8)])
+    figure = (40.0, 60.0, 460.0, 170.0)
+    raw = RawLayout(1000, 400, [Region(column + below), caption], figures=[figure])
+    blocks = assemble(raw, page_number=1, origin="ocr")
+    texts = [b.text[:12] for b in blocks]
+    assert texts.index("THEY TIP-TOE") < texts.index("then the tex"), texts
+    assert texts.index("right column") < texts.index("then the tex"), texts
+
+
+def test_a_full_stop_of_the_column_to_the_left_is_no_bullet() -> None:
+    import numpy as np
+
+    from qwenvl.layout.analysis import _restore_bullets
+
+    ink = np.full((200, 1000), 255, dtype=np.uint8)
+    left = _line("the left column ends here.", 50, 40)
+    right = _line("simply use the controls", 330, 40)
+    x1 = int(left.words[-1].bbox[2])
+    ink[52:58, x1 - 6 : x1] = 0  # the full stop, inside the left line's last word, 20 px left of the right line
+    _restore_bullets([Region([left]), Region([right])], ink)
+    assert right.words[0].text == "simply"
+    # the same blob on its own is a bullet OCR dropped
+    alone = _line("simply use the controls", 330, 40)
+    _restore_bullets([Region([alone])], ink)
+    assert alone.words[0].text == "\u2022"

@@ -61,13 +61,15 @@ class Word:
 
 @dataclass
 class Line:
-    """A text line: its words left to right, the text height (font size) when known, and whether it is set in
-    bold (None: unknown; then it is judged from the ink where the page image is at hand)."""
+    """A text line: its words left to right, the text height (font size) when known, whether it is set in
+    bold (None: unknown; then it is judged from the ink where the page image is at hand), and whether a rule
+    underlines it."""
 
     words: list[Word]
     bbox: Box
     height: float
     bold: bool | None = None
+    underlined: bool = False
 
     @property
     def text(self) -> str:
@@ -420,10 +422,27 @@ def _mark_bold(regions: Sequence[Region], ink: Any) -> None:
         line.bold = width >= 1.3 * median
 
 
+def _mark_underlined(regions: Sequence[Region], rules: Sequence[Box]) -> None:
+    """Sets `Line.underlined` where a horizontal rule runs under the line (its top within half a line height of
+    the line's foot) across at least 80% of its width: typewritten and plain-text headings are underlined."""
+    flat = [r for r in rules if (r[2] - r[0]) > 3 * (r[3] - r[1])]
+    if not flat:
+        return
+    for region in regions:
+        for line in region.lines:
+            x0, y0, x1, y1 = line.bbox
+            h = line.height or y1 - y0
+            line.underlined = any(
+                y1 - 0.3 * h <= r[1] <= y1 + 0.5 * h and _overlap(x0, x1, r[0], r[2]) >= 0.8 * (x1 - x0) for r in flat
+            )
+
+
 def _restore_bullets(regions: list[Region], ink: Any) -> None:
-    """Puts back a bullet OCR dropped: a small dark blob just left of a line's first word, centred on the line."""
+    """Puts back a bullet OCR dropped: a small dark blob just left of a line's first word, centred on the line,
+    that is no part of a word OCR read (the full stop ending a line of the column to the left)."""
     import numpy as np
 
+    words = [w.bbox for r in regions for ln in r.lines for w in ln.words]
     for region in regions:
         for line in region.lines:
             if not line.words or line.words[0].text in _BULLETS:
@@ -432,6 +451,8 @@ def _restore_bullets(regions: list[Region], ink: Any) -> None:
             h = y1 - y0
             box = (int(max(0, x0 - 2.0 * h)), int(y0 + 0.15 * h), int(max(0, x0 - 0.15 * h)), int(y1 - 0.15 * h))
             if box[2] - box[0] < 3 or box[3] - box[1] < 3:
+                continue
+            if any(w[0] < box[2] and w[2] > box[0] and w[1] < box[3] and w[3] > box[1] for w in words):
                 continue
             dark = np.asarray(ink[box[1] : box[3], box[0] : box[2]]) < 110
             if not dark.any():
@@ -482,6 +503,29 @@ def _rejoin_line_fragments(regions: list[Region]) -> list[Region]:
     return out
 
 
+def _split_where_column_widens(regions: list[Region]) -> list[Region]:
+    """Regions cut where their text leaves a column for the full width: a line that starts more than four line
+    heights left of the line above and is at least 1.3 times as wide (OCR runs a column's paragraph on into
+    the full-width lines below the column, over what sits beside it: a figure, its caption)."""
+    out: list[Region] = []
+    for region in regions:
+        start = 0
+        for k in range(1, len(region.lines)):
+            above, line = region.lines[k - 1], region.lines[k]
+            h = line.height or line.bbox[3] - line.bbox[1]
+            if above.bbox[0] - line.bbox[0] > 4 * h and line.bbox[2] - line.bbox[0] >= 1.3 * (
+                above.bbox[2] - above.bbox[0]
+            ):
+                out.append(Region(region.lines[start:k], region.hint))
+                start = k
+        out.append(Region(region.lines[start:], region.hint) if start else region)
+    return out
+
+
+def _emphasised(line: Line) -> bool:
+    return bool(line.bold) or line.underlined
+
+
 def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region]:
     """Regions rejoined where the backend cut a paragraph: the next region starts right below, at the same left
     edge and size, and the one above stops mid-sentence or its last line is full (the next word did not fit)."""
@@ -507,6 +551,7 @@ def _join_broken_paragraphs(regions: list[Region], body_h: float) -> list[Region
                 and max(ha, hb) <= 1.15 * min(ha, hb)
                 and (not above.lines[-1].text.rstrip().endswith((".", "!", "?", ":")) or wrapped(above, region))
                 and region.lines[0].words[0].text not in _BULLETS | _AMBIGUOUS_BULLETS
+                and not (_emphasised(above.lines[-1]) and not _emphasised(region.lines[0]))  # a heading
             ):
                 out[-1] = Region(above.lines + region.lines, above.hint)
                 continue
@@ -545,6 +590,18 @@ def _confidence(words: Sequence[Word]) -> float | None:
     return sum(confs) / len(confs) if confs else None
 
 
+def _labels(box: Box, others: Sequence[Box], body_h: float) -> bool:
+    """Whether the text in ``box`` labels text beside it: another block starts on the same line within six
+    body-text heights to its right (a key of a key-value list, a form's field name; not a heading). A heading
+    in a column of a two-column page has the next column much further off."""
+    return any(
+        other is not box
+        and 0 <= other[0] - box[2] <= 6 * body_h
+        and _overlap(box[1], box[3], other[1], other[3]) >= 0.5 * min(box[3] - box[1], other[3] - other[1])
+        for other in others
+    )
+
+
 def _heading_level(text: str, *, bold: bool, larger: bool, below: int) -> int | None:
     """The level of a body-size heading, or None for text that is not one. A heading is short (at most 12
     words), does not end as a sentence does, and is set apart by a section number ("2.1", "IV.") or by bold;
@@ -568,6 +625,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     if raw.ink is not None:
         _restore_bullets(raw.regions, raw.ink)
         _mark_bold(raw.regions, raw.ink)
+    _mark_underlined(raw.regions, raw.rules)
     # the body text's height: the median over characters (a CJK line is one "word"; a table cell is a few)
     heights = [
         line.height for r in raw.regions for line in r.lines for w in line.words for _ in w.text if line.height > 0
@@ -595,7 +653,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 else:
                     table_words[home].append(w)
             if words:
-                kept.append(Line(words, _union([w.bbox for w in words]), line.height, line.bold))
+                kept.append(Line(words, _union([w.bbox for w in words]), line.height, line.bold, line.underlined))
         if kept:
             rest.append(Region(kept, region.hint))
     for area, words in zip(merged, table_words, strict=True):
@@ -610,7 +668,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     for fig in raw.figures:
         drafts.append((BlockType.FIGURE, fig, "", None, None, None))
 
-    rest = _join_broken_paragraphs(_rejoin_line_fragments(rest), body_h)
+    rest = _join_broken_paragraphs(_rejoin_line_fragments(_split_where_column_widens(rest)), body_h)
     heading_sizes: list[float] = []
     text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int, bool]] = []
     bullets = _page_bullets(rest)
@@ -625,7 +683,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             kind: BlockType | None = BlockType.LIST_ITEM if is_item else None
             if kind is None and len(lines) <= 3 and size >= 1.15 * body_h:
                 heading_sizes.append(size)
-            bold = all(line.bold for line in lines)
+            bold = all(_emphasised(line) for line in lines)
             text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
     for kind, box, text, size, conf, n_lines, bold in text_drafts:
@@ -634,6 +692,14 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
         if kind is None and n_lines <= 3 and size >= 1.15 * body_h:
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
+        elif (
+            kind is None
+            and top
+            and bold
+            and n_lines <= 2
+            and (level := _heading_level(text, bold=True, larger=size >= 1.05 * body_h, below=len(ranks)))
+        ):
+            kind = BlockType.SECTION_HEADER  # an emphasised heading at the top of a page without margins
         elif kind is None and (top or bottom) and n_lines <= 2 and size <= 1.15 * body_h:
             if _PAGE_NUMBER.match(text):
                 kind = BlockType.PAGE_NUMBER
@@ -641,7 +707,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_HEADER if top else BlockType.PAGE_FOOTER
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
-        elif kind is None and n_lines <= 2:
+        elif kind is None and n_lines <= 2 and not _labels(box, [d[1] for d in text_drafts], body_h):
             level = _heading_level(text, bold=bold, larger=size >= 1.05 * body_h, below=len(ranks))
             kind = BlockType.SECTION_HEADER if level is not None else None
         drafts.append((kind or BlockType.PARAGRAPH, box, text, None, level, conf))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from qwenvl._lazy import require
+from qwenvl.boxes import BBox
 from qwenvl.errors import LayoutError, OCRUnavailableError
 from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, find_rules, group_lines
 from qwenvl.layout.model import Block, BlockType
@@ -80,6 +81,22 @@ class TesseractEngine:
             api = t.PyTessBaseAPI(path=self.tessdata, lang=self.lang, psm=t.PSM.AUTO)
             self._local.api = api
         return api
+
+    def turn(self, image: PIL.Image.Image) -> int:
+        """How far ``image`` must turn counter-clockwise (0, 90, 180 or 270 degrees) for its text to stand
+        upright, by Tesseract's orientation detection (0 when it is unsure or has no ``osd`` data)."""
+        api = getattr(self._local, "osd", None)
+        if api is None:
+            if not (Path(self.tessdata) / "osd.traineddata").is_file():
+                return 0
+            t = self._tesserocr
+            api = t.PyTessBaseAPI(path=self.tessdata, lang="osd", psm=t.PSM.OSD_ONLY)
+            self._local.osd = api
+        api.SetImage(image)
+        found = api.DetectOrientationScript()
+        if not found or found.get("orient_conf", 0.0) < 1.0:
+            return 0
+        return int(found["orient_deg"]) % 360
 
     def read(self, image: PIL.Image.Image) -> RawLayout:
         """Tesseract's page layout of ``image``."""
@@ -198,6 +215,41 @@ def ocr_engine_for(lang: str = "eng", engine: str = "auto") -> OCREngine:
     raise LayoutError(f"ocr engine={engine!r}: use 'auto', 'tesseract' or 'rapidocr'")
 
 
+def _upright_score(raw: RawLayout) -> float:
+    """How much a reading looks like upright text: the mean word confidence times the share of words (of three
+    characters or more) wider than tall. A page scanned sideways reads as tall words; upside down, as noise."""
+    words = [w for r in raw.regions for line in r.lines for w in line.words if len(w.text) >= 3]
+    if not words:
+        return 0.0
+    wide = [w for w in words if w.bbox[2] - w.bbox[0] >= w.bbox[3] - w.bbox[1]]
+    conf = statistics.fmean(w.conf if w.conf is not None else 1.0 for w in words)
+    return conf * len(wide) / len(words)
+
+
+def _turn_back(block: Block, turn: int, width: int, height: int) -> Block:
+    """``block`` read on the page turned ``turn`` degrees counter-clockwise, boxed on the page as it was."""
+    b = block.bbox
+    if turn == 90:  # a point (x, y) of the page went to (y, width - x)
+        box = BBox.of(width - b.y1, b.x0, width - b.y0, b.x1)
+    elif turn == 180:
+        box = BBox.of(width - b.x1, height - b.y1, width - b.x0, height - b.y0)
+    else:  # 270: (x, y) went to (height - y, x)
+        box = BBox.of(b.y0, height - b.x1, b.y1, height - b.x0)
+    return block.model_copy(update={"bbox": box.clip(width, height)})
+
+
 def ocr_layout(image: PIL.Image.Image, engine: OCREngine, *, page_number: int = 1) -> list[Block]:
-    """Typed blocks in reading order for a page image, read by ``engine``."""
-    return assemble(engine.read(image), page_number=page_number, origin="ocr")
+    """Typed blocks in reading order for a page image, read by ``engine``. A page that reads as sideways or
+    upside-down text is turned upright (when the engine can tell which way: `TesseractEngine.turn`) and read
+    again; its blocks keep their boxes on the page as given, and their reading order is the upright one."""
+    raw = engine.read(image)
+    score = _upright_score(raw)
+    turn_of = getattr(engine, "turn", None)
+    if turn_of is not None and score < 0.5 and any(r.lines for r in raw.regions):
+        turn = turn_of(image)
+        if turn:
+            upright = engine.read(image.rotate(turn, expand=True))
+            if _upright_score(upright) > score + 0.1:
+                blocks = assemble(upright, page_number=page_number, origin="ocr")
+                return [_turn_back(b, turn, *image.size) for b in blocks]
+    return assemble(raw, page_number=page_number, origin="ocr")

@@ -21,7 +21,7 @@ import PIL.ImageSequence
 
 from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError
-from qwenvl.layout.analysis import Line, RawLayout, Word, _center, _inside, assemble, group_lines
+from qwenvl.layout.analysis import Box, Line, RawLayout, Word, _center, _inside, assemble, group_lines
 from qwenvl.layout.model import Block
 from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
@@ -285,9 +285,26 @@ def render_page(
 #: Unicode categories that are never text: control, private use, surrogates, unassigned
 _NOT_TEXT = frozenset({"Cc", "Co", "Cs", "Cn"})
 _INVISIBLE_MODES = frozenset({3, 7})  # PDF text render modes that paint nothing (invisible, clip only)
+_BOLD_FACE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)  # in a font's name
 #: PDF font descriptor flags: a symbolic font's codes name glyphs, not characters (without a Unicode map,
 #: pdfium reads them as if they were: a text layer of plausible-looking garbage such as '"7+%-')
 _SYMBOLIC, _NONSYMBOLIC = 4, 32
+
+
+def _pdf_rules(page: Any, left: float, top: float, scale: float, limit: int = 5000) -> list[Box]:
+    """Ruling lines drawn as vector paths on a PDF page, in pixels: paths at most 3 points thick and at least
+    three times as long. Only the first ``limit`` paths are read (a vector drawing has thousands)."""
+    import pypdfium2.raw as c
+
+    rules: list[Box] = []
+    for k, obj in enumerate(page.get_objects(filter=[c.FPDF_PAGEOBJ_PATH], max_depth=2)):
+        if k >= limit:
+            break
+        x0, y0, x1, y1 = obj.get_bounds()
+        w, h = x1 - x0, y1 - y0
+        if min(w, h) <= 3 and max(w, h) > 3 * max(min(w, h), 0.5):
+            rules.append(((x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale))
+    return rules
 
 
 def _pdf_text_layer(
@@ -395,8 +412,10 @@ def _pdf_text_layer(
                 if key not in modes:
                     modes[key] = bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES
                 word_hidden = modes[key]
-                weights.append(int(c.FPDFText_GetFontWeight(raw, i)))
                 c.FPDFText_GetFontInfo(raw, i, font_name, len(font_name), ctypes.byref(flags))
+                weight = int(c.FPDFText_GetFontWeight(raw, i))
+                # many embedded fonts declare weight 400 whatever their face: the name tells ("ABCDEF+Arial-Bold")
+                weights.append(700 if _BOLD_FACE.search(font_name.value.decode("latin-1")) else weight)
                 word_symbolic = bool(flags.value & _SYMBOLIC) and not flags.value & _NONSYMBOLIC
             invisible += word_hidden
             symbolic += word_symbolic
@@ -408,6 +427,7 @@ def _pdf_text_layer(
         for obj in page.get_objects(filter=[c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
             ox0, oy0, ox1, oy1 = obj.get_bounds()
             figures.append(((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale))
+        rules = _pdf_rules(page, left, top, scale)
         rejected = None
         if bad > max_bad_chars * seen:
             rejected = (
@@ -434,7 +454,9 @@ def _pdf_text_layer(
             verify = [(ln.bbox, ln.text) for ln in candidates[::step][:sample_lines]]
         figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
         blocks = assemble(
-            RawLayout(width, height, group_lines(visible_lines), figures=figures), page_number=number, origin="pdf_text"
+            RawLayout(width, height, group_lines(visible_lines), rules=rules, figures=figures),
+            page_number=number,
+            origin="pdf_text",
         )
         return TextLayer(blocks, rejected, verify)
     finally:
