@@ -185,3 +185,20 @@ def test_born_digital_ruled_table_and_bold_heading_from_the_layer(tmp_path: Path
     assert kinds[0] == ("section_header", "Delivery Schedule"), kinds
     [table] = [b for b in page.blocks if b.type.value == "table"]
     assert table.text == "\n".join("\t".join(r) for r in rows)
+
+
+def test_an_honest_layer_in_a_subset_font_flagged_symbolic_costs_no_ocr(tmp_path: Path) -> None:
+    """fpdf2 (like LibreOffice and many producers) flags its embedded subset font symbolic; a layer that reads
+    as text is used as it is, with no OCR comparison (born-digital pages stay milliseconds each)."""
+    path = _digital(tmp_path / "digital.pdf")
+    import ctypes
+
+    with pdfium.PdfDocument(path) as pdf:  # the premise: the font is flagged symbolic (4), not nonsymbolic (32)
+        flags, name = ctypes.c_int(), ctypes.create_string_buffer(128)
+        page = pdf[0]
+        textpage = page.get_textpage()
+        pdfium.raw.FPDFText_GetFontInfo(textpage.raw, 0, name, 128, ctypes.byref(flags))
+        assert flags.value & 4 and not flags.value & 32
+    with open_document(path) as doc:
+        layer = doc.page(1).text_layer(200)
+        assert layer is not None and layer.rejected is None and layer.verify == []

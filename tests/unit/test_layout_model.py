@@ -453,3 +453,10 @@ def test_a_full_stop_of_the_column_to_the_left_is_no_bullet() -> None:
     alone = _line("simply use the controls", 330, 40)
     _restore_bullets([Region([alone])], ink)
     assert alone.words[0].text == "\u2022"
+
+
+def test_a_lone_letter_read_off_a_border_heads_nothing() -> None:
+    body = [_line("Body text of the page runs across the whole line here.", 50, 60 + 26 * k) for k in range(6)]
+    border = Region([Line([Word("i", (600, 300, 604, 344), 0.3)], (600, 300, 604, 344), 44)])
+    blocks = assemble(RawLayout(1000, 1000, [Region(body), border]), page_number=1, origin="ocr")
+    assert [b.type for b in blocks] == [BlockType.PARAGRAPH, BlockType.PARAGRAPH]

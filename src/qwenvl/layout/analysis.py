@@ -590,6 +590,11 @@ def _confidence(words: Sequence[Word]) -> float | None:
     return sum(confs) / len(confs) if confs else None
 
 
+def _wordlike(text: str) -> bool:
+    """At least two letters or digits: a lone "i" or "1" OCR reads off a box's border heads nothing."""
+    return sum(c.isalnum() for c in text) >= 2
+
+
 def _labels(box: Box, others: Sequence[Box], body_h: float) -> bool:
     """Whether the text in ``box`` labels text beside it: another block starts on the same line within six
     body-text heights to its right (a key of a key-value list, a form's field name; not a heading). A heading
@@ -681,7 +686,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             box = _union([line.bbox for line in lines])
             size = statistics.median([line.height for line in lines])
             kind: BlockType | None = BlockType.LIST_ITEM if is_item else None
-            if kind is None and len(lines) <= 3 and size >= 1.15 * body_h:
+            if kind is None and len(lines) <= 3 and size >= 1.15 * body_h and _wordlike(text):
                 heading_sizes.append(size)
             bold = all(_emphasised(line) for line in lines)
             text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold))
@@ -689,7 +694,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     for kind, box, text, size, conf, n_lines, bold in text_drafts:
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
-        if kind is None and n_lines <= 3 and size >= 1.15 * body_h:
+        if kind is None and n_lines <= 3 and size >= 1.15 * body_h and _wordlike(text):
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
         elif (

@@ -93,7 +93,10 @@ class TesseractEngine:
             api = t.PyTessBaseAPI(path=self.tessdata, lang="osd", psm=t.PSM.OSD_ONLY)
             self._local.osd = api
         api.SetImage(image)
-        found = api.DetectOrientationScript()
+        try:
+            found = api.DetectOrientationScript()
+        except RuntimeError:  # too little text to tell
+            return 0
         if not found or found.get("orient_conf", 0.0) < 1.0:
             return 0
         return int(found["orient_deg"]) % 360

@@ -118,7 +118,7 @@ class TextLayer:
     rejected: str | None = None
     #: lines to compare with OCR of the page image before the layer is trusted, as (box in pixels, text): set
     #: when most of the text is invisible, lies over an image (a scan's OCR layer, text placed off its glyphs)
-    #: or is set in symbolic fonts (whose codes need not be characters)
+    #: or is set in symbolic fonts (whose codes need not be characters) and reads as under half letters
     verify: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)
 
 
@@ -291,20 +291,26 @@ _BOLD_FACE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)  # in 
 _SYMBOLIC, _NONSYMBOLIC = 4, 32
 
 
-def _pdf_rules(page: Any, left: float, top: float, scale: float, limit: int = 5000) -> list[Box]:
-    """Ruling lines drawn as vector paths on a PDF page, in pixels: paths at most 3 points thick and at least
-    three times as long. Only the first ``limit`` paths are read (a vector drawing has thousands)."""
+def _pdf_drawings(page: Any, left: float, top: float, scale: float, limit: int = 5000) -> tuple[list[Box], list[Box]]:
+    """A PDF page's images and ruling lines, in pixels, in one pass over its objects. Rules: paths at most 3
+    points thick and at least three times as long (only the first ``limit`` paths: a drawing has thousands)."""
     import pypdfium2.raw as c
 
+    figures: list[Box] = []
     rules: list[Box] = []
-    for k, obj in enumerate(page.get_objects(filter=[c.FPDF_PAGEOBJ_PATH], max_depth=2)):
-        if k >= limit:
-            break
+    paths = 0
+    for obj in page.get_objects(filter=[c.FPDF_PAGEOBJ_IMAGE, c.FPDF_PAGEOBJ_PATH], max_depth=2):
+        if obj.type == c.FPDF_PAGEOBJ_PATH:
+            paths += 1
+            if paths > limit:
+                continue
         x0, y0, x1, y1 = obj.get_bounds()
-        w, h = x1 - x0, y1 - y0
-        if min(w, h) <= 3 and max(w, h) > 3 * max(min(w, h), 0.5):
-            rules.append(((x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale))
-    return rules
+        box = ((x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale)
+        if obj.type == c.FPDF_PAGEOBJ_IMAGE:
+            figures.append(box)
+        elif min(x1 - x0, y1 - y0) <= 3 and max(x1 - x0, y1 - y0) > 3 * max(min(x1 - x0, y1 - y0), 0.5):
+            rules.append(box)
+    return figures, rules
 
 
 def _pdf_text_layer(
@@ -336,7 +342,8 @@ def _pdf_text_layer(
         sizes: list[float] = []
         weights: list[int] = []
         seen = bad = offpage = invisible = 0
-        modes: dict[int | None, bool] = {}
+        #: text object -> (invisible, font size, weight, symbolic): one font and size per text object
+        objects: dict[int | None, tuple[bool, float, int, bool]] = {}
 
         def end_word() -> None:
             nonlocal offpage
@@ -366,12 +373,15 @@ def _pdf_text_layer(
             weights.clear()
 
         word_hidden = word_symbolic = False
-        symbolic = 0
+        symbolic = symbolic_letters = 0
         flags = ctypes.c_int()
         font_name = ctypes.create_string_buffer(128)
         raw = textpage.raw
         unicode_of, generated, unmapped = c.FPDFText_GetUnicode, c.FPDFText_IsGenerated, c.FPDFText_HasUnicodeMapError
-        font_size, charbox = c.FPDFText_GetFontSize, textpage.get_charbox
+        font_size, get_charbox = c.FPDFText_GetFontSize, c.FPDFText_GetCharBox
+        cl, cr, cb, ct = ctypes.c_double(), ctypes.c_double(), ctypes.c_double(), ctypes.c_double()
+        refs = (ctypes.byref(cl), ctypes.byref(cr), ctypes.byref(cb), ctypes.byref(ct))
+        size = 0.0
         for i in range(n):
             ch = chr(unicode_of(raw, i))
             if ch.isspace():
@@ -383,7 +393,9 @@ def _pdf_text_layer(
                 if made or unicodedata.category(ch) == "Zs":
                     end_word()
                     continue
-            x0, y0, x1, y1 = charbox(i)
+            if not get_charbox(raw, i, *refs):
+                continue
+            x0, y0, x1, y1 = cl.value, cb.value, cr.value, ct.value
             if x1 <= x0 or y1 <= y0:
                 continue
             seen += 1
@@ -396,38 +408,44 @@ def _pdf_text_layer(
                 bad += 1
                 end_word()
                 continue
-            box = [(x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale]
-            sizes.append(float(font_size(raw, i)))
+            bx0, by0, bx1, by1 = (x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale
             if word_chars:
-                word_box[:] = [
-                    min(word_box[0], box[0]),
-                    min(word_box[1], box[1]),
-                    max(word_box[2], box[2]),
-                    max(word_box[3], box[3]),
-                ]
-            else:  # a word's render mode and weight are read at its first character
-                word_box[:] = box
+                if bx0 < word_box[0]:
+                    word_box[0] = bx0
+                if by0 < word_box[1]:
+                    word_box[1] = by0
+                if bx1 > word_box[2]:
+                    word_box[2] = bx1
+                if by1 > word_box[3]:
+                    word_box[3] = by1
+            else:  # a word's render mode, size, weight and font flags: those of its first character's text object
+                word_box[:] = (bx0, by0, bx1, by1)
                 obj = c.FPDFText_GetTextObject(raw, i)
                 key = ctypes.cast(obj, ctypes.c_void_p).value
-                if key not in modes:
-                    modes[key] = bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES
-                word_hidden = modes[key]
-                c.FPDFText_GetFontInfo(raw, i, font_name, len(font_name), ctypes.byref(flags))
-                weight = int(c.FPDFText_GetFontWeight(raw, i))
-                # many embedded fonts declare weight 400 whatever their face: the name tells ("ABCDEF+Arial-Bold")
-                weights.append(700 if _BOLD_FACE.search(font_name.value.decode("latin-1")) else weight)
-                word_symbolic = bool(flags.value & _SYMBOLIC) and not flags.value & _NONSYMBOLIC
-            invisible += word_hidden
-            symbolic += word_symbolic
+                facts = objects.get(key)
+                if facts is None:
+                    c.FPDFText_GetFontInfo(raw, i, font_name, len(font_name), ctypes.byref(flags))
+                    weight = int(c.FPDFText_GetFontWeight(raw, i))
+                    facts = objects[key] = (
+                        bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES,
+                        float(font_size(raw, i)),
+                        # many embedded fonts declare weight 400 whatever their face: the name tells ("+Arial-Bold")
+                        700 if _BOLD_FACE.search(font_name.value.decode("latin-1")) else weight,
+                        bool(flags.value & _SYMBOLIC) and not flags.value & _NONSYMBOLIC,
+                    )
+                word_hidden, size, weight, word_symbolic = facts
+                weights.append(weight)
+            sizes.append(size)
+            if word_hidden:
+                invisible += 1
+            if word_symbolic:
+                symbolic += 1
+                symbolic_letters += ch.isalpha()
             word_chars.append(ch)
         end_line()
         if seen < min_chars:
             return None
-        figures = []
-        for obj in page.get_objects(filter=[c.FPDF_PAGEOBJ_IMAGE], max_depth=2):
-            ox0, oy0, ox1, oy1 = obj.get_bounds()
-            figures.append(((ox0 - left) * scale, (top - oy1) * scale, (ox1 - left) * scale, (top - oy0) * scale))
-        rules = _pdf_rules(page, left, top, scale)
+        figures, rules = _pdf_drawings(page, left, top, scale)
         rejected = None
         if bad > max_bad_chars * seen:
             rejected = (
@@ -447,7 +465,11 @@ def _pdf_text_layer(
             else 0
         )
         kept = seen - bad - offpage
-        doubtful = max(invisible, over_image, symbolic) > 0.5 * kept
+        # Most producers flag embedded subset fonts symbolic, and their layers are honest: a symbolic layer is
+        # doubted when it also reads unlike text (under half letters: glyph numbers read as '"7+%-'), so that
+        # a born-digital page costs no OCR.
+        garbled = symbolic > 0.5 * kept and symbolic_letters < 0.5 * symbolic
+        doubtful = max(invisible, over_image) > 0.5 * kept or garbled
         if rejected is None and sample_lines > 0 and doubtful:
             candidates = [ln for ln in visible_lines if len(ln.text) >= 8] or visible_lines
             step = max(1, len(candidates) // sample_lines)
