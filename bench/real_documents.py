@@ -22,6 +22,8 @@ from tests.layout.test_real_documents import (  # noqa: E402
     TRUTH_TEXT,
     cer,
     flat,
+    missing_in_order,
+    same_heading,
 )
 
 
@@ -36,18 +38,13 @@ def main() -> None:
     in_order = total_phrases = found_h = total_h = extra_h = 0
     print(f"{'page':32s} {'backend':8s} {'phrases':>8s} {'headings':>9s} {'extra':>6s} {'CER':>7s}  rejected")
     for key, page in sorted(pages.items()):
-        text, at, ok = flat(page.text), 0, 0
-        for phrase in PHRASES[key]:
-            found = text.find(flat(phrase), at)
-            if found == -1:
-                continue
-            ok, at = ok + 1, found + 1
+        ok = len(PHRASES[key]) - len(missing_in_order(flat(page.text), PHRASES[key]))
         in_order += ok
         total_phrases += len(PHRASES[key])
         typed = [flat(b.text) for b in page.blocks if b.type in HEADINGS]
         want = HEADING_TRUTH.get(key, [])
-        hit = [h for h in want if any(h in t or (len(t) >= 4 and t in h) for t in typed)]
-        extra = [t for t in typed if not any(h in t or (len(t) >= 4 and t in h) for h in want)]
+        hit = [h for h in want if any(same_heading(h, t) for t in typed)]
+        extra = [t for t in typed if not any(same_heading(h, t) for h in want)]
         found_h, total_h, extra_h = found_h + len(hit), total_h + len(want), extra_h + len(extra)
         err = f"{100 * cer(page.text, TRUTH_TEXT[key]):.2f}%" if key in TRUTH_TEXT else ""
         print(

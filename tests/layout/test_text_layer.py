@@ -145,7 +145,7 @@ def test_characters_that_are_not_text_count_against_the_layer(tmp_path: Path, ba
     with open_document(tmp_path / "bad.pdf") as doc:
         layer = doc.page(1).text_layer(200)
         assert layer is not None and layer.rejected is not None and "not text" in layer.rejected
-        relaxed = doc.page(1).text_layer(200, max_bad_chars=0.5)
+        relaxed = doc.page(1).text_layer(200, checks=TextLayerOptions(max_bad_chars=0.5))
         assert relaxed is not None and relaxed.rejected is None
         text = " ".join(b.text for b in relaxed.blocks)
         assert chr(int(bad, 16)) not in text and "Invoic" in text  # dropped, never passed on as text

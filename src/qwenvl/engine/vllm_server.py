@@ -668,7 +668,7 @@ _RESIZED_JPEG_QUALITY = 95
 def _jpeg_uri(image: Any) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=_RESIZED_JPEG_QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return media.EncodedImage("image/jpeg", buffer.getvalue()).data_uri()
 
 
 #: an image whose PNG would keep more than this share of its raw bytes is sent uncompressed (BMP)

@@ -283,9 +283,13 @@ def find_rules(gray: Any, min_length: int) -> list[Box]:
 # ---- tables ----------------------------------------------------------------------------------------------------
 
 
+def _horizontal(rule: Box) -> bool:
+    return (rule[2] - rule[0]) > 3 * (rule[3] - rule[1])
+
+
 def _rule_grids(rules: Sequence[Box]) -> list[Box]:
     """Table areas drawn by ruling lines: connected sets of at least two horizontal and two vertical rules."""
-    horiz = [r for r in rules if (r[2] - r[0]) > 3 * (r[3] - r[1])]
+    horiz = [r for r in rules if _horizontal(r)]
     vert = [r for r in rules if (r[3] - r[1]) > 3 * (r[2] - r[0])]
     items = horiz + vert
     parent = list(range(len(items)))
@@ -425,7 +429,7 @@ def _mark_bold(regions: Sequence[Region], ink: Any) -> None:
 def _mark_underlined(regions: Sequence[Region], rules: Sequence[Box]) -> None:
     """Sets `Line.underlined` where a horizontal rule runs under the line (its top within half a line height of
     the line's foot) across at least 80% of its width: typewritten and plain-text headings are underlined."""
-    flat = [r for r in rules if (r[2] - r[0]) > 3 * (r[3] - r[1])]
+    flat = [r for r in rules if _horizontal(r)]
     if not flat:
         return
     for region in regions:
@@ -452,15 +456,14 @@ def _restore_bullets(regions: list[Region], ink: Any) -> None:
             box = (int(max(0, x0 - 2.0 * h)), int(y0 + 0.15 * h), int(max(0, x0 - 0.15 * h)), int(y1 - 0.15 * h))
             if box[2] - box[0] < 3 or box[3] - box[1] < 3:
                 continue
-            if any(w[0] < box[2] and w[2] > box[0] and w[1] < box[3] and w[3] > box[1] for w in words):
-                continue
             dark = np.asarray(ink[box[1] : box[3], box[0] : box[2]]) < 110
             if not dark.any():
                 continue
             ys, xs = np.nonzero(dark)
             bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
             fill = dark.sum() / (bw * bh)
-            if 0.12 * h <= bw <= 0.6 * h and 0.12 * h <= bh <= 0.6 * h and fill >= 0.5 and abs(bw - bh) <= 0.3 * h:
+            shaped = 0.12 * h <= bw <= 0.6 * h and 0.12 * h <= bh <= 0.6 * h and fill >= 0.5 and abs(bw - bh) <= 0.3 * h
+            if shaped and not any(w[0] < box[2] and w[2] > box[0] and w[1] < box[3] and w[3] > box[1] for w in words):
                 bx0, by0 = box[0] + xs.min(), box[1] + ys.min()
                 bullet = Word("\u2022", (float(bx0), float(by0), float(bx0 + bw), float(by0 + bh)), None)
                 line.words.insert(0, bullet)
@@ -675,7 +678,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
 
     rest = _join_broken_paragraphs(_rejoin_line_fragments(_split_where_column_widens(rest)), body_h)
     heading_sizes: list[float] = []
-    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int, bool]] = []
+    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int, bool, bool]] = []
     bullets = _page_bullets(rest)
     for region in rest:
         for lines, is_item in _split_list_items(region, bullets):
@@ -686,15 +689,18 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             box = _union([line.bbox for line in lines])
             size = statistics.median([line.height for line in lines])
             kind: BlockType | None = BlockType.LIST_ITEM if is_item else None
-            if kind is None and len(lines) <= 3 and size >= 1.15 * body_h and _wordlike(text):
+            # larger than the body text, in at most three lines: a title or a heading
+            sized = kind is None and len(lines) <= 3 and size >= 1.15 * body_h and _wordlike(text)
+            if sized:
                 heading_sizes.append(size)
             bold = all(_emphasised(line) for line in lines)
-            text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold))
+            text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold, sized))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
-    for kind, box, text, size, conf, n_lines, bold in text_drafts:
+    text_boxes = [d[1] for d in text_drafts]
+    for kind, box, text, size, conf, n_lines, bold, sized in text_drafts:
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
-        if kind is None and n_lines <= 3 and size >= 1.15 * body_h and _wordlike(text):
+        if sized:
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
         elif (
@@ -712,7 +718,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_HEADER if top else BlockType.PAGE_FOOTER
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
-        elif kind is None and n_lines <= 2 and not _labels(box, [d[1] for d in text_drafts], body_h):
+        elif kind is None and n_lines <= 2 and not _labels(box, text_boxes, body_h):
             level = _heading_level(text, bold=bold, larger=size >= 1.05 * body_h, below=len(ranks))
             kind = BlockType.SECTION_HEADER if level is not None else None
         drafts.append((kind or BlockType.PARAGRAPH, box, text, None, level, conf))

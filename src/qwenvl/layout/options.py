@@ -69,7 +69,7 @@ class TextLayerOptions:
     max_offpage_chars: float = 0.1
     #: lines compared with OCR of the page image when most of the text is invisible, lies over an image (a
     #: scan's OCR layer, or text placed where its glyphs are not) or is set in symbolic fonts (codes that need
-    #: not be characters); 0 trusts such layers unchecked
+    #: not be characters) and reads as under half letters; 0 trusts such layers unchecked
     sample_lines: int = 6
     #: the least mean similarity (0 to 1) between those lines and what OCR reads in their boxes
     min_ocr_agreement: float = 0.6

@@ -23,6 +23,7 @@ from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError
 from qwenvl.layout.analysis import Box, Line, RawLayout, Word, _center, _inside, assemble, group_lines
 from qwenvl.layout.model import Block
+from qwenvl.layout.options import TextLayerOptions
 from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
 __all__ = [
@@ -82,22 +83,15 @@ class PageSource:
         """``dpi``, capped so that this page renders to at most `MAX_RENDER_PIXELS`."""
         return capped_dpi(*self.size_pt, dpi) if self.size_pt is not None else dpi
 
-    def text_layer(
-        self,
-        dpi: float,
-        *,
-        min_chars: int = 1,
-        max_bad_chars: float = 0.02,
-        max_offpage_chars: float = 0.1,
-        sample_lines: int = 6,
-    ) -> TextLayer | None:
-        """The PDF text layer as blocks in page pixels at ``dpi``, checked (`TextLayer`); None when the page has
-        none (an image, a scan without one, fewer than ``min_chars`` characters, a rotated page)."""
+    def text_layer(self, dpi: float, *, min_chars: int = 1, checks: TextLayerOptions | None = None) -> TextLayer | None:
+        """The PDF text layer as blocks in page pixels at ``dpi``, checked as ``checks`` say (default
+        `TextLayerOptions()`; `TextLayer`); None when the page has none (an image, a scan without one, fewer than
+        ``min_chars`` characters, a rotated page)."""
         if self.document.kind != "pdf":
             return None
         page = self.document._handle[self.number - 1]
         try:
-            return _pdf_text_layer(page, self.number, dpi, min_chars, max_bad_chars, max_offpage_chars, sample_lines)
+            return _pdf_text_layer(page, self.number, dpi, min_chars, checks or TextLayerOptions())
         finally:
             page.close()
 
@@ -318,9 +312,7 @@ def _pdf_text_layer(
     number: int,
     dpi: float,
     min_chars: int,
-    max_bad_chars: float,
-    max_offpage_chars: float,
-    sample_lines: int,
+    checks: TextLayerOptions,
 ) -> TextLayer | None:
     """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`)."""
     import ctypes
@@ -447,20 +439,19 @@ def _pdf_text_layer(
             return None
         figures, rules = _pdf_drawings(page, left, top, scale)
         rejected = None
-        if bad > max_bad_chars * seen:
+        if bad > checks.max_bad_chars * seen:
             rejected = (
                 f"{bad} of its {seen} characters ({bad / seen:.0%}) are not text: control, private-use or "
                 "replacement characters, or glyphs without a Unicode mapping"
             )
-        elif offpage > max_offpage_chars * seen:
+        elif offpage > checks.max_offpage_chars * seen:
             rejected = f"{offpage} of its {seen} characters ({offpage / seen:.0%}) lie outside the page"
         elif seen - bad - offpage < min_chars:
             return None
-        visible_lines = [ln for ln in lines if ln.words]
         verify: list[tuple[tuple[float, float, float, float], str]] = []
         big = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) >= 0.25 * width * height]
         over_image = (
-            sum(len(w.text) for ln in visible_lines for w in ln.words if any(_inside(_center(w.bbox), f) for f in big))
+            sum(len(w.text) for ln in lines for w in ln.words if any(_inside(_center(w.bbox), f) for f in big))
             if big
             else 0
         )
@@ -470,13 +461,13 @@ def _pdf_text_layer(
         # a born-digital page costs no OCR.
         garbled = symbolic > 0.5 * kept and symbolic_letters < 0.5 * symbolic
         doubtful = max(invisible, over_image) > 0.5 * kept or garbled
-        if rejected is None and sample_lines > 0 and doubtful:
-            candidates = [ln for ln in visible_lines if len(ln.text) >= 8] or visible_lines
-            step = max(1, len(candidates) // sample_lines)
-            verify = [(ln.bbox, ln.text) for ln in candidates[::step][:sample_lines]]
+        if rejected is None and checks.sample_lines > 0 and doubtful:
+            candidates = [ln for ln in lines if len(ln.text) >= 8] or lines
+            step = max(1, len(candidates) // checks.sample_lines)
+            verify = [(ln.bbox, ln.text) for ln in candidates[::step][: checks.sample_lines]]
         figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
         blocks = assemble(
-            RawLayout(width, height, group_lines(visible_lines), rules=rules, figures=figures),
+            RawLayout(width, height, group_lines(lines), rules=rules, figures=figures),
             page_number=number,
             origin="pdf_text",
         )

@@ -378,14 +378,8 @@ class DocumentParser:
         if self.backend != "auto" or job.page.size_pt is None:
             return None
         dpi = job.page.safe_dpi(self.dpi)
-        checks = self.options.text_layer
         try:
-            layer = job.page.text_layer(
-                dpi,
-                max_bad_chars=checks.max_bad_chars,
-                max_offpage_chars=checks.max_offpage_chars,
-                sample_lines=checks.sample_lines,
-            )
+            layer = job.page.text_layer(dpi, checks=self.options.text_layer)
         except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
             _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
             job.rejected = f"its text layer could not be read ({type(exc).__name__}: {exc})"
