@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -190,6 +191,42 @@ def test_every_request_refused_for_mm_kwargs_is_sent_again(tiny_model) -> None: 
             results = engine.generate([good_request(i) for i in range(8)])
             assert all(r.ok for r in results), [r.error for r in results if not r.ok]
             assert seen["served"] == 8 and seen["refused"] >= 2
+        finally:
+            engine.close()
+
+
+def test_a_batch_goes_out_at_full_concurrency_over_reused_connections(tiny_model) -> None:  # noqa: ANN001
+    """The engine's connections are split over several small pools (httpcore's pool costs CPU quadratic in its
+    size): a batch still has max_concurrency requests in flight at once, and a second batch reuses the same
+    connections."""
+    n = 24
+    lock = threading.Lock()
+    state = {"in_flight": 0, "most": 0}
+    ports: set[int] = set()
+    everyone_in = threading.Event()
+
+    def handler(ex: Exchange) -> None:
+        with lock:
+            state["in_flight"] += 1
+            state["most"] = max(state["most"], state["in_flight"])
+            ports.add(ex.http.client_address[1])
+            if state["in_flight"] == n:
+                everyone_in.set()
+        everyone_in.wait(timeout=5)
+        with lock:
+            state["in_flight"] -= 1
+            if state["in_flight"] == 0:
+                everyone_in.clear()
+        ex.send(200, completion("together"))
+
+    with FakeServer(handler) as server:
+        engine = _engine(server, tiny_model, max_concurrency=n, timeout=10.0)
+        try:
+            for _ in range(2):
+                results = engine.generate([good_request(i) for i in range(n)])
+                assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+                assert state["most"] == n
+            assert len(ports) == n  # one connection per concurrent request, kept for the second batch
         finally:
             engine.close()
 

@@ -145,3 +145,29 @@ def test_a_server_with_the_same_limits_resizes_the_files_itself(tiny_model: Path
     assert left and base64.b64decode(uris[0].split(",", 1)[1]) == photo.read_bytes()
     uris, left = _image_uris(prep, resized=True, server_pixels=(lo, 4 * hi))  # a server that would size it larger
     assert not left and _decode(uris[0])[1].size == preparer.profile.smart_resize(600, 900, lo, hi)[::-1]
+
+
+def test_request_bodies_carry_media_uris_verbatim_and_valid_json() -> None:
+    """Data URIs go into the JSON body as they are (not scanned by the JSON encoder); the body parses to exactly
+    what the JSON encoder would have written, whatever the text around them holds."""
+    import json
+
+    from qwenvl.engine.vllm_server import _json_with_media, _placeholder
+
+    media: dict[str, str] = {}
+    jpeg = "data:image/jpeg;base64," + base64.b64encode(bytes(range(256)) * 50).decode()
+    odd = 'data:text/x-"odd"\\;base64,AAAA'  # a URI that needs escaping is escaped
+    tricky = 'quotes " backslash \\ NUL \x00 tag \x00qwenvl-media- unicode é 漢'
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": tricky}, {"url": _placeholder(jpeg, media)}]},
+            {"role": "user", "content": [{"url": _placeholder(odd, media)}, {"url": _placeholder(jpeg, media)}]},
+        ],
+        "max_tokens": 3,
+    }
+    expected = json.loads(json.dumps(body))
+    for part in (expected["messages"][0]["content"][1], *expected["messages"][1]["content"]):
+        part["url"] = media[part["url"]]
+    sent = _json_with_media(body, media)
+    assert json.loads(sent) == expected
+    assert f'"{jpeg}"'.encode() in sent  # verbatim

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import hashlib
 import io
@@ -25,13 +26,14 @@ import math
 import os
 import queue
 import random
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from qwenvl import media
 from qwenvl._lazy import require
@@ -53,6 +55,10 @@ __all__ = ["VLLMServerEngine"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: connections per HTTP client: httpcore's pool scans all of its connections at every request it starts or
+#: ends (quadratic in the pool's size: 64 requests at once cost the client more CPU than the server's JSON), so
+#: many concurrent requests are spread over several small pools
+_POOL_SIZE = 8
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -131,7 +137,8 @@ class VLLMServerEngine(EngineBase):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
         self._thread.start()
-        self._client = self._call(self._make_client(max_concurrency * len(self._urls)))
+        self._clients = self._call(self._make_clients(max_concurrency * len(self._urls)))
+        self._client_load = [0] * len(self._clients)
         self._slots = {u: asyncio.Semaphore(max_concurrency) for u in self._urls}
         # The family from the checkpoint's config, read where the tokenizer comes from (the served model's
         # folder or hub id; give tokenizer= when the server's model name is an alias).
@@ -163,7 +170,8 @@ class VLLMServerEngine(EngineBase):
         if self._closed:
             return
         self._closed = True
-        self._call(self._client.aclose())
+        for client in self._clients:
+            self._call(client.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._encoder.shutdown(wait=False, cancel_futures=True)
@@ -221,9 +229,23 @@ class VLLMServerEngine(EngineBase):
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _make_client(self, connections: int) -> Any:
-        limits = self._httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return self._httpx.AsyncClient(timeout=self._timeout, limits=limits, headers=self._headers)
+    async def _make_clients(self, connections: int) -> list[Any]:
+        """Enough HTTP clients of `_POOL_SIZE` connections each for ``connections`` requests at once."""
+        limits = self._httpx.Limits(max_connections=_POOL_SIZE, max_keepalive_connections=_POOL_SIZE)
+        return [
+            self._httpx.AsyncClient(timeout=self._timeout, limits=limits, headers=self._headers)
+            for _ in range(math.ceil(connections / _POOL_SIZE))
+        ]
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[Any]:
+        """The HTTP client with the fewest requests in flight, held for one request (on the event loop)."""
+        k = min(range(len(self._clients)), key=self._client_load.__getitem__)
+        self._client_load[k] += 1
+        try:
+            yield self._clients[k]
+        finally:
+            self._client_load[k] -= 1
 
     async def _server_max_model_len(self) -> int:
         response = await self._request("GET", "/models", None)
@@ -273,7 +295,8 @@ class VLLMServerEngine(EngineBase):
         return name
 
     async def _load_adapter(self, url: str, name: str, path: str) -> None:
-        response = await self._client.post(url + "/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        async with self._client() as client:
+            response = await client.post(url + "/load_lora_adapter", json={"lora_name": name, "lora_path": path})
         if response.status_code >= 400 and "already" not in response.text.lower():
             raise ServerError(
                 f"{url} refused to load LoRA adapter {path}: {response.text[:300]} (the server needs --enable-lora "
@@ -301,18 +324,18 @@ class VLLMServerEngine(EngineBase):
 
         return list(await asyncio.gather(*(one(p) for p in prepared)))
 
-    async def _build(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
+    async def _build(self, prep: PreparedRequest, *, stream: bool) -> _Body:
         """The request body, built in the encoder pool (images are encoded there, in parallel)."""
         return await asyncio.get_running_loop().run_in_executor(self._encoder, partial(self._body, prep, stream=stream))
 
     async def _post_completion(self, prep: PreparedRequest) -> Any:
         body = await self._build(prep, stream=False)
         try:
-            return await self._request("POST", "/chat/completions", body)
+            return await self._request("POST", "/chat/completions", body.content)
         except ServerError as exc:
-            if not self._stop_mm_kwargs(exc, sent="mm_processor_kwargs" in body):
+            if not self._stop_mm_kwargs(exc, sent=body.mm_kwargs):
                 raise
-            return await self._request("POST", "/chat/completions", await self._build(prep, stream=False))
+            return await self._request("POST", "/chat/completions", (await self._build(prep, stream=False)).content)
 
     def _server_sized_otherwise(self, prep: PreparedRequest, data: Any) -> bool:
         """True when the server, sent images to bring within its limits, counted other prompt tokens than
@@ -348,8 +371,10 @@ class VLLMServerEngine(EngineBase):
         least = min(self._in_flight[u] for u in candidates)
         return random.choice([u for u in candidates if self._in_flight[u] == least])  # noqa: S311 - load spreading
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        """One call with retries; returns the httpx response of a 2xx answer or raises `ServerError`."""
+    async def _request(self, method: str, path: str, content: bytes | None) -> Any:
+        """One call with retries (``content``: a JSON body); returns the httpx response of a 2xx answer or raises
+        `ServerError`."""
+        headers = _JSON_HEADERS if content is not None else None
         url: str | None = None
         last: ServerError | None = None
         for attempt in range(self._max_retries + 1):
@@ -358,8 +383,8 @@ class VLLMServerEngine(EngineBase):
                 self._in_flight[url] += 1
                 wait = self._backoff * 2**attempt
                 try:
-                    async with asyncio.timeout(self._timeout):
-                        response = await self._client.request(method, url + path, json=body)
+                    async with asyncio.timeout(self._timeout), self._client() as client:
+                        response = await client.request(method, url + path, content=content, headers=headers)
                 except TimeoutError:
                     last = ServerError(f"{url} gave no complete answer within {self._timeout:g} s (timeout)", url=url)
                 except self._httpx.TransportError as exc:
@@ -378,12 +403,14 @@ class VLLMServerEngine(EngineBase):
         assert last is not None
         raise last
 
-    def _body(self, prep: PreparedRequest, *, stream: bool) -> dict[str, Any]:
+    def _body(self, prep: PreparedRequest, *, stream: bool) -> _Body:
         options = prep.request.sampling
         with_kwargs = self._send_mm_kwargs is not False
+        media: dict[str, str] = {}
+        uris = self._image_uris(prep, with_kwargs=with_kwargs, stream=stream)
         body: dict[str, Any] = {
             "model": prep.lora or self._model,
-            "messages": _openai_messages(prep, self._image_uris(prep, with_kwargs=with_kwargs, stream=stream)),
+            "messages": _openai_messages(prep, uris, media),
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "top_p": options.top_p,
@@ -413,7 +440,7 @@ class VLLMServerEngine(EngineBase):
             body["structured_outputs"] = {"json": prep.constraint}
         if stream:
             body["stream_options"] = {"include_usage": True}
-        return body
+        return _Body(_json_with_media(body, media), mm_kwargs="mm_processor_kwargs" in body)
 
     def _image_uris(self, prep: PreparedRequest, *, with_kwargs: bool, stream: bool) -> list[str]:
         # a stream cannot be taken back: its images are never left to the server's limits
@@ -495,7 +522,10 @@ class VLLMServerEngine(EngineBase):
             try:
                 async with (
                     asyncio.timeout(self._timeout),
-                    self._client.stream("POST", url + "/chat/completions", json=body) as response,
+                    self._client() as client,
+                    client.stream(
+                        "POST", url + "/chat/completions", content=body.content, headers=_JSON_HEADERS
+                    ) as response,
                 ):
                     if not response.is_success:
                         await response.aread()
@@ -564,8 +594,9 @@ def _refuses_mm_kwargs(error: ServerError) -> bool:
     return error.status == 400 and "mm_processor_kwargs" in str(error)
 
 
-def _openai_messages(prep: PreparedRequest, uris: Sequence[str]) -> list[dict[str, Any]]:
-    """The request as OpenAI chat messages, with the images' data ``uris`` in their places."""
+def _openai_messages(prep: PreparedRequest, uris: Sequence[str], media: dict[str, str]) -> list[dict[str, Any]]:
+    """The request as OpenAI chat messages, with the images' data ``uris`` in their places: each media URI as a
+    placeholder, the key under which it is put in ``media`` (see `_json_with_media`)."""
     images = iter(uris)
     out = []
     native = prep.profile.template_tools  # tool turns go as OpenAI tool messages to a template that reads them
@@ -573,7 +604,7 @@ def _openai_messages(prep: PreparedRequest, uris: Sequence[str]) -> list[dict[st
     for n, msg in enumerate(messages):
         content = msg["content"]
         if isinstance(content, list):
-            content = [_media_part(part, images, prep.videos) for part in content]
+            content = [_media_part(part, images, prep.videos, media) for part in content]
         item: dict[str, Any] = {"role": msg["role"], "content": content}
         if msg["role"] == "tool":
             item["tool_call_id"] = f"call_{n}"
@@ -593,17 +624,58 @@ def _openai_messages(prep: PreparedRequest, uris: Sequence[str]) -> list[dict[st
     return out
 
 
-def _media_part(part: dict[str, Any], images: Iterator[Any], videos: Sequence[Any]) -> dict[str, Any]:
-    """An OpenAI content part: images as PNG data URIs; the video as its sampled frames, each a lossless PNG, in
-    vLLM's frame-sequence data URI (``video/jpeg``: comma-separated base64 frames, read with PIL)."""
+def _media_part(
+    part: dict[str, Any], images: Iterator[Any], videos: Sequence[Any], media: dict[str, str]
+) -> dict[str, Any]:
+    """An OpenAI content part: an image as its data URI; the video as its sampled frames, each a lossless PNG, in
+    vLLM's frame-sequence data URI (``video/jpeg``: comma-separated base64 frames, read with PIL). The URI is
+    put in ``media`` under a placeholder, and the part holds the placeholder."""
     if part["type"] == "image":
-        return {"type": "image_url", "image_url": {"url": next(images)}}
+        return {"type": "image_url", "image_url": {"url": _placeholder(next(images), media)}}
     if part["type"] == "video":
         import PIL.Image
 
         frames = [_png_uri(PIL.Image.fromarray(frame)).split(",", 1)[1] for frame in videos[0]]
-        return {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames)}}
+        uri = "data:video/jpeg;base64," + ",".join(frames)
+        return {"type": "video_url", "video_url": {"url": _placeholder(uri, media)}}
     return part
+
+
+#: placeholders for media URIs in a request body: a NUL (which no JSON text holds unescaped) and a random tag
+_MEDIA_TAG = f"\x00qwenvl-media-{secrets.token_hex(8)}-"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class _Body(NamedTuple):
+    """A request body as sent."""
+
+    content: bytes  #: the JSON
+    mm_kwargs: bool  #: whether it carries mm_processor_kwargs
+
+
+def _placeholder(uri: str, media: dict[str, str]) -> str:
+    key = f"{_MEDIA_TAG}{len(media)}"
+    media[key] = uri
+    return key
+
+
+def _json_with_media(body: dict[str, Any], media: dict[str, str]) -> bytes:
+    """``body`` as JSON with each placeholder of ``media`` replaced by its URI. A base64 data URI (as built
+    here) needs no escaping; the JSON encoder would still scan it a character at a time (1.5 ms for a 250 KB
+    photo, for every request), so it is put in as it is. A URI that might need escaping is encoded."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if not media:
+        return text.encode()
+    pieces = []
+    for key, uri in media.items():
+        quoted = json.dumps(key)
+        head, sep, text = text.partition(quoted)
+        assert sep, "a media placeholder is missing from the request body"
+        header, comma, _ = uri.partition(",")  # the payload is base64 (made here): no control characters
+        plain = uri.isascii() and comma and header.isprintable() and '"' not in uri and "\\" not in uri
+        pieces += [head, f'"{uri}"' if plain else json.dumps(uri)]
+    pieces.append(text)
+    return "".join(pieces).encode()
 
 
 def _image_uris(
