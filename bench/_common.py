@@ -44,10 +44,13 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3) -> dict[str, float]:
-    """Median time of each function, run in alternation so machine noise hits them alike."""
+    """Median time of each function, run in alternation so machine noise hits them alike; every other round
+    runs them in reverse order, so that none always runs right after the same other one (a heavy workload can
+    leave the machine slower for the next)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name in list(fns)[:: -1 if r % 2 else 1]:
+            fn = fns[name]
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
