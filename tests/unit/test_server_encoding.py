@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import random
 from pathlib import Path
 
@@ -150,8 +151,6 @@ def test_a_server_with_the_same_limits_resizes_the_files_itself(tiny_model: Path
 def test_request_bodies_carry_media_uris_verbatim_and_valid_json() -> None:
     """Data URIs go into the JSON body as they are (not scanned by the JSON encoder); the body parses to exactly
     what the JSON encoder would have written, whatever the text around them holds."""
-    import json
-
     from qwenvl.engine.vllm_server import _json_with_media, _placeholder
 
     media: dict[str, str] = {}

@@ -671,8 +671,8 @@ def _json_with_media(body: dict[str, Any], media: dict[str, str]) -> bytes:
         quoted = json.dumps(key)
         head, sep, text = text.partition(quoted)
         assert sep, "a media placeholder is missing from the request body"
-        header, comma, _ = uri.partition(",")  # the payload is base64 (made here): no control characters
-        plain = uri.isascii() and comma and header.isprintable() and '"' not in uri and "\\" not in uri
+        comma = uri.find(",")  # after it, base64 (made here): no control characters; partition would copy it
+        plain = uri.isascii() and comma > 0 and uri[:comma].isprintable() and '"' not in uri and "\\" not in uri
         pieces += [head, f'"{uri}"' if plain else json.dumps(uri)]
     pieces.append(text)
     return "".join(pieces).encode()
