@@ -43,14 +43,19 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int = 3, before: Callable[[str], Any] | None = None
+) -> dict[str, float]:
     """Median time of each function, run in alternation so machine noise hits them alike; every other round
     runs them in reverse order, so that none always runs right after the same other one (a heavy workload can
-    leave the machine slower for the next)."""
+    leave the machine slower for the next). ``before(name)``, untimed, runs ahead of each timed run (to make
+    its inputs new)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         for name in list(fns)[:: -1 if r % 2 else 1]:
             fn = fns[name]
+            if before is not None:
+                before(name)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -16,6 +16,12 @@ told the server's limits). Both clients cost the same prompt tokens (checked). A
 pictures in memory (a pipeline's rendered pages or crops): ChatOpenAI users encode each as a PNG data URI (PIL's
 defaults), qwenvl gets the PIL images.
 
+Every timed run gets new inputs: the same pictures with one pixel changed, saved again (`Fresh`), so no cache
+answers from an earlier run. An archive's pages are each seen once, and repeating the same 64 requests let the
+server skip most of its work in later rounds (measured: 2048 of 2202 prompt tokens from vLLM's prefix cache, every
+image from its multimodal processor cache, a batch in less than half the time). The server's cache counters are
+read around the timed runs: no image may come from its cache.
+
     python bench/server_vs_local.py [--prompts 64] [--rounds 3]   # the file workloads run 3 x rounds
 """
 
@@ -56,6 +62,68 @@ def photos(n: int) -> list[Any]:
     return out
 
 
+class Fresh:
+    """The workloads' inputs, made new by `renew` before each timed run: the same pictures with the run's number
+    written into their top-left corner (one black or white 8x8 block per bit: JPEG keeps flat, aligned blocks,
+    so the decoded pixels and the files' bytes differ from every other run's), saved as JPEG files (quality 90)
+    at fixed paths, and held in memory."""
+
+    def __init__(self, pictures: list[Any], folder: Path, max_tokens: int) -> None:
+        from qwenvl import ChatRequest, Image, Message, Text
+
+        self._pictures = pictures
+        self._max_tokens = max_tokens
+        self.files = [folder / f"photo-{i:02d}.jpg" for i in range(len(pictures))]
+        self.requests = [  # the files: rewritten by renew, read by the engine at each run
+            ChatRequest([Message("user", [Image(str(f)), Text(f"Describe picture {i}.")])], self._options())
+            for i, f in enumerate(self.files)
+        ]
+        self.runs = 0
+        self.pics: list[Any] = []
+        self.in_memory: list[Any] = []
+        self.renew()
+
+    def _options(self) -> Any:
+        from qwenvl import SamplingOptions
+
+        return SamplingOptions(max_tokens=self._max_tokens)
+
+    def renew(self, _name: str = "") -> None:
+        """New pictures for the next run (untimed)."""
+        from qwenvl import ChatRequest, Image, Message, Text
+
+        self.runs += 1
+        self.pics = []
+        for picture, path in zip(self._pictures, self.files, strict=True):
+            changed = picture.copy()
+            for bit in range(12):
+                white = self.runs >> bit & 1
+                changed.paste((255, 255, 255) if white else (0, 0, 0), (8 * bit, 0, 8 * bit + 8, 8))
+            changed.save(path, quality=90)
+            self.pics.append(changed)
+        self.in_memory = [  # the same pictures held in memory (rendered, cropped, or decoded by the pipeline)
+            ChatRequest([Message("user", [Image(p), Text(f"Describe picture {i}.")])], self._options())
+            for i, p in enumerate(self.pics)
+        ]
+
+
+def _server_cache(base_url: str) -> tuple[float, float, float]:
+    """The server's counters: images answered from its multimodal processor cache, prompt tokens answered from
+    its prefix cache, and prompt tokens."""
+    import httpx
+
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=30).text
+    values = {}
+    for line in text.splitlines():
+        if not line.startswith("#") and " " in line:
+            values[line.split("{")[0].split(" ")[0]] = float(line.rsplit(" ", 1)[1])
+    return (
+        values["vllm:mm_cache_hits_total"],
+        values["vllm:prefix_cache_hits_total"],
+        values["vllm:prompt_tokens_total"],
+    )
+
+
 def _png_uri(image: Any) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")  # what ChatOpenAI users write for an image they hold (PIL's defaults)
@@ -77,45 +145,29 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     from langchain_core.messages import HumanMessage
     from langchain_openai import ChatOpenAI
 
-    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, VLLMEngine, VLLMServerEngine
+    from qwenvl import VLLMEngine, VLLMServerEngine
     from qwenvl.models import QWEN2_VL
     from qwenvl.testing import VLLMServerProcess
 
     model = model_path()
-    folder = Path(tempfile.mkdtemp(prefix="photos-"))
     pics = photos(args.prompts)
-    files = []
-    for i, picture in enumerate(pics):
-        files.append(folder / f"photo-{i:02d}.jpg")
-        picture.save(files[-1], quality=90)
+    fresh = Fresh(pics, Path(tempfile.mkdtemp(prefix="photos-")), args.max_tokens)
     n = args.prompts
-    requests = [
-        ChatRequest(
-            [Message("user", [Image(str(f)), Text(f"Describe picture {i}.")])],
-            SamplingOptions(max_tokens=args.max_tokens),
-        )
-        for i, f in enumerate(files)
-    ]
-    in_memory = [  # the same pictures held in memory (rendered, cropped, or decoded by the pipeline)
-        ChatRequest(
-            [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=args.max_tokens)
-        )
-        for i, p in enumerate(pics)
-    ]
 
     def in_process() -> tuple[float, int]:
         with VLLMEngine(model, max_model_len=4096, gpu_memory_utilization=0.2, max_pixels=MAX_PIXELS) as local:
 
             def run() -> None:
-                assert all(r.ok for r in local.generate(requests))
+                assert all(r.ok for r in local.generate(fresh.requests))
 
             run()  # warm-up
             times = []
             for _ in range(args.rounds):
+                fresh.renew()
                 start = time.perf_counter()
                 run()
                 times.append(time.perf_counter() - start)
-            return statistics.median(times), local.generate(requests[:1])[0].usage.prompt_tokens
+            return statistics.median(times), local.generate(fresh.requests[:1])[0].usage.prompt_tokens
 
     def server_phase(trust: bool) -> dict[str, float]:
         log = Path(tempfile.mkdtemp()) / "server.log"
@@ -149,30 +201,41 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                 return chat.batch(messages, config={"max_concurrency": 64})
 
             def file_uris() -> list[str]:
-                return [_file_uri(f) for f in files]
+                return [_file_uri(f) for f in fresh.files]
 
             def png_uris() -> list[str]:
-                return [_png_uri(p) for p in pics]
+                return [_png_uri(p) for p in fresh.pics]
 
             def run_unaware(batch: list[Any]) -> None:
                 assert all(r.ok for r in unaware.generate(batch))
 
-            run_remote(requests)  # warm-up (and, without the flag, the switch to resizing here)
-            run_unaware(requests)
+            run_remote(fresh.requests)  # warm-up (and, without the flag, the switch to resizing here)
+            run_unaware(fresh.requests)
             answers = run_langchain(file_uris)
-            ours = remote.generate(requests)
+            ours = remote.generate(fresh.requests)
             theirs = [a.response_metadata["token_usage"]["prompt_tokens"] for a in answers]
             assert [r.usage.prompt_tokens for r in ours] == theirs, "the clients cost different prompt tokens"
-            workloads = {"server": lambda: run_remote(requests)}
+            workloads = {"server": lambda: run_remote(fresh.requests)}
             if not trust:
-                workloads["server_unaware"] = lambda: run_unaware(requests)
-            # files: the question of the issue, and the noisiest (a batch takes about 2 s, and single rounds of
-            # this 2-core machine range from 0.9x to 2x): three times the rounds, apart from the heavy PNG rounds
-            t = interleaved({**workloads, "langchain": lambda: run_langchain(file_uris)}, rounds=3 * args.rounds)
-            t |= interleaved(
-                {"server_images": lambda: run_remote(in_memory), "langchain_images": lambda: run_langchain(png_uris)},
-                rounds=args.rounds,
+                workloads["server_unaware"] = lambda: run_unaware(fresh.requests)
+            # files: the question of the issue, and the noisiest (single rounds of this 2-core machine range from
+            # 0.9x to 2x): three times the rounds, apart from the heavy PNG rounds
+            start = _server_cache(server.base_url)
+            t = interleaved(
+                {**workloads, "langchain": lambda: run_langchain(file_uris)}, rounds=3 * args.rounds, before=fresh.renew
             )
+            t |= interleaved(
+                {
+                    "server_images": lambda: run_remote(fresh.in_memory),
+                    "langchain_images": lambda: run_langchain(png_uris),
+                },
+                rounds=args.rounds,
+                before=fresh.renew,
+            )
+            end = _server_cache(server.base_url)
+            mm_hits, prefix_hits, prompt_tokens = (b - a for a, b in zip(start, end, strict=True))
+            assert mm_hits == 0, f"{mm_hits:.0f} images came from the server's cache: the runs repeated inputs"
+            t["prefix_share"] = prefix_hits / prompt_tokens
             remote.close()
             unaware.close()
         return t
@@ -204,6 +267,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         print(
             f"  in-memory: server engine / ChatOpenAI    {t['langchain_images'] / t['server_images']:.2f}x throughput"
         )
+        print(f"  prompt tokens from the prefix cache      {t['prefix_share']:.1%} (every image new)")
     print(f"in-process / server engine (trusted)       {trusted['server'] / local:.2f}x throughput")
     return [
         (
