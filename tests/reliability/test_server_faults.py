@@ -231,6 +231,106 @@ def test_a_batch_goes_out_at_full_concurrency_over_reused_connections(tiny_model
             engine.close()
 
 
+def test_a_batch_goes_out_while_the_rest_is_prepared(tiny_model) -> None:  # noqa: ANN001
+    """The first request of a batch reaches the server before the others are prepared: a batch prepared whole
+    before anything is sent keeps the server idle meanwhile (about 1 ms a request)."""
+    arrived = threading.Event()
+
+    def handler(ex: Exchange) -> None:
+        arrived.set()
+        ex.send(200, completion("early"))
+
+    with FakeServer(handler) as server:
+        engine = _engine(server, tiny_model, timeout=10.0)
+        requests = [good_request(i) for i in range(4)]
+        prepare = engine._try_prepare
+        waited: list[bool] = []
+        deadline = time.monotonic() + 10
+
+        def after_the_first_arrived(request: ChatRequest):  # noqa: ANN202
+            if request is not requests[0]:
+                waited.append(arrived.wait(max(0.0, deadline - time.monotonic())))
+            return prepare(request)
+
+        engine._try_prepare = after_the_first_arrived  # type: ignore[method-assign]
+        try:
+            results = engine.generate(requests)
+            assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+            assert waited == [True, True, True]  # the server had the first before the second was prepared
+        finally:
+            engine.close()
+
+
+async def test_a_cancelled_batch_stops_preparing_and_the_engine_goes_on(tiny_model) -> None:  # noqa: ANN001
+    """Cancelling a batch stops the preparation of its remaining requests (no CPU spent on a batch nobody
+    waits for), and the next call is answered."""
+    with FakeServer(lambda ex: ex.send(200, completion("ok"))) as server:
+        engine = _engine(server, tiny_model, timeout=10.0)
+        prepare = engine._try_prepare
+        prepared: list[ChatRequest] = []
+
+        def slowly(request: ChatRequest):  # noqa: ANN202
+            time.sleep(0.1)
+            prepared.append(request)
+            return prepare(request)
+
+        engine._try_prepare = slowly  # type: ignore[method-assign]
+        try:
+            batch = [good_request(i) for i in range(30)]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(engine.agenerate(batch), 0.35)
+            await asyncio.sleep(0.3)
+            stopped_at = len(prepared)
+            await asyncio.sleep(0.5)
+            assert len(prepared) == stopped_at < len(batch)  # not one more prepared after the cancel
+            [result] = await asyncio.wait_for(engine.agenerate([good_request(99)]), 10)
+            assert result.ok
+        finally:
+            engine.close()
+
+
+def test_close_ends_the_calls_still_running(bad_server, tiny_model) -> None:  # noqa: ANN001
+    """close() from another thread, while a batch and a stream wait on a stalled server: both end with
+    EngineError at once instead of waiting forever."""
+    from qwenvl.errors import EngineError
+
+    engine = _engine(bad_server, tiny_model, timeout=30.0)
+    outcome: dict[str, BaseException | object] = {}
+
+    def call(name: str, fn) -> None:  # noqa: ANN001
+        try:
+            outcome[name] = fn()
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome[name] = exc
+
+    threads = [
+        threading.Thread(target=call, args=("batch", lambda: engine.generate([_ask("STALL")]))),
+        threading.Thread(target=call, args=("stream", lambda: list(engine.stream(_ask("STALL"))))),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    engine.close()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads), "a call still waits after close()"
+    assert time.monotonic() - start < 8
+    assert isinstance(outcome["batch"], EngineError) and "closed" in str(outcome["batch"])
+    assert isinstance(outcome["stream"], EngineError)
+
+
+async def test_close_ends_an_async_call_with_engine_error(bad_server, tiny_model) -> None:  # noqa: ANN001
+    from qwenvl.errors import EngineError
+
+    engine = _engine(bad_server, tiny_model, timeout=30.0)
+    call = asyncio.ensure_future(engine.agenerate([_ask("STALL")]))
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(engine.close)
+    with pytest.raises(EngineError, match="closed"):
+        await asyncio.wait_for(call, 10)
+
+
 def test_models_endpoint_that_is_not_vllm(tiny_model) -> None:  # noqa: ANN001
     def html(ex: Exchange) -> None:
         ex.send(200, "<html>login</html>", {"Content-Type": "text/html"})

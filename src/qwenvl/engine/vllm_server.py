@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import email.utils
 import hashlib
@@ -45,7 +46,14 @@ from qwenvl.engine.base import (
     error_result,
     finalize,
 )
-from qwenvl.errors import MediaDecodeError, QwenVLError, RequestError, RequestTimeoutError, ServerError
+from qwenvl.errors import (
+    EngineError,
+    MediaDecodeError,
+    QwenVLError,
+    RequestError,
+    RequestTimeoutError,
+    ServerError,
+)
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, Usage
 from qwenvl.models import load_profile
@@ -134,6 +142,8 @@ class VLLMServerEngine(EngineBase):
         self._closed = False
         # request bodies (image encoding) are built in parallel, off the event loop
         self._encoder = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="qwenvl-encode")
+        # a batch's requests are prepared (token plans) one after another here, each sent as soon as it is ready
+        self._preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwenvl-prepare")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
         self._thread.start()
@@ -166,33 +176,36 @@ class VLLMServerEngine(EngineBase):
     # ------------------------------------------------------------------ facts and lifecycle
 
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections. Calls still running end with `EngineError` (they do not hang)."""
         if self._closed:
             return
         self._closed = True
+        self._call(self._end_calls())
         for client in self._clients:
             self._call(client.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        self._preparing.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Send a batch concurrently (up to ``max_concurrency`` per replica); results in request order."""
         self._check_open()
-        prepared = [self._try_prepare(r) for r in requests]
-        return self._call(self._run_batch(prepared))
+        return self._call(self._run_batch(list(requests)))
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Async `generate`."""
         self._check_open()
-        prepared = await asyncio.to_thread(lambda: [self._try_prepare(r) for r in requests])
-        future = asyncio.run_coroutine_threadsafe(self._run_batch(prepared), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._run_batch(list(requests)), self._loop)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             future.cancel()
+            task = asyncio.current_task()
+            if self._closed and not (task is not None and task.cancelling()):  # ended by close(), not our caller
+                raise EngineError(_CLOSED) from None
             raise
 
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
@@ -227,7 +240,28 @@ class VLLMServerEngine(EngineBase):
     # ------------------------------------------------------------------ internals
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        """Run ``coro`` on the engine's loop and wait for it: `EngineError` if the engine is closed meanwhile;
+        an interrupt (Ctrl-C) cancels it."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            while not concurrent.futures.wait([future], timeout=1.0).done:
+                if not self._thread.is_alive():  # the loop is gone: nothing will finish the call
+                    future.cancel()
+                    raise EngineError(_CLOSED)
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise EngineError(_CLOSED) from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def _end_calls(self) -> None:
+        """Cancel every call still running on the engine's loop, and wait (5 s at most) for them to end."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     async def _make_clients(self, connections: int) -> list[Any]:
         """Enough HTTP clients of `_POOL_SIZE` connections each for ``connections`` requests at once."""
@@ -305,8 +339,34 @@ class VLLMServerEngine(EngineBase):
                 url=url,
             )
 
-    async def _run_batch(self, prepared: Sequence[PreparedRequest | ChatResult]) -> list[ChatResult]:
-        async def one(item: PreparedRequest | ChatResult) -> ChatResult:
+    async def _run_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """Each request's result, in order. The requests are prepared one after another in the preparing thread,
+        and each is sent as soon as it is ready: the server starts on the first while the rest are prepared (a
+        batch prepared whole first kept the server idle about 1 ms a request)."""
+        loop = asyncio.get_running_loop()
+        ready: list[asyncio.Future[PreparedRequest | ChatResult]] = [loop.create_future() for _ in requests]
+        stop = threading.Event()
+
+        def prepare() -> None:
+            for request, slot in zip(requests, ready, strict=True):
+                if stop.is_set():
+                    return
+                item = self._try_prepare(request)
+                try:
+                    loop.call_soon_threadsafe(_settle, slot, item)
+                except RuntimeError:  # the engine was closed: nobody waits for the rest
+                    return
+
+        def unprepared(done: asyncio.Future[None]) -> None:
+            # whatever ended the preparing (an error, a close), no request waits for it forever
+            reason = None if done.cancelled() else done.exception()
+            for request, slot in zip(requests, ready, strict=True):
+                if not slot.done():
+                    error = EngineError(f"request {request.request_id} was not prepared: {reason or 'engine closed'}")
+                    slot.set_result(error_result(request, error))
+
+        async def one(request: ChatRequest, slot: asyncio.Future[PreparedRequest | ChatResult]) -> ChatResult:
+            item = await slot
             if isinstance(item, ChatResult):
                 return item
             try:
@@ -322,7 +382,12 @@ class VLLMServerEngine(EngineBase):
             except Exception as exc:
                 return error_result(item.request, exc)
 
-        return list(await asyncio.gather(*(one(p) for p in prepared)))
+        producer = loop.run_in_executor(self._preparing, prepare)
+        producer.add_done_callback(unprepared)
+        try:
+            return list(await asyncio.gather(*(one(r, f) for r, f in zip(requests, ready, strict=True))))
+        finally:
+            stop.set()  # a cancelled batch stops preparing the rest
 
     async def _build(self, prep: PreparedRequest, *, stream: bool) -> _Body:
         """The request body, built in the encoder pool (images are encoded there, in parallel)."""
@@ -496,6 +561,8 @@ class VLLMServerEngine(EngineBase):
                         raise
                     whole = await self._stream_once(prep, emit)
         except asyncio.CancelledError:
+            if self._closed:  # close() ended it: the reader is told, not left waiting
+                emit(("error", EngineError(_CLOSED)))
             raise
         except TimeoutError:
             emit(("error", RequestTimeoutError.of(prep.request)))
@@ -769,6 +836,15 @@ def _png_uri(image: Any) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # lossless: the server sees the same pixels
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+_CLOSED = "the server engine was closed while the call ran; make a new engine to go on"
+
+
+def _settle(slot: asyncio.Future[Any], item: Any) -> None:
+    """Give a prepared request to the coroutine that sends it (on the event loop)."""
+    if not slot.done():
+        slot.set_result(item)
 
 
 def _server_error(response: Any, url: str) -> ServerError:
