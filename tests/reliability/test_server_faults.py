@@ -289,6 +289,33 @@ async def test_a_cancelled_batch_stops_preparing_and_the_engine_goes_on(tiny_mod
             engine.close()
 
 
+async def test_a_request_does_not_wait_for_another_batchs_preparation(tiny_model) -> None:  # noqa: ANN001
+    """Batches called at once are prepared side by side: a single request is answered while a large batch is
+    still being prepared."""
+    with FakeServer(lambda ex: ex.send(200, completion("ok"))) as server:
+        engine = _engine(server, tiny_model, timeout=10.0)
+        prepare = engine._try_prepare
+        large = [good_request(i) for i in range(12)]
+
+        def slow_for_the_large_batch(request: ChatRequest):  # noqa: ANN202
+            if any(request is r for r in large):
+                time.sleep(0.25)
+            return prepare(request)
+
+        engine._try_prepare = slow_for_the_large_batch  # type: ignore[method-assign]
+        try:
+            batch = asyncio.ensure_future(engine.agenerate(large))
+            await asyncio.sleep(0.1)
+            start = time.monotonic()
+            [single] = await asyncio.wait_for(engine.agenerate([good_request(50)]), 10)
+            waited = time.monotonic() - start
+            assert single.ok and not batch.done()
+            assert waited < 1.5  # the large batch takes 3 s to prepare
+            assert all(r.ok for r in await asyncio.wait_for(batch, 20))
+        finally:
+            engine.close()
+
+
 def test_close_ends_the_calls_still_running(bad_server, tiny_model) -> None:  # noqa: ANN001
     """close() from another thread, while a batch and a stream wait on a stalled server: both end with
     EngineError at once instead of waiting forever."""

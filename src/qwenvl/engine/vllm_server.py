@@ -142,8 +142,9 @@ class VLLMServerEngine(EngineBase):
         self._closed = False
         # request bodies (image encoding) are built in parallel, off the event loop
         self._encoder = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="qwenvl-encode")
-        # a batch's requests are prepared (token plans) one after another here, each sent as soon as it is ready
-        self._preparing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwenvl-prepare")
+        # a batch's requests are prepared (token plans) one after another in a thread of this pool, each sent as
+        # soon as it is ready; batches called at once prepare side by side (one does not wait for another's)
+        self._preparing = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 4, thread_name_prefix="qwenvl-prepare")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
         self._thread.start()
@@ -340,7 +341,7 @@ class VLLMServerEngine(EngineBase):
             )
 
     async def _run_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Each request's result, in order. The requests are prepared one after another in the preparing thread,
+        """Each request's result, in order. The requests are prepared one after another in a preparing thread,
         and each is sent as soon as it is ready: the server starts on the first while the rest are prepared (a
         batch prepared whole first kept the server idle about 1 ms a request)."""
         loop = asyncio.get_running_loop()
