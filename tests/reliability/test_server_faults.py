@@ -231,64 +231,6 @@ def test_a_batch_goes_out_at_full_concurrency_over_reused_connections(tiny_model
             engine.close()
 
 
-def test_a_batch_goes_out_while_the_rest_is_prepared(tiny_model) -> None:  # noqa: ANN001
-    """The first request of a batch reaches the server before the others are prepared: a batch prepared whole
-    before anything is sent keeps the server idle meanwhile (about 1 ms a request)."""
-    arrived = threading.Event()
-
-    def handler(ex: Exchange) -> None:
-        arrived.set()
-        ex.send(200, completion("early"))
-
-    with FakeServer(handler) as server:
-        engine = _engine(server, tiny_model, timeout=10.0)
-        requests = [good_request(i) for i in range(4)]
-        prepare = engine._try_prepare
-        waited: list[bool] = []
-        deadline = time.monotonic() + 10
-
-        def after_the_first_arrived(request: ChatRequest):  # noqa: ANN202
-            if request is not requests[0]:
-                waited.append(arrived.wait(max(0.0, deadline - time.monotonic())))
-            return prepare(request)
-
-        engine._try_prepare = after_the_first_arrived  # type: ignore[method-assign]
-        try:
-            results = engine.generate(requests)
-            assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-            assert waited == [True, True, True]  # the server had the first before the second was prepared
-        finally:
-            engine.close()
-
-
-async def test_a_cancelled_batch_stops_preparing_and_the_engine_goes_on(tiny_model) -> None:  # noqa: ANN001
-    """Cancelling a batch stops the preparation of its remaining requests (no CPU spent on a batch nobody
-    waits for), and the next call is answered."""
-    with FakeServer(lambda ex: ex.send(200, completion("ok"))) as server:
-        engine = _engine(server, tiny_model, timeout=10.0)
-        prepare = engine._try_prepare
-        prepared: list[ChatRequest] = []
-
-        def slowly(request: ChatRequest):  # noqa: ANN202
-            time.sleep(0.1)
-            prepared.append(request)
-            return prepare(request)
-
-        engine._try_prepare = slowly  # type: ignore[method-assign]
-        try:
-            batch = [good_request(i) for i in range(30)]
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(engine.agenerate(batch), 0.35)
-            await asyncio.sleep(0.3)
-            stopped_at = len(prepared)
-            await asyncio.sleep(0.5)
-            assert len(prepared) == stopped_at < len(batch)  # not one more prepared after the cancel
-            [result] = await asyncio.wait_for(engine.agenerate([good_request(99)]), 10)
-            assert result.ok
-        finally:
-            engine.close()
-
-
 async def test_a_request_does_not_wait_for_another_batchs_preparation(tiny_model) -> None:  # noqa: ANN001
     """Batches called at once are prepared side by side: a single request is answered while a large batch is
     still being prepared."""

@@ -142,9 +142,6 @@ class VLLMServerEngine(EngineBase):
         self._closed = False
         # request bodies (image encoding) are built in parallel, off the event loop
         self._encoder = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="qwenvl-encode")
-        # a batch's requests are prepared (token plans) one after another in a thread of this pool, each sent as
-        # soon as it is ready; batches called at once prepare side by side (one does not wait for another's)
-        self._preparing = ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 4, thread_name_prefix="qwenvl-prepare")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qwenvl-server", daemon=True)
         self._thread.start()
@@ -187,19 +184,20 @@ class VLLMServerEngine(EngineBase):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._encoder.shutdown(wait=False, cancel_futures=True)
-        self._preparing.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Send a batch concurrently (up to ``max_concurrency`` per replica); results in request order."""
         self._check_open()
-        return self._call(self._run_batch(list(requests)))
+        prepared = [self._try_prepare(r) for r in requests]
+        return self._call(self._run_batch(prepared))
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Async `generate`."""
         self._check_open()
-        future = asyncio.run_coroutine_threadsafe(self._run_batch(list(requests)), self._loop)
+        prepared = await asyncio.to_thread(lambda: [self._try_prepare(r) for r in requests])
+        future = asyncio.run_coroutine_threadsafe(self._run_batch(prepared), self._loop)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -340,34 +338,8 @@ class VLLMServerEngine(EngineBase):
                 url=url,
             )
 
-    async def _run_batch(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        """Each request's result, in order. The requests are prepared one after another in a preparing thread,
-        and each is sent as soon as it is ready: the server starts on the first while the rest are prepared (a
-        batch prepared whole first kept the server idle about 1 ms a request)."""
-        loop = asyncio.get_running_loop()
-        ready: list[asyncio.Future[PreparedRequest | ChatResult]] = [loop.create_future() for _ in requests]
-        stop = threading.Event()
-
-        def prepare() -> None:
-            for request, slot in zip(requests, ready, strict=True):
-                if stop.is_set():
-                    return
-                item = self._try_prepare(request)
-                try:
-                    loop.call_soon_threadsafe(_settle, slot, item)
-                except RuntimeError:  # the engine was closed: nobody waits for the rest
-                    return
-
-        def unprepared(done: asyncio.Future[None]) -> None:
-            # whatever ended the preparing (an error, a close), no request waits for it forever
-            reason = None if done.cancelled() else done.exception()
-            for request, slot in zip(requests, ready, strict=True):
-                if not slot.done():
-                    error = EngineError(f"request {request.request_id} was not prepared: {reason or 'engine closed'}")
-                    slot.set_result(error_result(request, error))
-
-        async def one(request: ChatRequest, slot: asyncio.Future[PreparedRequest | ChatResult]) -> ChatResult:
-            item = await slot
+    async def _run_batch(self, prepared: Sequence[PreparedRequest | ChatResult]) -> list[ChatResult]:
+        async def one(item: PreparedRequest | ChatResult) -> ChatResult:
             if isinstance(item, ChatResult):
                 return item
             try:
@@ -383,12 +355,7 @@ class VLLMServerEngine(EngineBase):
             except Exception as exc:
                 return error_result(item.request, exc)
 
-        producer = loop.run_in_executor(self._preparing, prepare)
-        producer.add_done_callback(unprepared)
-        try:
-            return list(await asyncio.gather(*(one(r, f) for r, f in zip(requests, ready, strict=True))))
-        finally:
-            stop.set()  # a cancelled batch stops preparing the rest
+        return list(await asyncio.gather(*(one(p) for p in prepared)))
 
     async def _build(self, prep: PreparedRequest, *, stream: bool) -> _Body:
         """The request body, built in the encoder pool (images are encoded there, in parallel)."""
@@ -840,12 +807,6 @@ def _png_uri(image: Any) -> str:
 
 
 _CLOSED = "the server engine was closed while the call ran; make a new engine to go on"
-
-
-def _settle(slot: asyncio.Future[Any], item: Any) -> None:
-    """Give a prepared request to the coroutine that sends it (on the event loop)."""
-    if not slot.done():
-        slot.set_result(item)
 
 
 def _server_error(response: Any, url: str) -> ServerError:
