@@ -16,11 +16,11 @@ told the server's limits). Both clients cost the same prompt tokens (checked). A
 pictures in memory (a pipeline's rendered pages or crops): ChatOpenAI users encode each as a PNG data URI (PIL's
 defaults), qwenvl gets the PIL images.
 
-Every timed run gets new inputs: the same pictures with one pixel changed, saved again (`Fresh`), so no cache
-answers from an earlier run. An archive's pages are each seen once, and repeating the same 64 requests let the
-server skip most of its work in later rounds (measured: 2048 of 2202 prompt tokens from vLLM's prefix cache, every
-image from its multimodal processor cache, a batch in less than half the time). The server's cache counters are
-read around the timed runs: no image may come from its cache.
+Every timed run gets new inputs: the same pictures with the run's number in a corner, saved again (`Fresh`), so
+no cache answers from an earlier run. An archive's pages are each seen once, and repeating the same 64 requests
+let the server skip most of its work in later rounds (measured: 2048 of 2202 prompt tokens from vLLM's prefix
+cache, every image from its multimodal processor cache, a batch in less than half the time). The server's cache
+counters are read around the timed runs: no image may come from its cache.
 
     python bench/server_vs_local.py [--prompts 64] [--rounds 3]   # the file workloads run 3 x rounds
 """
@@ -69,29 +69,26 @@ class Fresh:
     at fixed paths, and held in memory."""
 
     def __init__(self, pictures: list[Any], folder: Path, max_tokens: int) -> None:
-        from qwenvl import ChatRequest, Image, Message, Text
-
         self._pictures = pictures
         self._max_tokens = max_tokens
         self.files = [folder / f"photo-{i:02d}.jpg" for i in range(len(pictures))]
-        self.requests = [  # the files: rewritten by renew, read by the engine at each run
-            ChatRequest([Message("user", [Image(str(f)), Text(f"Describe picture {i}.")])], self._options())
-            for i, f in enumerate(self.files)
-        ]
+        self.requests = self._ask([str(f) for f in self.files])  # rewritten by renew, read at each run
         self.runs = 0
         self.pics: list[Any] = []
         self.in_memory: list[Any] = []
         self.renew()
 
-    def _options(self) -> Any:
-        from qwenvl import SamplingOptions
+    def _ask(self, images: list[Any]) -> list[Any]:
+        from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
 
-        return SamplingOptions(max_tokens=self._max_tokens)
+        options = SamplingOptions(max_tokens=self._max_tokens)
+        return [
+            ChatRequest([Message("user", [Image(image), Text(f"Describe picture {i}.")])], options)
+            for i, image in enumerate(images)
+        ]
 
     def renew(self, _name: str = "") -> None:
         """New pictures for the next run (untimed)."""
-        from qwenvl import ChatRequest, Image, Message, Text
-
         self.runs += 1
         self.pics = []
         for picture, path in zip(self._pictures, self.files, strict=True):
@@ -101,10 +98,7 @@ class Fresh:
                 changed.paste((255, 255, 255) if white else (0, 0, 0), (8 * bit, 0, 8 * bit + 8, 8))
             changed.save(path, quality=90)
             self.pics.append(changed)
-        self.in_memory = [  # the same pictures held in memory (rendered, cropped, or decoded by the pipeline)
-            ChatRequest([Message("user", [Image(p), Text(f"Describe picture {i}.")])], self._options())
-            for i, p in enumerate(self.pics)
-        ]
+        self.in_memory = self._ask(self.pics)  # held in memory (rendered, cropped, or decoded by the pipeline)
 
 
 def _server_cache(base_url: str) -> tuple[float, float, float]:
@@ -218,8 +212,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             workloads = {"server": lambda: run_remote(fresh.requests)}
             if not trust:
                 workloads["server_unaware"] = lambda: run_unaware(fresh.requests)
-            # files: the question of the issue, and the noisiest (single rounds of this 2-core machine range from
-            # 0.9x to 2x): three times the rounds, apart from the heavy PNG rounds
+            # files: the question of the issue, and the noisiest (paired single rounds on this 2-core machine range
+            # from 0.85x to 1.22x): three times the rounds, apart from the heavy PNG rounds
             start = _server_cache(server.base_url)
             t = interleaved(
                 {**workloads, "langchain": lambda: run_langchain(file_uris)}, rounds=3 * args.rounds, before=fresh.renew
