@@ -3,7 +3,9 @@
 For each family, the same 32 image prompts (640x480, 256 visual tokens at most, 16 tokens out, greedy) run
 through raw ``vllm.LLM.generate`` and through ``VLLMEngine.generate``, each contender in its own process so only
 its own vLLM engine is alive (two engines on 2 cores slow each other: see ENVIRONMENT.md), in the order raw,
-ours, raw; each process times ``--rounds`` calls after a warm-up and reports the median. Prints
+ours, raw; each process times ``--rounds`` calls after a warm-up and reports the median. Every timed call gets
+new pictures (the call's number in a corner, `_common.marked`; the same sequence for both contenders), so no
+cache of vLLM's answers from an earlier call. Prints
   - VLLMEngine.generate time / raw vllm.LLM.generate time   (goal <= 1.05; raw = mean of its two phases)
   - a loop of 32 single VLLMEngine.generate calls / one batched call
   - whether both gave the same greedy tokens
@@ -27,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import images  # noqa: E402
+from _common import DTYPE, images, marked  # noqa: E402
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 MAX_TOKENS_PER_IMAGE = 256  # visual tokens; pixels = 256 x the family's factor squared
@@ -48,18 +50,28 @@ def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: in
 
     profile = load_profile(model)
     max_pixels = MAX_TOKENS_PER_IMAGE * profile.factor**2
-    pics = images(prompts)
-    requests = [
-        ChatRequest(
-            [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=max_tokens)
-        )
-        for i, p in enumerate(pics)
-    ]
+    originals = images(prompts)
+    runs = 0
+
+    def pictures() -> list[Any]:
+        """New pictures for the next call (untimed): the call's number in a corner."""
+        nonlocal runs
+        runs += 1
+        return [marked(p, runs) for p in originals]
+
+    def requests_of(pics: list[Any]) -> list[Any]:
+        return [
+            ChatRequest(
+                [Message("user", [Image(p), Text(f"Describe picture {i}.")])], SamplingOptions(max_tokens=max_tokens)
+            )
+            for i, p in enumerate(pics)
+        ]
+
     times: dict[str, list[float]] = {}
 
-    def timed(name: str, fn: Any) -> None:
+    def timed(name: str, fn: Any, *args: Any) -> None:
         start = time.perf_counter()
-        fn()
+        fn(*args)
         times.setdefault(name, []).append(time.perf_counter() - start)
 
     if contender == "raw":
@@ -72,31 +84,40 @@ def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: in
         message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "{}"}]}]
         template = processor.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
         size = {"shortest_edge": min(profile.min_pixels, max_pixels), "longest_edge": max_pixels}
-        raw_inputs = [
-            {
-                "prompt": template.replace("{}", f"Describe picture {i}."),
-                "multi_modal_data": {"image": [p]},
-                "mm_processor_kwargs": {"images_kwargs": {"size": size}},
-            }
-            for i, p in enumerate(pics)
-        ]
-        llm = LLM(model, max_model_len=4096, gpu_memory_utilization=0.2, limit_mm_per_prompt={"image": 1})
+
+        def raw_inputs(pics: list[Any]) -> list[Any]:
+            return [
+                {
+                    "prompt": template.replace("{}", f"Describe picture {i}."),
+                    "multi_modal_data": {"image": [p]},
+                    "mm_processor_kwargs": {"images_kwargs": {"size": size}},
+                }
+                for i, p in enumerate(pics)
+            ]
+
+        llm = LLM(model, dtype=DTYPE, max_model_len=4096, gpu_memory_utilization=0.2, limit_mm_per_prompt={"image": 1})
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        outputs = llm.generate(raw_inputs, params, use_tqdm=False)  # warm-up: compile, caches
+        outputs = llm.generate(raw_inputs(pictures()), params, use_tqdm=False)  # warm-up: compile
         for _ in range(rounds):
-            timed("batch", lambda: llm.generate(raw_inputs, params, use_tqdm=False))
+            timed("batch", lambda batch: llm.generate(batch, params, use_tqdm=False), raw_inputs(pictures()))
+            pictures()  # the number ours spends on its loop: the same pictures at the same call for both
         tokens = [list(o.outputs[0].token_ids) for o in outputs[:4]]
     else:
         from qwenvl import VLLMEngine
 
         engine = VLLMEngine(
-            model, max_model_len=4096, gpu_memory_utilization=0.2, limit_images=1, max_pixels=max_pixels
+            model,
+            dtype=DTYPE,
+            max_model_len=4096,
+            gpu_memory_utilization=0.2,
+            limit_images=1,
+            max_pixels=max_pixels,
         )
-        results = engine.generate(requests)
+        results = engine.generate(requests_of(pictures()))  # warm-up
         assert all(r.ok for r in results), [r.error for r in results if not r.ok][:2]
         for _ in range(rounds):
-            timed("batch", lambda: engine.generate(requests))
-            timed("loop", lambda: [engine.generate([r]) for r in requests])
+            timed("batch", engine.generate, requests_of(pictures()))
+            timed("loop", lambda batch: [engine.generate([r]) for r in batch], requests_of(pictures()))
         tokens = [r.token_ids for r in results[:4]]
         engine.close()
     return {"contender": contender, "times": {k: statistics.median(v) for k, v in times.items()}, "tokens": tokens}

@@ -24,7 +24,7 @@ from pathlib import Path
 from rapidfuzz.distance import Levenshtein
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import model_path  # noqa: E402
+from _common import DTYPE, model_path  # noqa: E402
 
 from qwenvl.layout import DocumentParser  # noqa: E402
 from qwenvl.layout.ocr import RapidOCREngine, TesseractEngine  # noqa: E402
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     if not args.no_vlm:
         from qwenvl import VLLMEngine
 
-        with VLLMEngine(model_path(), dtype="float32", max_model_len=4096, gpu_memory_utilization=0.2) as engine:
+        with VLLMEngine(model_path(), dtype=DTYPE, max_model_len=4096, gpu_memory_utilization=0.2) as engine:
             parser = DocumentParser(
                 engine,
                 backend="vlm",

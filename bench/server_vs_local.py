@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import interleaved, model_path  # noqa: E402
+from _common import DTYPE, interleaved, marked, model_path  # noqa: E402
 
 MAX_PIXELS = 256 * 28 * 28
 
@@ -64,9 +64,7 @@ def photos(n: int) -> list[Any]:
 
 class Fresh:
     """The workloads' inputs, made new by `renew` before each timed run: the same pictures with the run's number
-    written into their top-left corner (one black or white 8x8 block per bit: JPEG keeps flat, aligned blocks,
-    so the decoded pixels and the files' bytes differ from every other run's), saved as JPEG files (quality 90)
-    at fixed paths, and held in memory."""
+    in a corner (`marked`), saved as JPEG files (quality 90) at fixed paths, and held in memory."""
 
     def __init__(self, pictures: list[Any], folder: Path, max_tokens: int) -> None:
         self._pictures = pictures
@@ -92,10 +90,7 @@ class Fresh:
         self.runs += 1
         self.pics = []
         for picture, path in zip(self._pictures, self.files, strict=True):
-            changed = picture.copy()
-            for bit in range(12):
-                white = self.runs >> bit & 1
-                changed.paste((255, 255, 255) if white else (0, 0, 0), (8 * bit, 0, 8 * bit + 8, 8))
+            changed = marked(picture, self.runs)
             changed.save(path, quality=90)
             self.pics.append(changed)
         self.in_memory = self._ask(self.pics)  # held in memory (rendered, cropped, or decoded by the pipeline)
@@ -149,7 +144,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     n = args.prompts
 
     def in_process() -> tuple[float, int]:
-        with VLLMEngine(model, max_model_len=4096, gpu_memory_utilization=0.2, max_pixels=MAX_PIXELS) as local:
+        with VLLMEngine(
+            model, dtype=DTYPE, max_model_len=4096, gpu_memory_utilization=0.2, max_pixels=MAX_PIXELS
+        ) as local:
 
             def run() -> None:
                 assert all(r.ok for r in local.generate(fresh.requests))
@@ -166,7 +163,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     def server_phase(trust: bool) -> dict[str, float]:
         log = Path(tempfile.mkdtemp()) / "server.log"
         extra = ["--mm-processor-kwargs", f'{{"max_pixels": {MAX_PIXELS}}}']
-        with VLLMServerProcess(model, log_path=log, extra_args=extra, trust_request_mm_kwargs=trust) as server:
+        with VLLMServerProcess(
+            model, dtype=DTYPE, log_path=log, extra_args=extra, trust_request_mm_kwargs=trust
+        ) as server:
             # the limits the server was started with (its preprocessor config's min_pixels, our max_pixels)
             limits = (QWEN2_VL.min_pixels, MAX_PIXELS)
             remote = VLLMServerEngine(

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import images, model_path  # noqa: E402
+from _common import DTYPE, images, model_path  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, VLLMEngine
 
     rng = random.Random(args.seed)
-    engine = VLLMEngine(model_path(), max_model_len=4096, gpu_memory_utilization=0.2, dtype="float32")
+    engine = VLLMEngine(model_path(), max_model_len=4096, gpu_memory_utilization=0.2, dtype=DTYPE)
     rows: list[tuple[str, str]] = []
     try:
         warm = build_requests(args.warmup, args.bad, rng)
