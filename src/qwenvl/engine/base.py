@@ -24,6 +24,7 @@ __all__ = [
     "PreparedRequest",
     "RequestPreparer",
     "check_model_source",
+    "cpu_bfloat16_emulated",
     "cpu_memory_share",
     "error_result",
     "finalize",
@@ -246,3 +247,22 @@ def cpu_memory_share(reserve: float = 0.2, floor: float = 0.05, cap: float = 0.9
     except Exception:  # pragma: no cover - psutil comes with vLLM
         return 0.3
     return round(min(cap, max(floor, share)), 3)
+
+
+def cpu_bfloat16_emulated(cpuinfo: str | None = None, machine: str | None = None) -> bool:
+    """Whether this is an x86 CPU without AVX-512, where bfloat16 (vLLM's ``dtype="auto"`` on the CPU) has no
+    instructions of its own and runs emulated. ``cpuinfo`` (the text of /proc/cpuinfo) and ``machine``
+    (`platform.machine()`) default to this machine's; False where they cannot be read."""
+    import platform
+
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return "avx512f" not in line.partition(":")[2].split()
+    return False

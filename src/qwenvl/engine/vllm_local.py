@@ -27,6 +27,7 @@ from qwenvl.engine.base import (
     PreparedRequest,
     RequestPreparer,
     check_model_source,
+    cpu_bfloat16_emulated,
     cpu_memory_share,
     error_result,
     finalize,
@@ -294,6 +295,8 @@ class VLLMEngine(EngineBase):
     ``engine_kwargs`` passes further vLLM engine arguments (see `VLLM_ENGINE_KEYS`). Use as a context manager,
     or call `close()`, to free the engine.
 
+    ``dtype`` "auto" is vLLM's choice: bfloat16 on the CPU, which an x86 CPU without AVX-512 emulates (the
+    engine warns then: pass "float32").
     ``gpu_memory_utilization`` (None: 0.9 on a GPU; on a CPU, a share of the memory that is free now) is the
     fraction of memory vLLM may take. ``stall_timeout`` is how long one vLLM step may run before the engine is
     declared stuck. When the engine dies (its process killed, a step stuck), every pending request fails with
@@ -368,6 +371,12 @@ class VLLMEngine(EngineBase):
             args.setdefault("enable_chunked_prefill", False)
             if args["gpu_memory_utilization"] is None:
                 args["gpu_memory_utilization"] = cpu_memory_share()
+            if dtype == "auto" and cpu_bfloat16_emulated():
+                _log.warning(
+                    "vLLM runs bfloat16 on the CPU, and this CPU has no AVX-512, so bfloat16 is emulated (a new "
+                    "image took 2.5x the time of float32 on such a machine); pass dtype='float32' where the "
+                    "memory allows"
+                )
         elif args["gpu_memory_utilization"] is None:
             args["gpu_memory_utilization"] = 0.9
         self._args = {k: v for k, v in args.items() if v is not None}
