@@ -51,13 +51,11 @@ def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: in
     profile = load_profile(model)
     max_pixels = MAX_TOKENS_PER_IMAGE * profile.factor**2
     originals = images(prompts)
-    runs = 0
 
-    def pictures() -> list[Any]:
-        """New pictures for the next call (untimed): the call's number in a corner."""
-        nonlocal runs
-        runs += 1
-        return [marked(p, runs) for p in originals]
+    def pictures(call: int) -> list[Any]:
+        """New pictures for a call (untimed): its number in a corner. Both contenders number their calls alike:
+        1 the warm-up, then per round 2r+2 the batch and 2r+3 the loop (ours only)."""
+        return [marked(p, call) for p in originals]
 
     def requests_of(pics: list[Any]) -> list[Any]:
         return [
@@ -108,10 +106,9 @@ def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: in
             **chunked,
         )
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        outputs = llm.generate(raw_inputs(pictures()), params, use_tqdm=False)  # warm-up: compile
-        for _ in range(rounds):
-            timed("batch", lambda batch: llm.generate(batch, params, use_tqdm=False), raw_inputs(pictures()))
-            pictures()  # the number ours spends on its loop: the same pictures at the same call for both
+        outputs = llm.generate(raw_inputs(pictures(1)), params, use_tqdm=False)  # warm-up: compile
+        for r in range(rounds):
+            timed("batch", lambda batch: llm.generate(batch, params, use_tqdm=False), raw_inputs(pictures(2 * r + 2)))
         tokens = [list(o.outputs[0].token_ids) for o in outputs[:4]]
     else:
         from qwenvl import VLLMEngine
@@ -124,11 +121,11 @@ def _phase(contender: str, model: str, prompts: int, max_tokens: int, rounds: in
             limit_images=1,
             max_pixels=max_pixels,
         )
-        results = engine.generate(requests_of(pictures()))  # warm-up
+        results = engine.generate(requests_of(pictures(1)))  # warm-up
         assert all(r.ok for r in results), [r.error for r in results if not r.ok][:2]
-        for _ in range(rounds):
-            timed("batch", engine.generate, requests_of(pictures()))
-            timed("loop", lambda batch: [engine.generate([r]) for r in batch], requests_of(pictures()))
+        for r in range(rounds):
+            timed("batch", engine.generate, requests_of(pictures(2 * r + 2)))
+            timed("loop", lambda batch: [engine.generate([q]) for q in batch], requests_of(pictures(2 * r + 3)))
         tokens = [r.token_ids for r in results[:4]]
         engine.close()
     return {"contender": contender, "times": {k: statistics.median(v) for k, v in times.items()}, "tokens": tokens}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -253,8 +254,6 @@ def cpu_bfloat16_emulated(cpuinfo: str | None = None, machine: str | None = None
     """Whether this is an x86 CPU without AVX-512, where bfloat16 (vLLM's ``dtype="auto"`` on the CPU) has no
     instructions of its own and runs emulated. ``cpuinfo`` (the text of /proc/cpuinfo) and ``machine``
     (`platform.machine()`) default to this machine's; False where they cannot be read."""
-    import platform
-
     if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
         return False
     if cpuinfo is None:
