@@ -269,7 +269,10 @@ class VLLMServerProcess:
     Use as a context manager; ``base_url`` is ready once ``start()`` returns. Flags mirror `VLLMEngine`'s
     defaults so that both give the same answers, and include what vLLM's CPU build needs: chunked prefill off
     (``--no-enable-chunked-prefill``: with it on, vLLM 0.32's CPU server dies on a seeded request whose prompt
-    exceeds the step budget, "CPU Generator does not use offset").
+    exceeds the step budget, "CPU Generator does not use offset"). On the CPU, where its KV cache size is given
+    (``VLLM_CPU_KVCACHE_SPACE``, 1 GiB unless set), it also skips vLLM's start-up run of the vision encoder on a
+    largest-possible image (``--skip-mm-profiling``), which only measures memory: the tiny Qwen3-VL's server then
+    starts in 98 s instead of 199 s. ``skip_mm_profiling`` decides it otherwise.
     """
 
     def __init__(
@@ -283,8 +286,14 @@ class VLLMServerProcess:
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 600.0,
         trust_request_mm_kwargs: bool = True,
+        skip_mm_profiling: bool | None = None,
     ) -> None:
         self.model = os.fspath(model)
+        if skip_mm_profiling is None:
+            from qwenvl.engine.base import cpu_kv_cache_fixed
+
+            space = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}  # as start() sets it
+            skip_mm_profiling = _vllm_on_cpu() and cpu_kv_cache_fixed(environ=space)
         self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._args = [
@@ -296,6 +305,7 @@ class VLLMServerProcess:
             # prefill on ("CPU Generator does not use offset"); the in-process engine turns it off on the CPU too
             "--no-enable-chunked-prefill", "--seed", "0",
             *(["--trust-request-mm-kwargs"] if trust_request_mm_kwargs else []),
+            *(["--skip-mm-profiling"] if skip_mm_profiling else []),
             *(extra_args or []),
         ]  # fmt: skip
         self._log_path = Path(log_path) if log_path else None
@@ -350,6 +360,15 @@ class VLLMServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _vllm_on_cpu() -> bool:
+    """Whether vLLM here runs on the CPU (its CPU build, or no accelerator)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
 
 
 def _free_port() -> int:

@@ -169,3 +169,16 @@ def test_closed_transformers_engine_refuses(tiny_model) -> None:  # noqa: ANN001
     engine.close()
     with pytest.raises(EngineClosedError):
         engine.generate([_image_request(0)])
+
+
+def test_cpu_engine_with_a_given_kv_cache_skips_the_encoder_profiling(vllm_engine) -> None:  # noqa: ANN001
+    """The session engine runs on the CPU with VLLM_CPU_KVCACHE_SPACE set (root conftest): vLLM's start-up run of
+    the vision encoder measures nothing there, so it is skipped, and images still cost their planned tokens."""
+    config = vllm_engine._llm.llm_engine.model_config.multimodal_config
+    assert config.skip_mm_profiling is True
+    request = ChatRequest(
+        [Message("user", [Image(make_image(1200, 900, 7)), Text("?")])], SamplingOptions(max_tokens=2)
+    )
+    [result] = vllm_engine.generate([request])
+    planned = vllm_engine.count_tokens(request).image_tokens
+    assert planned > 1000 and result.ok and result.usage.image_tokens == planned

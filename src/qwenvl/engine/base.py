@@ -250,6 +250,19 @@ def cpu_memory_share(reserve: float = 0.2, floor: float = 0.05, cap: float = 0.9
     return round(min(cap, max(floor, share)), 3)
 
 
+def cpu_kv_cache_fixed(engine_args: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> bool:
+    """Whether vLLM on the CPU is given its KV cache size (``VLLM_CPU_KVCACHE_SPACE`` in GiB, or the engine
+    argument ``kv_cache_memory_bytes``) instead of measuring what is left after its profiling run. ``environ``
+    defaults to this process's environment."""
+    if (engine_args or {}).get("kv_cache_memory_bytes"):
+        return True
+    value = (os.environ if environ is None else environ).get("VLLM_CPU_KVCACHE_SPACE", "").strip()
+    try:
+        return int(value) > 0
+    except ValueError:
+        return False
+
+
 def cpu_bfloat16_emulated(cpuinfo: str | None = None, machine: str | None = None) -> bool:
     """Whether this is an x86 CPU without AVX-512, where bfloat16 (vLLM's ``dtype="auto"`` on the CPU) has no
     instructions of its own and runs emulated. ``cpuinfo`` (the text of /proc/cpuinfo) and ``machine``

@@ -28,6 +28,7 @@ from qwenvl.engine.base import (
     RequestPreparer,
     check_model_source,
     cpu_bfloat16_emulated,
+    cpu_kv_cache_fixed,
     cpu_memory_share,
     error_result,
     finalize,
@@ -63,6 +64,8 @@ VLLM_ENGINE_KEYS = frozenset(
         "swap_space",
         "mm_processor_cache_gb",
         "mm_encoder_tp_mode",
+        "skip_mm_profiling",
+        "kv_cache_memory_bytes",
         "structured_outputs_config",
         "compilation_config",
         "enable_lora",
@@ -369,6 +372,10 @@ class VLLMEngine(EngineBase):
             # vLLM 0.32's CPU worker kills the engine ("CPU Generator does not use offset") when a request
             # with a seed has its prefill split into chunks; whole prefills avoid that.
             args.setdefault("enable_chunked_prefill", False)
+            if cpu_kv_cache_fixed(args):
+                # vLLM's start-up run of the vision encoder on a largest-possible image only measures memory,
+                # and a given KV cache size leaves nothing to measure (tiny Qwen3-VL: 130 s of 200 s to start)
+                args.setdefault("skip_mm_profiling", True)
             if args["gpu_memory_utilization"] is None:
                 args["gpu_memory_utilization"] = cpu_memory_share()
             if dtype == "auto" and cpu_bfloat16_emulated():
