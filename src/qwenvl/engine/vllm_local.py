@@ -374,7 +374,7 @@ class VLLMEngine(EngineBase):
             args.setdefault("enable_chunked_prefill", False)
             if cpu_kv_cache_fixed(args):
                 # vLLM's start-up run of the vision encoder on a largest-possible image only measures memory,
-                # and a given KV cache size leaves nothing to measure (tiny Qwen3-VL: 130 s of 200 s to start)
+                # and a given KV cache size leaves nothing to measure (tiny Qwen3-VL starts in 87 s instead of 170 s)
                 args.setdefault("skip_mm_profiling", True)
             if args["gpu_memory_utilization"] is None:
                 args["gpu_memory_utilization"] = cpu_memory_share()
