@@ -14,9 +14,9 @@ to the default server it sends a file as it is where the server's limits (``serv
 was started with) size it as planned, and brings it down here otherwise (also measured: the same engine not
 told the server's limits). Both clients cost the same prompt tokens (checked). A second workload holds the same
 pictures in memory (a pipeline's rendered pages or crops): ChatOpenAI users encode each as a PNG data URI (PIL's
-defaults), qwenvl gets the PIL images. A third client bounds what any client can gain when it shares the machine
-with the server: ChatOpenAI's request bodies serialized before the timed run, posted all at once by a bare httpx
-client (`Floor`), its time the server's own, about.
+defaults), qwenvl gets the PIL images. A third client does no work of its own (`Floor`): ChatOpenAI's request
+bodies, serialized before the timed run, posted all at once by a bare httpx client; its time is the server's own,
+about, next to which the other two clients' differences can be read.
 
 Every timed run gets new inputs: the same pictures with the run's number in a corner, saved again (`Fresh`), so
 no cache answers from an earlier run. An archive's pages are each seen once, and repeating the same 64 requests

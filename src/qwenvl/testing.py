@@ -292,8 +292,7 @@ class VLLMServerProcess:
         if skip_mm_profiling is None:
             from qwenvl.engine.base import cpu_kv_cache_fixed
 
-            space = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}  # as start() sets it
-            skip_mm_profiling = _vllm_on_cpu() and cpu_kv_cache_fixed(environ=space)
+            skip_mm_profiling = _vllm_on_cpu() and cpu_kv_cache_fixed(environ=_kv_cache_space())
         self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._args = [
@@ -316,7 +315,7 @@ class VLLMServerProcess:
         """Start the server and wait until it answers /health; raises RuntimeError with its log if it dies."""
         import httpx
 
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        env = {**os.environ, **_kv_cache_space()}
         log = open(self._log_path, "wb") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *self._args],
@@ -360,6 +359,11 @@ class VLLMServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _kv_cache_space() -> dict[str, str]:
+    """The server's KV cache size on the CPU: this process's ``VLLM_CPU_KVCACHE_SPACE``, or 1 GiB."""
+    return {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
 
 
 def _vllm_on_cpu() -> bool:
