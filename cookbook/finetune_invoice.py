@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--enforce-eager", action="store_true", help="serve without torch.compile (a faster start)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     data = write_dataset(work / "data", args.examples)
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         max_model_len=4096,
         dtype=args.dtype,
         gpu_memory_utilization=float(os.environ.get("QWENVL_GPU_MEMORY", "0.5")),
+        engine_kwargs={"enforce_eager": True} if args.enforce_eager else None,
     ) as engine:
         requests = []
         for e in examples:  # base and adapter requests in ONE batch

@@ -79,3 +79,20 @@ def test_request_defaults_fill_only_what_is_unset() -> None:
     assert ChatRequest([Message("user", "x")]).with_defaults(timeout=60.0).timeout == 60.0
     with pytest.raises(RequestError, match="timeout"):
         ChatRequest([Message("user", "x")], timeout=0)
+
+
+def test_the_command_passes_enforce_eager_to_the_in_process_engine_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from qwenvl.cli import build_parser, engine_arguments, main
+    from qwenvl.errors import EngineError
+
+    def options(*argv: str) -> dict:
+        return engine_arguments(build_parser().parse_args(["chat", "a.png", "q", "--model", "m", *argv]))
+
+    assert options("--enforce-eager")["engine_kwargs"] == {"enforce_eager": True}
+    assert options()["engine_kwargs"] is None  # the engine's default: vLLM compiles the model
+    assert "engine_kwargs" in engine_options(engine_kind("m", None))  # the in-process engine takes it
+    with pytest.raises(EngineError, match="vllm serve --enforce-eager"):
+        options("--enforce-eager", "--base-url", "http://127.0.0.1:9/v1")
+    # the command says it in one line, before any engine or server is touched
+    assert main(["chat", "a.png", "q", "--enforce-eager", "--base-url", "http://127.0.0.1:9/v1"]) == 2
+    assert "--enforce-eager applies to the in-process engine" in capsys.readouterr().err
