@@ -9,6 +9,14 @@ from PIL import Image as PILImage
 #: engine arguments of the tests' tiny-model engines
 ENGINE_ARGS = {"dtype": "float32", "max_model_len": 4096}
 
+#: for the vLLM engines a test starts for itself (beyond the session's shared `vllm_engine` and `vllm_server`,
+#: which keep vLLM's default compiled model): no torch.compile, which costs 30-37 s of each start on these CPUs
+#: and changes nothing the tests check (token counts, batching, errors, equal answers between engines that
+#: are both eager)
+EAGER = {"enforce_eager": True}
+#: the same for a `VLLMServerProcess`
+EAGER_SERVER_ARGS = ["--enforce-eager"]
+
 
 def make_image(width: int, height: int, seed: int = 0) -> PILImage.Image:
     """A deterministic RGB test image with some structure (not a flat color)."""

@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image as PILImage
 
 SAMPLE = Path(__file__).parents[2] / "cookbook" / "data" / "sample-scan.pdf"
 QWENVL = shutil.which("qwenvl", path=str(Path(sys.executable).parent)) or "qwenvl"
-TINY_ARGS = ["--max-model-len", "4096", "--dtype", "float32", "--gpu-memory-utilization", "0.2"]
+TINY_ARGS = ["--max-model-len", "4096", "--dtype", "float32", "--gpu-memory-utilization", "0.2", "--enforce-eager"]
 
 
 def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -80,12 +81,15 @@ def test_ask_answers_with_citations_and_a_highlight_image(tiny_model: Path, tmp_
 
 
 @pytest.mark.engine
-def test_chat_streams_an_answer(tiny_model: Path, tmp_path: Path) -> None:
+def test_chat_streams_an_answer_from_a_server(vllm_server: Any, tiny_model: Path, tmp_path: Path) -> None:
+    # the session's server (the in-process engine of the command is the one `ask` starts above)
     path = tmp_path / "photo.png"
     PILImage.new("RGB", (320, 240), (30, 120, 200)).save(path)
-    out = run("chat", str(path), "What is in this image?", "--model", str(tiny_model), "--max-tokens", "8", *TINY_ARGS)
+    question = ["chat", str(path), "What is in this image?", "--model", str(tiny_model), "--max-tokens", "8"]
+    out = run(*question, "--base-url", vllm_server.base_url)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "image), 8 generated]" in out.stderr or "generated]" in out.stderr
+    usage = re.search(r"\[\d+ prompt tokens \([1-9]\d* image\), (\d+) generated\]", out.stderr)
+    assert usage is not None and 1 <= int(usage.group(1)) <= 8, out.stderr[-2000:]
 
 
 def test_finetune_command_saves_an_adapter_and_a_merged_checkpoint(tiny_model: Path, tmp_path: Path) -> None:

@@ -100,5 +100,5 @@ def test_ray_recipe_runs_on_a_local_cluster(tmp_path: Path) -> None:
 @pytest.mark.engine
 def test_finetune_invoice_recipe(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QWENVL_GPU_MEMORY", "0.2")
-    out = load("finetune_invoice").main(["--model", str(tiny_model), "--work", str(tmp_path)])
+    out = load("finetune_invoice").main(["--model", str(tiny_model), "--work", str(tmp_path), "--enforce-eager"])
     assert out["base"] == 0 and out["tuned"] >= 7 and out["losses"][-1] < out["losses"][0] / 100

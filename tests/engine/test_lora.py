@@ -14,10 +14,11 @@ import pytest
 
 from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
 from qwenvl.finetune import Example, FinetuneConfig, FinetuneResult, finetune, merge_adapter
+from tests.helpers import EAGER, EAGER_SERVER_ARGS
 
 pytestmark = pytest.mark.engine
 
-ENGINE = {"dtype": "float32", "max_model_len": 4096, "gpu_memory_utilization": 0.2}
+ENGINE = {"dtype": "float32", "max_model_len": 4096, "gpu_memory_utilization": 0.2, "engine_kwargs": EAGER}
 PIXELS = 64 * 28 * 28
 # Settings found by a sweep on this model: a learning rate of 1e-2 at batch 4 plateaued at loss ~0.2 (the
 # answer's digits unlearnt); 3e-3 at batch 2 for 100 epochs reaches ~3e-4 in about 15 s.
@@ -150,6 +151,7 @@ def test_server_engine_serves_named_and_loaded_adapters(
         "float32",
         "--lora-modules",
         f"invoices={adapters['a'].adapter_path}",
+        *EAGER_SERVER_ARGS,
     ]
     with VLLMServerProcess(tiny_model, log_path=tmp_path / "server.log", extra_args=args) as server:
         engine = VLLMServerEngine(server.base_url, str(tiny_model), load_lora=True)

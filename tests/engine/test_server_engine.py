@@ -12,7 +12,7 @@ import pytest
 from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, Video
 from qwenvl.errors import EngineError, MediaDecodeError
 from tests.engine.test_structured_tools import WEATHER, ZOOM, Invoice
-from tests.helpers import make_image, png_bytes
+from tests.helpers import EAGER_SERVER_ARGS, make_image, png_bytes
 
 pytestmark = pytest.mark.engine
 
@@ -112,7 +112,9 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
     from qwenvl.testing import VLLMServerProcess
 
     # a server with default flags: it refuses per-request processor limits, so images are resized client-side
-    with VLLMServerProcess(tiny_model, log_path=tmp_path / "server.log", trust_request_mm_kwargs=False) as server:
+    with VLLMServerProcess(
+        tiny_model, log_path=tmp_path / "server.log", trust_request_mm_kwargs=False, extra_args=EAGER_SERVER_ARGS
+    ) as server:
         engine = VLLMServerEngine(server.base_url, str(tiny_model), timeout=30, max_retries=2, retry_backoff=0.1)
         image_request = _requests()[3]
         [first] = engine.generate([image_request])

@@ -1,6 +1,7 @@
 """Per-family fixtures: the tiny Qwen2.5-VL and Qwen3-VL, each with one in-process vLLM engine (LoRA on), one
 transformers engine and one vLLM server, alive only while that family's tests run (module scope, one family
-at a time). Qwen2-VL has the session engines of the root conftest."""
+at a time). Qwen2-VL has the session engines of the root conftest. Both vLLM engines here run eager (no
+torch.compile: tests/helpers.EAGER)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ENGINE_ARGS
+from tests.helpers import EAGER, EAGER_SERVER_ARGS, ENGINE_ARGS
 
 #: the families tested here besides Qwen2-VL
 NEW_FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
@@ -40,6 +41,7 @@ def family_vllm(family_model: Path) -> Iterator[Any]:
         enable_lora=True,
         max_loras=1,
         max_lora_rank=16,
+        engine_kwargs=EAGER,
         **ENGINE_ARGS,
     )
     yield engine
@@ -61,7 +63,7 @@ def family_server(family_model: Path, tmp_path_factory: pytest.TempPathFactory) 
     from qwenvl.testing import VLLMServerProcess
 
     log = tmp_path_factory.mktemp("server") / "vllm-server.log"
-    with VLLMServerProcess(family_model, log_path=log) as server:
+    with VLLMServerProcess(family_model, log_path=log, extra_args=EAGER_SERVER_ARGS) as server:
         engine = VLLMServerEngine(server.base_url, str(family_model), limit_videos=1, return_token_ids=True)
         yield engine
         engine.close()

@@ -176,13 +176,14 @@ def test_bad_arguments_are_refused_before_anything_runs(corpus: Path) -> None:
 def test_vlm_in_an_actor_matches_the_in_process_engine(
     cluster: None, vllm_engine: Any, tiny_model: Path, corpus: Path
 ) -> None:
-    from tests.helpers import ENGINE_ARGS
+    from tests.helpers import EAGER, ENGINE_ARGS
 
     docs = [corpus / "b-scan.pdf", corpus / "d-page.png", corpus / "e-tiff.tif"]  # 8 pages
     args: dict[str, Any] = {"max_pixels": 64 * 28 * 28, "max_tokens": 512, "min_blocks": 2, "max_blocks": 4}
     args |= {"max_text_chars": 24, "fallback": False, "progress": False, "batch_size": 8}
     local = list(DocumentParser(vllm_engine, backend="vlm", **args).parse_many(docs))
-    parser = RayDocumentParser("vlm", model=str(tiny_model), engine_options=ENGINE_ARGS, **args)
+    options = {**ENGINE_ARGS, "engine_kwargs": EAGER}
+    parser = RayDocumentParser("vlm", model=str(tiny_model), engine_options=options, **args)
     out = list(parser.parse_many(docs))
     assert [d.source for d in out] == [d.source for d in local]
     for mine, theirs in zip(out, local, strict=True):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from qwenvl.errors import EngineError
-from tests.helpers import ENGINE_ARGS
+from tests.helpers import EAGER, ENGINE_ARGS
 from tests.reliability.faults import assert_answers, good_request, long_request
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(400)]
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(400)]
 def doomed_engine(tiny_model: Path) -> Iterator[object]:
     from qwenvl import VLLMEngine
 
-    engine = VLLMEngine(tiny_model, gpu_memory_utilization=0.15, stall_timeout=3.0, **ENGINE_ARGS)
+    engine = VLLMEngine(tiny_model, gpu_memory_utilization=0.15, stall_timeout=3.0, engine_kwargs=EAGER, **ENGINE_ARGS)
     yield engine
     engine.close()
 

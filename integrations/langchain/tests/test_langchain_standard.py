@@ -28,10 +28,10 @@ def qwen25_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An in-process vLLM engine on the tiny Qwen2.5-VL, for the suite's second run (this module only)."""
     from qwenvl import VLLMEngine
     from qwenvl.testing import build_tiny_model
-    from tests.helpers import ENGINE_ARGS
+    from tests.helpers import EAGER, ENGINE_ARGS
 
     model = build_tiny_model(tmp_path_factory.mktemp("tiny-qwen25vl"), family="qwen2_5_vl")
-    engine = VLLMEngine(model, gpu_memory_utilization=0.2, **ENGINE_ARGS)
+    engine = VLLMEngine(model, gpu_memory_utilization=0.2, engine_kwargs=EAGER, **ENGINE_ARGS)
     yield engine
     engine.close()
 
