@@ -92,7 +92,7 @@ def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
     Raises `EngineError` for --enforce-eager with --base-url (a server's own flags decide)."""
     from qwenvl.errors import EngineError
 
-    if getattr(args, "enforce_eager", False) and args.base_url:
+    if args.enforce_eager and args.base_url:
         raise EngineError(
             "--enforce-eager applies to the in-process engine; a server decides for itself: start it with "
             "`vllm serve --enforce-eager`, or drop --base-url."
@@ -105,7 +105,7 @@ def engine_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype,
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "tensor_parallel_size": args.tensor_parallel_size,
-        "engine_kwargs": {"enforce_eager": True} if getattr(args, "enforce_eager", False) else None,
+        "engine_kwargs": {"enforce_eager": True} if args.enforce_eager else None,
     }
 
 
