@@ -125,3 +125,27 @@ def test_a_page_scanned_turned_reads_upright_with_boxes_on_the_page_as_given(
     w, h = page.image.size
     for a, b in zip(upright, turned, strict=True):
         assert b.bbox.iou(_turned(a.bbox, turn, w, h)) >= 0.9, (a.text[:30], a.bbox, b.bbox)
+
+
+def test_tesseract_instances_outlive_threads_and_serve_concurrent_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read borrows an idle Tesseract instance: three thread pools in a row (as three batches, or three Ray
+    tasks in one worker, make) start two instances per language, not six; reads running side by side give what
+    the same reads give one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = TesseractEngine("eng")
+    real = engine._tesserocr.PyTessBaseAPI
+    started: list[str] = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        started.append(str(kwargs["lang"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine._tesserocr, "PyTessBaseAPI", counting)
+    pages = [make_page(kind=kind, seed=k).image for k, kind in enumerate(["article", "list", "two_column", "table"])]
+    alone = [[b.text for b in ocr_layout(image, engine)] for image in pages]
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(pool.map(lambda image: [b.text for b in ocr_layout(image, engine)], pages))
+        assert together == alone
+    assert 1 <= started.count("eng") <= 2 and started.count("osd") <= 2, started
