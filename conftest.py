@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.helpers import ENGINE_ARGS  # noqa: E402
+from tests.helpers import EAGER_SERVER_ARGS, ENGINE_ARGS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +47,12 @@ def hf_engine(tiny_model: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real vLLM OpenAI server on 127.0.0.1 serving the tiny model, stopped after the session."""
+    """A real vLLM OpenAI server on 127.0.0.1 serving the tiny model, stopped after the session. It runs eager:
+    the client sees the same HTTP either way, and the session's in-process engine keeps the compiled default."""
     from qwenvl.testing import VLLMServerProcess
 
     log = tmp_path_factory.mktemp("server") / "vllm-server.log"
-    with VLLMServerProcess(tiny_model, log_path=log) as server:
+    with VLLMServerProcess(tiny_model, log_path=log, extra_args=EAGER_SERVER_ARGS) as server:
         yield server
 
 

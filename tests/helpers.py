@@ -9,10 +9,9 @@ from PIL import Image as PILImage
 #: engine arguments of the tests' tiny-model engines
 ENGINE_ARGS = {"dtype": "float32", "max_model_len": 4096}
 
-#: for the vLLM engines a test starts for itself (beyond the session's shared `vllm_engine` and `vllm_server`,
-#: which keep vLLM's default compiled model): no torch.compile, which costs 30-37 s of each start on these CPUs
-#: and changes nothing the tests check (token counts, batching, errors, equal answers between engines that
-#: are both eager)
+#: for every vLLM engine and server of the tests but the session's shared in-process `vllm_engine`, which keeps
+#: vLLM's default compiled model: no torch.compile, which costs 30-37 s of each start on these CPUs and changes
+#: nothing the tests check (token counts, batching, errors, equal greedy answers between engines)
 EAGER = {"enforce_eager": True}
 #: the same for a `VLLMServerProcess`
 EAGER_SERVER_ARGS = ["--enforce-eager"]
