@@ -129,7 +129,7 @@ def test_a_page_scanned_turned_reads_upright_with_boxes_on_the_page_as_given(
 
 def test_tesseract_instances_outlive_threads_and_serve_concurrent_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each read borrows an idle Tesseract instance: three thread pools in a row (as three batches, or three Ray
-    tasks in one worker, make) start two instances per language, not six; reads running side by side give what
+    tasks in one worker, make) start at most two of each kind, not one per thread; reads running side by side give what
     the same reads give one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -78,19 +78,22 @@ class TesseractEngine:
         self.lang = lang
         self.tessdata = str(folder)
         self._has_osd = (folder / "osd.traineddata").is_file()
-        # idle instances by language ("osd" for orientation detection), each used by one call at a time
-        self._idle: dict[str, queue.SimpleQueue[Any]] = {self.lang: queue.SimpleQueue(), "osd": queue.SimpleQueue()}
+        # idle instances, each used by one call at a time: readers of ``lang``, and orientation detectors
+        self._idle: dict[bool, queue.SimpleQueue[Any]] = {False: queue.SimpleQueue(), True: queue.SimpleQueue()}
 
     @contextmanager
-    def _borrow(self, lang: str) -> Iterator[Any]:
-        """An idle Tesseract instance for ``lang`` (a new one when all are busy), given back afterwards."""
-        idle = self._idle[lang]
+    def _borrow(self, *, osd: bool = False) -> Iterator[Any]:
+        """An idle Tesseract instance, a reader or (``osd``) an orientation detector, made when all are busy;
+        given back afterwards."""
+        idle = self._idle[osd]
         try:
             api = idle.get_nowait()
         except queue.Empty:
             t = self._tesserocr
-            psm = t.PSM.OSD_ONLY if lang == "osd" else t.PSM.AUTO
-            api = t.PyTessBaseAPI(path=self.tessdata, lang=lang, psm=psm)
+            if osd:
+                api = t.PyTessBaseAPI(path=self.tessdata, lang="osd", psm=t.PSM.OSD_ONLY)
+            else:
+                api = t.PyTessBaseAPI(path=self.tessdata, lang=self.lang, psm=t.PSM.AUTO)
         try:
             yield api
         finally:
@@ -101,7 +104,7 @@ class TesseractEngine:
         upright, by Tesseract's orientation detection (0 when it is unsure or has no ``osd`` data)."""
         if not self._has_osd:
             return 0
-        with self._borrow("osd") as api:
+        with self._borrow(osd=True) as api:
             api.SetImage(image)
             try:
                 found = api.DetectOrientationScript()
@@ -113,7 +116,7 @@ class TesseractEngine:
 
     def read(self, image: PIL.Image.Image) -> RawLayout:
         """Tesseract's page layout of ``image``."""
-        with self._borrow(self.lang) as api:
+        with self._borrow() as api:
             return self._read(api, image)
 
     def _read(self, api: Any, image: PIL.Image.Image) -> RawLayout:
