@@ -293,6 +293,7 @@ class VLLMServerProcess:
             from qwenvl.engine.base import cpu_kv_cache_fixed
 
             skip_mm_profiling = _vllm_on_cpu() and cpu_kv_cache_fixed(environ=_kv_cache_space())
+        self._port_given = port is not None
         self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._args = [
@@ -312,7 +313,28 @@ class VLLMServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> VLLMServerProcess:
-        """Start the server and wait until it answers /health; raises RuntimeError with its log if it dies."""
+        """Start the server and wait until it answers /health; raises RuntimeError with its log if it dies.
+
+        A port chosen here is free when chosen, but the server binds it only after importing vLLM (seconds
+        later), and another process may take it meanwhile: then the server starts again on a new port, up to
+        three times. A port given by the caller is never changed.
+        """
+        deadline = time.monotonic() + self._timeout
+        for attempt in range(3):
+            try:
+                return self._start_once(deadline)
+            except _PortTaken as exc:
+                if self._port_given or attempt == 2:
+                    raise RuntimeError(str(exc)) from None
+                self._use_port(_free_port())
+        raise AssertionError("unreachable")
+
+    def _use_port(self, port: int) -> None:
+        self._args[self._args.index("--port") + 1] = str(port)
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def _start_once(self, deadline: float) -> VLLMServerProcess:
         import httpx
 
         env = {**os.environ, **_kv_cache_space()}
@@ -324,11 +346,13 @@ class VLLMServerProcess:
             env=env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 tail = self._log_path.read_text(errors="replace")[-3000:] if self._log_path else ""
-                raise RuntimeError(f"the vLLM server exited with code {self.process.returncode}:\n{tail}")
+                message = f"the vLLM server exited with code {self.process.returncode}:\n{tail}"
+                if "Address already in use" in tail or (not self._log_path and not _port_free(self.port)):
+                    raise _PortTaken(message)
+                raise RuntimeError(message)
             try:
                 if httpx.get(self.base_url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
                     return self
@@ -375,10 +399,23 @@ def _vllm_on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
+class _PortTaken(Exception):
+    """The server could not bind its port: another process took it."""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:

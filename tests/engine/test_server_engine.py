@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -112,9 +113,13 @@ def test_server_killed_mid_batch_fails_pending_requests(tiny_model, tmp_path) ->
     from qwenvl.testing import VLLMServerProcess
 
     # a server with default flags: it refuses per-request processor limits, so images are resized client-side
-    with VLLMServerProcess(
+    server = VLLMServerProcess(
         tiny_model, log_path=tmp_path / "server.log", trust_request_mm_kwargs=False, extra_args=EAGER_SERVER_ARGS
-    ) as server:
+    )
+    # another process takes the port chosen for the server before the server binds it: it starts on another
+    squatter = socket.create_server(("127.0.0.1", server.port))
+    with squatter, server:
+        assert server.port != squatter.getsockname()[1] and str(server.port) in server.base_url
         engine = VLLMServerEngine(server.base_url, str(tiny_model), timeout=30, max_retries=2, retry_backoff=0.1)
         image_request = _requests()[3]
         [first] = engine.generate([image_request])

@@ -112,9 +112,14 @@ def test_cli_with_ray_writes_the_same_files(cluster: None, corpus: Path, tmp_pat
 
 
 def _ray_workers(marker: str) -> list[psutil.Process]:
+    """This test process's own Ray workers running `marker` (the local cluster is started under it), never
+    another process's."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if cmdline.startswith("ray::") and marker in cmdline:
             found.append(proc)
     return found
