@@ -16,6 +16,36 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.helpers import EAGER_SERVER_ARGS, ENGINE_ARGS  # noqa: E402
 
+# The test files that use the session's shared server (`vllm_server`, `server_engine`). Under `make test`
+# (pytest-xdist, `--dist loadfile`), one worker runs them all, so only one worker starts the server (its three
+# processes hold about 4.5 GB); a file missing here fails the collection.
+SERVER_FILES = {"tests/cookbook/test_cli.py", "tests/engine/test_server_engine.py", "tests/layout/test_vlm_pipeline.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile`, except that the files of SERVER_FILES go to one worker together."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndServer(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "vllm_server" if path in SERVER_FILES else path
+
+    return FilesAndServer(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unlisted = {
+        item.path.relative_to(config.rootpath).as_posix()
+        for item in items
+        if {"vllm_server", "server_engine"} & set(getattr(item, "fixturenames", ()))
+    } - SERVER_FILES
+    if unlisted:
+        raise pytest.UsageError(f"{sorted(unlisted)} use the shared server: add them to SERVER_FILES in conftest.py")
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
