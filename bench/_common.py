@@ -61,21 +61,29 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], Any]], rounds: int = 3, before: Callable[[str], Any] | None = None
+    fns: dict[str, Callable[[], Any]],
+    rounds: int = 3,
+    before: Callable[[str], Any] | None = None,
+    cpu: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Median time of each function, run in alternation so machine noise hits them alike; every other round
     runs them in reverse order, so that none always runs right after the same other one (a heavy workload can
     leave the machine slower for the next). ``before(name)``, untimed, runs ahead of each timed run (to make
-    its inputs new)."""
+    its inputs new). ``cpu``, when given, receives each function's median CPU time in this process (all its
+    threads, not its child processes: a client's own cost, without the server's)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu_times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         for name in list(fns)[:: -1 if r % 2 else 1]:
             fn = fns[name]
             if before is not None:
                 before(name)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - start_cpu)
+    if cpu is not None:
+        cpu.update({name: statistics.median(ts) for name, ts in cpu_times.items()})
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

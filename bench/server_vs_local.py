@@ -16,7 +16,8 @@ told the server's limits). Both clients cost the same prompt tokens (checked). A
 pictures in memory (a pipeline's rendered pages or crops): ChatOpenAI users encode each as a PNG data URI (PIL's
 defaults), qwenvl gets the PIL images. A third client does no work of its own (`Floor`): ChatOpenAI's request
 bodies, serialized before the timed run, posted all at once by a bare httpx client; its time is the server's own,
-about, next to which the other two clients' differences can be read.
+about, next to which the other two clients' differences can be read. The file rounds also print each client's
+CPU time per batch in this process (the server's is not in it): what a client costs the machine it shares.
 
 Every timed run gets new inputs: the same pictures with the run's number in a corner, saved again (`Fresh`), so
 no cache answers from an earlier run. An archive's pages are each seen once, and repeating the same 64 requests
@@ -279,9 +280,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             # files: the question of the issue, and the noisiest (paired single rounds on this 2-core machine range
             # from 0.85x to 1.22x): three times the rounds, apart from the heavy PNG rounds
             start = _server_cache(server.base_url)
+            cpu: dict[str, float] = {}
             t = interleaved(
-                {**workloads, "langchain": lambda: run_langchain(file_uris)}, rounds=3 * args.rounds, before=renew
+                {**workloads, "langchain": lambda: run_langchain(file_uris)},
+                rounds=3 * args.rounds,
+                before=renew,
+                cpu=cpu,
             )
+            t |= {f"cpu_{name}": seconds for name, seconds in cpu.items()}
             t |= interleaved(
                 {
                     "server_images": lambda: run_remote(fresh.in_memory),
@@ -317,6 +323,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         print(f"  VLLMServerEngine                         {t['server']:.3f} s  {n / t['server']:.1f} prompts/s")
         print(f"  ChatOpenAI.batch                         {t['langchain']:.3f} s  {n / t['langchain']:.1f} prompts/s")
         print(f"  server engine / ChatOpenAI.batch         {t['langchain'] / t['server']:.2f}x throughput")
+        print(
+            f"  client CPU per batch (this process)      VLLMServerEngine {t['cpu_server']:.3f} s, "
+            f"ChatOpenAI.batch {t['cpu_langchain']:.3f} s ({t['cpu_langchain'] / t['cpu_server']:.2f}x less), "
+            f"bare client {t['cpu_floor']:.3f} s"
+        )
         print(f"  bare client, no work of its own          {t['floor']:.3f} s (the server's own time, about)")
         print(f"  that / ChatOpenAI.batch                  {t['langchain'] / t['floor']:.2f}x throughput")
         if "server_unaware" in t:
@@ -337,13 +348,15 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         (
             "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with `--trust-request-mm-kwargs`",
             f"{trusted['langchain'] / trusted['server']:.2f}x throughput (JPEG files; a bare client: "
-            f"{trusted['langchain'] / trusted['floor']:.2f}x); "
+            f"{trusted['langchain'] / trusted['floor']:.2f}x; client CPU per batch {trusted['cpu_server']:.2f} s "
+            f"against {trusted['cpu_langchain']:.2f} s); "
             f"{trusted['langchain_images'] / trusted['server_images']:.2f}x (in-memory images)",
         ),
         (
             "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with default flags",
             f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files, `server_pixels` given; a bare "
-            f"client: {default['langchain'] / default['floor']:.2f}x); "
+            f"client: {default['langchain'] / default['floor']:.2f}x; client CPU per batch "
+            f"{default['cpu_server']:.2f} s against {default['cpu_langchain']:.2f} s); "
             f"{default['langchain'] / default['server_unaware']:.2f}x (JPEG files, not given: resized here); "
             f"{default['langchain_images'] / default['server_images']:.2f}x (in-memory images)",
         ),
