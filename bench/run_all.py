@@ -22,28 +22,32 @@ sys.path.insert(0, str(Path(__file__).parent))
 README = Path(__file__).parents[1] / "README.md"
 
 
+def _row(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join([_row(header), "|" + " --- |" * len(header), *map(_row, rows)])
+
+
+def _section(text: str, name: str) -> re.Match[str]:
+    """The README's ``name`` section between its bench markers: groups start marker, body, end marker."""
+    match = re.search(rf"(<!-- bench:{name}:start -->\n)(.*?)(<!-- bench:{name}:end -->)", text, re.S)
+    if match is None:
+        raise SystemExit(f"README.md has no <!-- bench:{name}:start/end --> markers")
+    return match
 
 
 def _replace(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- bench:{name}:start -->\n).*?(<!-- bench:{name}:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- bench:{name}:start/end --> markers")
-    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    match = _section(text, name)
+    return text[: match.start(2)] + body + "\n" + text[match.end(2) :]
 
 
 def _merge_rows(text: str, rows: list[tuple[str, ...]]) -> str:
     """The README's engine table with ``rows`` in place of the rows of the same name (new names go last)."""
-    match = re.search(r"<!-- bench:engine:start -->\n(.*?)<!-- bench:engine:end -->", text, re.S)
-    if match is None:
-        raise SystemExit("README.md has no <!-- bench:engine:start/end --> markers")
-    lines = match.group(1).rstrip("\n").split("\n")
-    new = {row[0]: "| " + " | ".join(row) + " |" for row in rows}
+    new = {row[0]: _row(row) for row in rows}
     kept = []
-    for line in lines:
+    for line in _section(text, "engine").group(2).rstrip("\n").split("\n"):
         name = line.split(" | ", 1)[0].removeprefix("| ") if line.startswith("| ") else None
         kept.append(new.pop(name) if name in new else line)
     return _replace(text, "engine", "\n".join(kept + list(new.values())))
