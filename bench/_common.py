@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +67,14 @@ def interleaved(
     rounds: int = 3,
     before: Callable[[str], Any] | None = None,
     cpu: dict[str, float] | None = None,
+    runs: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
     """Median time of each function, run in alternation so machine noise hits them alike; every other round
     runs them in reverse order, so that none always runs right after the same other one (a heavy workload can
     leave the machine slower for the next). ``before(name)``, untimed, runs ahead of each timed run (to make
     its inputs new). ``cpu``, when given, receives each function's median CPU time in this process (all its
-    threads, not its child processes: a client's own cost, without the server's)."""
+    threads, not its child processes: a client's own cost, without the server's). ``runs``, when given,
+    receives each function's times, round by round (for `paired_ratio`)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     cpu_times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
@@ -84,7 +88,29 @@ def interleaved(
             cpu_times[name].append(time.process_time() - start_cpu)
     if cpu is not None:
         cpu.update({name: statistics.median(ts) for name, ts in cpu_times.items()})
+    if runs is not None:
+        runs.update(times)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-__all__ = ["DTYPE", "Path", "images", "interleaved", "marked", "model_path", "timed"]
+def paired_ratio(
+    slower: Sequence[float], faster: Sequence[float], *, level: float = 0.95, resamples: int = 10_000
+) -> tuple[float, float, float]:
+    """How many times faster the second contender is, from the rounds of `interleaved` (``slower[i]`` and
+    ``faster[i]`` ran side by side in round i): the geometric mean of the rounds' ratios, and the bounds of its
+    ``level`` confidence interval (percentile bootstrap over the rounds, seeded: the same times give the same
+    interval). Pairing takes out what a round's machine noise does to both; the interval says how far the
+    remaining noise leaves the ratio uncertain."""
+    if len(slower) != len(faster) or len(slower) < 2:
+        raise ValueError(
+            f"paired_ratio needs two equal series of 2 or more rounds, got {len(slower)} and {len(faster)}"
+        )
+    logs = [math.log(a / b) for a, b in zip(slower, faster, strict=True)]
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    low, high = means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+    return math.exp(statistics.fmean(logs)), math.exp(low), math.exp(high)
+
+
+__all__ = ["DTYPE", "Path", "images", "interleaved", "marked", "model_path", "paired_ratio", "timed"]

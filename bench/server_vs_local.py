@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DTYPE, interleaved, marked, model_path  # noqa: E402
+from _common import DTYPE, interleaved, marked, model_path, paired_ratio  # noqa: E402
 
 MAX_PIXELS = 256 * 28 * 28
 
@@ -181,6 +181,11 @@ class Floor:
         return asyncio.run(post_all())
 
 
+def _interval(t: dict[str, float], name: str) -> str:
+    """The paired ratio of ChatOpenAI's time to client ``name``'s, with its 95% interval."""
+    return f"{t['gain_' + name]:.2f}x (95% CI {t['low_' + name]:.2f}-{t['high_' + name]:.2f})"
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """Run the benchmark and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,13 +286,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             # from 0.85x to 1.22x): three times the rounds, apart from the heavy PNG rounds
             start = _server_cache(server.base_url)
             cpu: dict[str, float] = {}
+            runs: dict[str, list[float]] = {}
             t = interleaved(
                 {**workloads, "langchain": lambda: run_langchain(file_uris)},
                 rounds=3 * args.rounds,
                 before=renew,
                 cpu=cpu,
+                runs=runs,
             )
             t |= {f"cpu_{name}": seconds for name, seconds in cpu.items()}
+            for name in workloads:  # ChatOpenAI's time ÷ each other client's, round by round, with its interval
+                gain, low, high = paired_ratio(runs["langchain"], runs[name])
+                t |= {f"gain_{name}": gain, f"low_{name}": low, f"high_{name}": high}
             t |= interleaved(
                 {
                     "server_images": lambda: run_remote(fresh.in_memory),
@@ -323,6 +333,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         print(f"  VLLMServerEngine                         {t['server']:.3f} s  {n / t['server']:.1f} prompts/s")
         print(f"  ChatOpenAI.batch                         {t['langchain']:.3f} s  {n / t['langchain']:.1f} prompts/s")
         print(f"  server engine / ChatOpenAI.batch         {t['langchain'] / t['server']:.2f}x throughput")
+        print(f"  the same, paired by round                {_interval(t, 'server')}")
         print(
             f"  client CPU per batch (this process)      VLLMServerEngine {t['cpu_server']:.3f} s, "
             f"ChatOpenAI.batch {t['cpu_langchain']:.3f} s ({t['cpu_langchain'] / t['cpu_server']:.2f}x less), "
@@ -330,9 +341,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         )
         print(f"  bare client, no work of its own          {t['floor']:.3f} s (the server's own time, about)")
         print(f"  that / ChatOpenAI.batch                  {t['langchain'] / t['floor']:.2f}x throughput")
+        print(f"  the same, paired by round                {_interval(t, 'floor')}")
         if "server_unaware" in t:
             print(f"  VLLMServerEngine, no server_pixels       {t['server_unaware']:.3f} s (resizing here)")
             print(f"  that / ChatOpenAI.batch                  {t['langchain'] / t['server_unaware']:.2f}x throughput")
+            print(f"  the same, paired by round                {_interval(t, 'server_unaware')}")
         print(f"  in-memory images: VLLMServerEngine       {t['server_images']:.3f} s")
         print(f"  in-memory images: ChatOpenAI.batch (PNG) {t['langchain_images']:.3f} s")
         print(
@@ -347,15 +360,17 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         ),
         (
             "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with `--trust-request-mm-kwargs`",
-            f"{trusted['langchain'] / trusted['server']:.2f}x throughput (JPEG files; a bare client: "
-            f"{trusted['langchain'] / trusted['floor']:.2f}x; client CPU per batch {trusted['cpu_server']:.2f} s "
+            f"{trusted['langchain'] / trusted['server']:.2f}x throughput (JPEG files; paired by round "
+            f"{_interval(trusted, 'server')}; a bare client: {trusted['langchain'] / trusted['floor']:.2f}x, "
+            f"{_interval(trusted, 'floor')}; client CPU per batch {trusted['cpu_server']:.2f} s "
             f"against {trusted['cpu_langchain']:.2f} s); "
             f"{trusted['langchain_images'] / trusted['server_images']:.2f}x (in-memory images)",
         ),
         (
             "`VLLMServerEngine` ÷ LangChain `ChatOpenAI.batch`, server with default flags",
-            f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files, `server_pixels` given; a bare "
-            f"client: {default['langchain'] / default['floor']:.2f}x; client CPU per batch "
+            f"{default['langchain'] / default['server']:.2f}x throughput (JPEG files, `server_pixels` given; paired "
+            f"by round {_interval(default, 'server')}; a bare client: {default['langchain'] / default['floor']:.2f}x, "
+            f"{_interval(default, 'floor')}; client CPU per batch "
             f"{default['cpu_server']:.2f} s against {default['cpu_langchain']:.2f} s); "
             f"{default['langchain'] / default['server_unaware']:.2f}x (JPEG files, not given: resized here); "
             f"{default['langchain_images'] / default['server_images']:.2f}x (in-memory images)",

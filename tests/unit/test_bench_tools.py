@@ -11,7 +11,7 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))  # last: its module names shadow nothing
 
 import run_all  # noqa: E402
-from _common import interleaved  # noqa: E402
+from _common import interleaved, paired_ratio  # noqa: E402
 
 README = """intro
 <!-- bench:engine:start -->
@@ -57,3 +57,27 @@ def test_interleaved_reports_cpu_time_of_this_process_only() -> None:
     assert set(times) == set(cpu) == {"spin", "sleep"}
     assert cpu["spin"] >= 0.05  # busy: its CPU time is its wall time
     assert cpu["sleep"] < 0.03 and times["sleep"] >= 0.05  # waiting costs no CPU
+
+
+def test_interleaved_hands_out_each_round() -> None:
+    runs: dict[str, list[float]] = {}
+    times = interleaved({"a": lambda: time.sleep(0.01), "b": lambda: None}, rounds=3, runs=runs)
+    assert set(runs) == {"a", "b"} and all(len(ts) == 3 for ts in runs.values())
+    assert min(runs["a"]) >= 0.01 and times["a"] in runs["a"]
+
+
+def test_paired_ratio_is_the_rounds_ratio_with_an_interval_that_covers_the_noise() -> None:
+    import random
+
+    # the same ratio every round: no doubt left, whatever each round's own speed
+    assert paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]) == pytest.approx((2.0, 2.0, 2.0))
+    # a real gain of 1.05x under round noise of 10%: the interval holds 1.05x, and is as wide as the noise says
+    rng = random.Random(1)
+    faster = [rng.uniform(3.5, 5.0) for _ in range(21)]
+    slower = [f * 1.05 * rng.uniform(0.9, 1.1) for f in faster]
+    gain, low, high = paired_ratio(slower, faster)
+    assert low < 1.05 < high and low < gain < high
+    assert 0.02 < high - low < 0.15
+    assert paired_ratio(slower, faster) == (gain, low, high)  # seeded: the same times give the same interval
+    with pytest.raises(ValueError, match="2 or more rounds"):
+        paired_ratio([1.0], [1.0])
