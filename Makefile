@@ -8,7 +8,7 @@ install:
 
 # Two workers, each taking whole test files (module-scoped engines stay in one worker; conftest.py sends every
 # file that uses the shared server to one worker): most of the suite's time is vLLM engines
-# starting, which keeps one core busy, so two workers took 26.5-30.5 min where one took 34-37. More workers would
+# starting, which keeps one core busy, so two workers took 26.5-32.7 min where one took 34-37. More workers would
 # each start their own session engines (an engine's three processes hold about 4 GB) on the same 2 cores.
 WORKERS ?= 2
 
