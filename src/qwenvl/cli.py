@@ -181,14 +181,27 @@ def _ray_parser(args: argparse.Namespace) -> Any:
 
 
 def _draw_pages(source: str, pages: list[tuple[int, float, list[Any], list[str]]], folder: str, password: Any) -> int:
-    """Draws a document's blocks on its pages, one PNG each (in a Ray task with --ray)."""
-    from qwenvl.layout import highlight, render_page
+    """Draws a document's blocks on its pages, one PNG each (in a Ray task with --ray); a page that cannot be
+    drawn again (past its reader's limits) loses its picture, not the run. Returns the pages drawn."""
+    from qwenvl.layout import highlight, open_document
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    for number, dpi, boxes, labels in pages:
-        image = render_page(source, number, dpi, password=password)
-        highlight(image, boxes, labels=labels, opacity=0.2).save(Path(folder) / f"page-{number:03d}.png")
-    return len(pages)
+    drawn = 0
+    try:
+        doc = open_document(source, password=password)
+    except QwenVLError as exc:
+        print(f"{source}: pages not drawn: {_one_line(exc)}", file=sys.stderr)
+        return 0
+    with doc:
+        for number, dpi, boxes, labels in pages:
+            try:
+                image = doc.page(number).render(dpi)[0]
+            except QwenVLError as exc:
+                print(f"  page {number}: not drawn: {_one_line(exc)}", file=sys.stderr)
+                continue
+            highlight(image, boxes, labels=labels, opacity=0.2).save(Path(folder) / f"page-{number:03d}.png")
+            drawn += 1
+    return drawn
 
 
 def _unique_stem(source: str, used: set[str]) -> str:
@@ -236,12 +249,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
                     for p in doc.pages
                     if p.width  # a page that could not even be rendered has nothing to draw on
                 ]
-                if args.ray:
+                if drawn and args.ray:
                     import ray
 
                     task = ray.remote(num_cpus=1)(_draw_pages)
                     drawings.append(task.remote(doc.source, drawn, str(out / stem), args.password))
-                else:
+                elif drawn:
                     _draw_pages(doc.source, drawn, str(out / stem), args.password)
             counts = doc.status_counts()
             for key, value in counts.items():

@@ -17,6 +17,8 @@ __all__ = [
     "MissingDependencyError",
     "ModelError",
     "OCRUnavailableError",
+    "PageError",
+    "PageLimitError",
     "QwenVLError",
     "RequestError",
     "RequestTimeoutError",
@@ -84,6 +86,16 @@ class MediaFetchError(MediaError):
 
 class DocumentError(MediaError):
     """A document that cannot be opened: missing, encrypted, corrupt, empty or of an unsupported type."""
+
+
+class PageError(DocumentError):
+    """One page of a document that cannot be read (its object is missing or junk, pdfium cannot load or draw
+    it); the message names the file and the page. The document's other pages are read as usual."""
+
+
+class PageLimitError(PageError):
+    """A page that went past the PDF reader's limits: its memory (a decompression bomb, a page too large to
+    draw), its deadline, or a crash of the reader. The page is not tried again; raise `PdfLimits` to allow it."""
 
 
 class LayoutError(QwenVLError, ValueError):

@@ -81,6 +81,28 @@ def test_ocr_on_ray_equals_one_process_and_a_corrupt_file_fails_alone(
     assert parser.stats == {"pages": 20, "duplicates": 0, "lost": 0}
 
 
+def test_hostile_pdfs_on_ray_fail_their_pages_alone(cluster: None, tmp_path: Path) -> None:
+    """A junk page object, a page tree that claims a million pages and a decompression bomb, on Ray (the text
+    layer in tasks) as in one process: each bad page fails alone, with its typed reason, and the good document
+    after them is read."""
+    from tests.reliability import hostile_pdfs as hostile
+
+    for name, data in [
+        ("a-junk.pdf", hostile.junk_page_object()),
+        ("b-lie.pdf", hostile.page_count_lie()),
+        ("c-bomb.pdf", hostile.content_bomb()),
+        ("d-good.pdf", hostile.good_pdf()),
+    ]:
+        (tmp_path / name).write_bytes(data)
+    out = {Path(d.source).name: d for d in RayDocumentParser(progress=False).parse_many(tmp_path)}
+    assert [p.status for p in out["a-junk.pdf"].pages] == ["ok", "failed", "ok"]
+    assert out["a-junk.pdf"].pages[1].error.startswith("PageError:")
+    assert [p.status for p in out["b-lie.pdf"].pages] == ["ok", "ok", "failed"]
+    [bomb] = out["c-bomb.pdf"].pages
+    assert bomb.status == "failed" and bomb.error.startswith("PageLimitError:") and "c-bomb.pdf page 1" in bomb.error
+    assert [p.status for p in out["d-good.pdf"].pages] == ["ok"] and "good document" in out["d-good.pdf"].text
+
+
 def test_cli_with_ray_writes_the_same_files(cluster: None, corpus: Path, tmp_path: Path) -> None:
     from qwenvl.cli import main
 

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from qwenvl.layout.ocr import OCREngine
+from qwenvl.layout.pdf_worker import PdfLimits
 from qwenvl.layout.vlm import PROMPT_VERSION, VLMLayoutConfig
 from qwenvl.media import MediaPolicy
 
@@ -43,6 +44,8 @@ class PageOptions:
     password: str | None = field(default=None, metadata=_NOT_CACHED)
     #: what may be read (local files, URLs, sizes); None: the default policy with a 1 GiB file limit
     policy: MediaPolicy | None = field(default=None, metadata=_NOT_CACHED)
+    #: what reading one PDF page may cost (memory, seconds); a page past them fails alone
+    limits: PdfLimits = field(default_factory=PdfLimits, metadata=_NOT_CACHED)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tqdm.auto import tqdm
 
 from qwenvl.budget import DEFAULT_MAX_PIXELS
-from qwenvl.errors import LayoutError, QwenVLError
+from qwenvl.errors import LayoutError, PageLimitError, QwenVLError
 from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
 from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
 from qwenvl.layout.options import (
@@ -253,6 +253,7 @@ class DocumentParser:
     dpi = property(lambda self: self.options.pages.dpi)
     password = property(lambda self: self.options.pages.password)
     policy = property(lambda self: self.options.pages.policy)
+    limits = property(lambda self: self.options.pages.limits)
     batch_size = property(lambda self: self.options.run.batch_size)
     retries = property(lambda self: self.options.run.retries)
     fallback = property(lambda self: self.options.run.fallback)
@@ -265,7 +266,7 @@ class DocumentParser:
         items = expand_sources(source) if name is None else [source]
         if len(items) != 1:
             raise LayoutError(f"{source!r} names {len(items)} documents: use parse_many() for several")
-        doc = open_document(items[0], name=name, password=self.password, policy=self.policy)
+        doc = open_document(items[0], name=name, password=self.password, policy=self.policy, limits=self.limits)
         return next(self._run([doc]))
 
     def parse_many(self, sources: Any) -> Iterator[ParsedDocument]:
@@ -278,12 +279,13 @@ class DocumentParser:
     def _open_each(self, items: Iterable[Any]) -> Iterator[DocumentSource | ParsedDocument]:
         for item in items:
             try:
-                yield open_document(item, password=self.password, policy=self.policy)
-            except DocumentError as exc:
+                yield open_document(item, password=self.password, policy=self.policy, limits=self.limits)
+            except Exception as exc:  # noqa: BLE001 - a document that cannot be opened fails alone
                 _log.warning("%s", exc)
+                source = getattr(exc, "source", item) if isinstance(exc, DocumentError) else item
+                error = str(exc) if isinstance(exc, DocumentError) else f"{item}: {type(exc).__name__}: {exc}"
                 yield ParsedDocument(
-                    source=str(getattr(exc, "source", item)) if not isinstance(item, bytes) else "<bytes>",
-                    error=str(exc),
+                    source=str(source) if not isinstance(item, bytes | bytearray) else "<bytes>", error=error
                 )
 
     def _ocr_engine(self) -> OCREngine:
@@ -346,11 +348,17 @@ class DocumentParser:
         vlm_jobs: list[_Job] = []
         ocr_jobs: list[tuple[_Job, str | None]] = []
         for job in jobs:
+            if job.page.error is not None:  # not loadable, or past the reader's limits: not asked again
+                self._finish(job, self._failed(job, job.page.error), bar)
+                continue
             cached = self.cache.get(job.key) if self.cache is not None else None
             if cached is not None:
                 self._finish(job, cached, bar, store=False)
                 continue
             text_page = self._text_layer_page(job)
+            if job.page.error is not None:  # the text layer went past the reader's limits
+                self._finish(job, self._failed(job, job.page.error), bar)
+                continue
             if text_page is not None:
                 self._finish(job, text_page, bar)
                 continue
@@ -380,6 +388,9 @@ class DocumentParser:
         dpi = job.page.safe_dpi(self.dpi)
         try:
             layer = job.page.text_layer(dpi, checks=self.options.text_layer)
+        except PageLimitError as exc:  # the page fails (job.page.error): it is not loaded again to draw it
+            _log.warning("%s", exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - a broken text layer: read the page's image instead
             _log.warning("%s page %d: text layer unreadable (%s)", job.state.name, job.page.number, exc)
             job.rejected = f"its text layer could not be read ({type(exc).__name__}: {exc})"
@@ -452,7 +463,9 @@ class DocumentParser:
         cached = self.cache.get(job.key) if self.cache is not None else None
         if cached is not None:
             return cached
-        text_page = self._text_layer_page(job)
+        text_page = self._text_layer_page(job) if page.error is None else None
+        if page.error is not None:  # failed here, not read again in the engine's stage
+            return self._failed(job, page.error)
         if text_page is not None:
             if self.cache is not None:
                 self.cache.put(job.key, text_page)
@@ -504,6 +517,14 @@ class DocumentParser:
     def _finish(self, job: _Job, page: Page, bar: Any, *, store: bool = True) -> None:
         if job.rejected is not None and page.text_layer_rejected is None:
             page = page.model_copy(update={"text_layer_rejected": job.rejected})
+        if job.page.damage is not None and page.status != "failed":  # pdfium read only part of its content
+            why = f"pdfium could not read all of the page: {job.page.damage}"
+            page = page.model_copy(
+                update={
+                    "status": "fallback" if page.blocks else "failed",
+                    "error": why + (f"; {page.error}" if page.error else ""),
+                }
+            )
         job.state.pages[job.page.number - 1] = page
         job.image = None
         if store and self.cache is not None and page.status != "failed":
@@ -526,7 +547,7 @@ class DocumentParser:
             try:
                 image = job.image if job.image is not None else self._render(job, self.vlm_dpi(job.page))
             except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
-                failed[i] = f"the page could not be rendered: {exc}"
+                failed[i] = f"the page could not be rendered: {type(exc).__name__}: {exc}"
                 continue
             tiles[i] = []
             todo.append((i, Tile(0, 0, image.width, image.height), (0,), 0))
@@ -615,9 +636,10 @@ class DocumentParser:
 
         def one(k: int) -> Page:
             (job, reason), image = jobs[k], images[k]
+            if isinstance(image, Exception):
+                why = f"the page could not be rendered: {type(image).__name__}: {image}"
+                return self._failed(job, f"{reason}; {why}" if reason else why)
             try:
-                if isinstance(image, Exception):
-                    raise image
                 blocks = ocr_layout(image, engine, page_number=job.page.number)
             except Exception as exc:  # noqa: BLE001 - one bad page fails alone
                 why = f"OCR failed: {type(exc).__name__}: {exc}"
