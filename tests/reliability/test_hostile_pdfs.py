@@ -166,6 +166,17 @@ def test_a_page_of_500000_one_character_objects_is_parsed(tmp_path: Path) -> Non
     assert_good_after(result)
 
 
+def test_a_page_of_50000_separate_one_character_blocks_is_parsed(tmp_path: Path) -> None:
+    """Characters spaced apart so that each is a block of its own: the steps that compare blocks with their
+    neighbours (line fragments, labels) find them in a grid; comparing every pair took minutes here."""
+    sparse = write(tmp_path, "sparse.pdf", H.one_char_objects(50_000, columns=500))
+    result = run_parse([sparse, write(tmp_path, "good.pdf", H.good_pdf())], page_timeout=60)
+    [page] = result["docs"][0]["pages"]
+    assert page["status"] == "ok" and page["backend"] == "pdf_text", page["error"]
+    assert sum(ch.isalpha() for ch in page["text"]) == 50_000
+    assert_good_after(result)
+
+
 def test_a_page_past_its_deadline_fails_alone_and_the_reader_goes_on(tmp_path: Path) -> None:
     dense = write(tmp_path, "dense.pdf", H.one_char_objects(300_000))
     result = run_parse([dense, write(tmp_path, "good.pdf", H.good_pdf())], page_timeout=0.5)

@@ -9,6 +9,7 @@ column gutters are read column by column).
 
 from __future__ import annotations
 
+import bisect
 import re
 import statistics
 import unicodedata
@@ -510,36 +511,50 @@ def _rejoin_line_fragments(regions: list[Region]) -> list[Region]:
     """One-line regions put back into the line they continue: OCR sometimes boxes a line's last words on their
     own. A fragment continues a line of another region when it sits on the same baseline (within a quarter of
     the line height) at a similar height, starts a word space or so after the line ends (at most 0.8 of the
-    line height), and no other region starts at its left edge (then it is a column's text, not a fragment)."""
-    out = list(regions)
-    for fragment in sorted((r for r in regions if len(r.lines) == 1), key=lambda r: len(r.lines[0].words)):
+    line height), and no other region starts at its left edge (then it is a column's text, not a fragment).
+    The lines near a fragment are found in a grid and the left edges by bisection, so a page of many regions
+    costs about linear time."""
+    fragments = sorted((r for r in regions if len(r.lines) == 1), key=lambda r: len(r.lines[0].words))
+    if not fragments:
+        return regions
+    owners = [k for k, region in enumerate(regions) for _ in region.lines]
+    lines = [line for region in regions for line in region.lines]
+    heights = sorted(line.height or line.bbox[3] - line.bbox[1] for line in lines)
+    grid = _BoxGrid([line.bbox for line in lines], 2 * max(heights[len(heights) // 2], 1e-3))
+    position = {id(region): k for k, region in enumerate(regions)}
+    lefts = sorted(r.bbox[0] for r in regions)
+    gone: set[int] = set()  # regions (by position) merged into another
+    for fragment in fragments:
         piece = fragment.lines[0]
         h = piece.height or piece.bbox[3] - piece.bbox[1]
-        if h <= 0 or any(r is not fragment and abs(r.bbox[0] - piece.bbox[0]) <= 0.5 * h for r in out):
-            continue
-        best: tuple[float, Line] | None = None
-        for region in out:
-            if region is fragment:
+        x = piece.bbox[0]
+        if h <= 0 or bisect.bisect_right(lefts, x + 0.5 * h) - bisect.bisect_left(lefts, x - 0.5 * h) > 1:
+            continue  # another region starts at its left edge (its own edge is one of those counted)
+        best: tuple[float, int] | None = None
+        for i in grid.near(x - 1.3 * 0.8 * h, piece.bbox[1] - 0.5 * h, x + 0.2 * h, piece.bbox[3] + 0.5 * h):
+            line = lines[i]
+            if owners[i] == position[id(fragment)] or owners[i] in gone:
                 continue
-            for line in region.lines:
-                lh = line.height or line.bbox[3] - line.bbox[1]
-                gap = piece.bbox[0] - line.bbox[2]
-                shared = _overlap(line.bbox[1], line.bbox[3], piece.bbox[1], piece.bbox[3])
-                edge = min(abs(line.bbox[3] - piece.bbox[3]), abs(line.bbox[1] - piece.bbox[1]))
-                if (
-                    max(lh, h) <= 1.3 * min(lh, h)
-                    and shared >= 0.6 * min(line.bbox[3] - line.bbox[1], piece.bbox[3] - piece.bbox[1])
-                    and edge <= 0.25 * max(lh, h)
-                    and -0.2 * h <= gap <= 0.8 * max(lh, h)
-                    and (best is None or gap < best[0])
-                ):
-                    best = (gap, line)
+            lh = line.height or line.bbox[3] - line.bbox[1]
+            gap = x - line.bbox[2]
+            shared = _overlap(line.bbox[1], line.bbox[3], piece.bbox[1], piece.bbox[3])
+            edge = min(abs(line.bbox[3] - piece.bbox[3]), abs(line.bbox[1] - piece.bbox[1]))
+            if (
+                max(lh, h) <= 1.3 * min(lh, h)
+                and shared >= 0.6 * min(line.bbox[3] - line.bbox[1], piece.bbox[3] - piece.bbox[1])
+                and edge <= 0.25 * max(lh, h)
+                and -0.2 * h <= gap <= 0.8 * max(lh, h)
+                and (best is None or gap < best[0])
+            ):
+                best = (gap, i)
         if best is not None:
-            line = best[1]
+            line = lines[best[1]]
             line.words.extend(piece.words)
             line.bbox = _union([line.bbox, piece.bbox])
-            out = [r for r in out if r is not fragment]
-    return out
+            grid.put(best[1], line.bbox)  # found again where it now ends
+            gone.add(position[id(fragment)])
+            del lefts[bisect.bisect_left(lefts, x)]
+    return [r for k, r in enumerate(regions) if k not in gone]
 
 
 def _split_where_column_widens(regions: list[Region]) -> list[Region]:
@@ -634,7 +649,45 @@ def _wordlike(text: str) -> bool:
     return sum(c.isalnum() for c in text) >= 2
 
 
-def _labels(box: Box, others: Sequence[Box], body_h: float) -> bool:
+class _BoxGrid:
+    """Boxes hashed into square cells of ``size``, to find the boxes near one without looking at all of them (a
+    check of every block against its neighbours stays linear however many blocks a page has)."""
+
+    def __init__(self, boxes: Sequence[Box], size: float) -> None:
+        self.boxes = list(boxes)
+        self.size = max(size, 1e-3)
+        self.cells: dict[tuple[int, int], list[int]] = {}
+        self.wide: list[int] = []  # boxes over more than 1024 cells: near every query
+        for i, box in enumerate(self.boxes):
+            self.put(i, box)
+
+    def _span(self, lo: float, hi: float) -> range:
+        return range(int(lo // self.size), int(hi // self.size) + 1)
+
+    def put(self, i: int, box: Box) -> None:
+        """Files box ``i`` (again, where it grew) under ``box``."""
+        self.boxes[i] = box
+        xs, ys = self._span(box[0], box[2]), self._span(box[1], box[3])
+        if len(xs) * len(ys) > 1024:
+            self.wide.append(i)
+            return
+        for cx in xs:
+            for cy in ys:
+                self.cells.setdefault((cx, cy), []).append(i)
+
+    def near(self, x0: float, y0: float, x1: float, y1: float) -> list[int]:
+        """The boxes that may overlap the area ``x0, y0, x1, y1``, by index in order (a superset)."""
+        xs, ys = self._span(x0, x1), self._span(y0, y1)
+        if len(xs) * len(ys) > 4096:
+            return list(range(len(self.boxes)))
+        found = set(self.wide)
+        for cx in xs:
+            for cy in ys:
+                found.update(self.cells.get((cx, cy), ()))
+        return sorted(found)
+
+
+def _labels(box: Box, others: _BoxGrid, body_h: float) -> bool:
     """Whether the text in ``box`` labels text beside it: another block starts on the same line within six
     body-text heights to its right (a key of a key-value list, a form's field name; not a heading). A heading
     in a column of a two-column page has the next column much further off."""
@@ -642,7 +695,7 @@ def _labels(box: Box, others: Sequence[Box], body_h: float) -> bool:
         other is not box
         and 0 <= other[0] - box[2] <= 6 * body_h
         and _overlap(box[1], box[3], other[1], other[3]) >= 0.5 * min(box[3] - box[1], other[3] - other[1])
-        for other in others
+        for other in (others.boxes[i] for i in others.near(box[2], box[1], box[2] + 6 * body_h, box[3]))
     )
 
 
@@ -732,7 +785,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             bold = all(_emphasised(line) for line in lines)
             text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold, sized))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
-    text_boxes = [d[1] for d in text_drafts]
+    text_boxes = _BoxGrid([d[1] for d in text_drafts], 2 * body_h)
     for kind, box, text, size, conf, n_lines, bold, sized in text_drafts:
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
