@@ -45,6 +45,10 @@ class Text:
 
     text: str
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise RequestError(f"Text({self.text!r}): the text must be a str, not {type(self.text).__name__}")
+
 
 @dataclass(frozen=True)
 class Image:

@@ -460,3 +460,28 @@ def test_a_lone_letter_read_off_a_border_heads_nothing() -> None:
     border = Region([Line([Word("i", (600, 300, 604, 344), 0.3)], (600, 300, 604, 344), 44)])
     blocks = assemble(RawLayout(1000, 1000, [Region(body), border]), page_number=1, origin="ocr")
     assert [b.type for b in blocks] == [BlockType.PARAGRAPH, BlockType.PARAGRAPH]
+
+
+def test_a_json_list_is_a_typed_error_not_an_attribute_error() -> None:
+    from qwenvl.errors import LayoutError
+    from qwenvl.layout import ParsedDocument
+
+    doc = ParsedDocument(source="x.pdf")
+    assert ParsedDocument.from_json(doc.to_json()) == doc
+    wrong_pages = json.dumps({"schema_version": doc.schema_version, "source": "x", "pages": 7})
+    for bad in ("[" + doc.to_json() + "]", "42", "not json", wrong_pages):
+        with pytest.raises(LayoutError):
+            ParsedDocument.from_json(bad)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("layout_format", "olmocr"), ("layout_format", "HTML"), ("coords", "points"), ("backend", "pdf")],
+)
+def test_an_option_value_outside_its_set_is_refused_naming_the_valid_ones(keyword: str, value: str) -> None:
+    from qwenvl.errors import LayoutError
+    from qwenvl.layout import DocumentParser
+
+    with pytest.raises(LayoutError, match=f"{value!r}: use one of '") as caught:
+        DocumentParser(**{keyword: value})  # type: ignore[arg-type]
+    assert "'json'" in str(caught.value) or "'grid'" in str(caught.value) or "'auto'" in str(caught.value)

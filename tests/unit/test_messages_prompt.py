@@ -97,3 +97,11 @@ def test_fit_to_context_overflow_says_by_how_much() -> None:
     smallest = image_tokens(640, 480, 4 * 28 * 28, 4 * 28 * 28)
     assert info.value.overflow == 150 + smallest + 100 - 200
     assert "max_model_len" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [None, 3, b"bytes", ["a"]])
+def test_text_that_is_not_a_str_is_a_typed_error(value: object) -> None:
+    from qwenvl.errors import RequestError
+
+    with pytest.raises(RequestError, match="must be a str"):
+        Text(value)  # type: ignore[arg-type]

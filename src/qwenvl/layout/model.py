@@ -149,11 +149,22 @@ class ParsedDocument(BaseModel):
     @classmethod
     def from_json(cls, data: str | bytes) -> ParsedDocument:
         """A document from `to_json` output; refuses another schema version."""
-        raw = json.loads(data)
+        try:
+            raw = json.loads(data)
+        except ValueError as exc:
+            raise LayoutError(f"not JSON ({exc}): give the text ParsedDocument.to_json() wrote") from None
+        if not isinstance(raw, dict):
+            raise LayoutError(
+                f"a JSON {type(raw).__name__}, not a document object: give one ParsedDocument.to_json() text "
+                "(a JSON list of documents is read with [ParsedDocument.model_validate(d) for d in ...])"
+            )
         version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
             raise LayoutError(f"schema_version {version!r} is not {SCHEMA_VERSION!r}: re-parse the document")
-        return cls.model_validate(raw)
+        try:
+            return cls.model_validate(raw)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise LayoutError(f"not a valid document: {exc}") from None
 
     def to_markdown(self) -> str:
         """The document as Markdown (see `qwenvl.layout.export.to_markdown`)."""

@@ -7,11 +7,14 @@ run goes, not what a page becomes): so a new field can never leave stale cache e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from qwenvl.errors import LayoutError
 from qwenvl.layout.ocr import OCREngine
 from qwenvl.layout.pdf_worker import PdfLimits
 from qwenvl.layout.vlm import PROMPT_VERSION, VLMLayoutConfig
@@ -26,6 +29,7 @@ __all__ = [
     "TextLayerOptions",
     "VLMOptions",
     "cache_fingerprint",
+    "refuse_unknown_choices",
 ]
 
 Backend = Literal["auto", "vlm", "ocr"]
@@ -105,6 +109,30 @@ class ParserOptions:
     text_layer: TextLayerOptions = field(default_factory=TextLayerOptions)
     #: where finished pages are kept between runs (None: no cache)
     cache_dir: str | os.PathLike[str] | None = field(default=None, metadata=_NOT_CACHED)
+
+    def __post_init__(self) -> None:
+        refuse_unknown_choices(self)
+
+
+def refuse_unknown_choices(options: Any) -> None:
+    """Raises `LayoutError` for a field of the dataclass ``options`` whose value is outside its ``Literal``
+    type's set, naming the valid values (a typo such as ``layout_format="HTML"`` would otherwise run another
+    path silently)."""
+    for name, choices in _choices(type(options)).items():  # type: ignore[arg-type]
+        value = getattr(options, name)
+        if value not in choices:
+            raise LayoutError(f"{name}={value!r}: use one of {', '.join(map(repr, choices))}")
+
+
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The fields of the dataclass ``cls`` typed as a ``Literal``, with their values."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is Literal
+    }
 
 
 def cache_fingerprint(options: Any) -> Any:

@@ -83,6 +83,11 @@ class VLMLayoutConfig:
     #: a LoRA adapter the pages are read with (a domain-tuned layout model)
     lora: str | None = None
 
+    def __post_init__(self) -> None:
+        from qwenvl.layout.options import refuse_unknown_choices
+
+        refuse_unknown_choices(self)  # format="HTML" or "olmocr" is refused, not read as "json"
+
     def fingerprint(self) -> dict[str, Any]:
         """What the page cache key takes from these options (every field, and the prompt's version)."""
         from qwenvl.layout.options import cache_fingerprint
