@@ -42,7 +42,10 @@ for doc in DocumentParser(options=options).parse_many(paths):
     start = time.monotonic()
 for worker in list(_WORKERS.values()):
     worker.close()
-peak = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+# this process's own peak: VmHWM starts anew at exec (ru_maxrss keeps the forking test process's); the workers'
+# peaks: ru_maxrss of the children that ended (a worker forked from this process counts this one's size too)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+peak = {"self": int(hwm.split()[1]) // 1024,
         "worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}
 print(json.dumps({"docs": out, "peak_mb": peak}))
 """
@@ -290,9 +293,40 @@ def test_the_framework_loaders_keep_every_readable_page(hostile_folder: Path) ->
     assert {n.metadata["page_status"] for n in nodes if "d-bomb" in n.metadata["source"]} == {"failed"}
 
 
-def test_pdf_limits_reach_the_worker() -> None:
+def test_pdf_limits_reach_the_worker_and_bad_limits_are_refused() -> None:
+    import math
+
+    from qwenvl.errors import LayoutError
     from qwenvl.layout.pdf_worker import worker_for
 
     small = worker_for(PdfLimits(memory=512 << 20, timeout=5))
-    assert small is worker_for(PdfLimits(memory=512 << 20, timeout=99)) and small.limits.memory == 512 << 20
+    assert small is worker_for(PdfLimits(memory=512 << 20, timeout=99)) and small.memory == 512 << 20
     assert small is not worker_for(PdfLimits())
+    for bad in ({"timeout": math.inf}, {"timeout": 0}, {"start_timeout": -1}, {"memory": 1000}):
+        with pytest.raises(LayoutError, match="PdfLimits"):
+            PdfLimits(**bad)  # type: ignore[arg-type]
+
+
+def test_a_junk_page_amid_good_ones_and_a_lying_count_lose_no_good_page() -> None:
+    """Page 2 of 3 is junk and the tree claims 4: pages 1 and 3 are read, 2 and the missing 4 fail."""
+    data = H.junk_page_object().replace(b"/Count 3", b"/Count 4")
+    parsed = DocumentParser(progress=False).parse(data, name="junk4.pdf")
+    assert [(p.number, p.status) for p in parsed.pages] == [(1, "ok"), (2, "failed"), (3, "ok"), (4, "failed")]
+    assert "page 3 of three" in parsed.pages[2].text and "junk4.pdf page 4" in (parsed.pages[3].error or "")
+
+
+def test_open_documents_survive_a_worker_that_died_while_idle() -> None:
+    """A worker killed between calls (the kernel's OOM killer, a user) is replaced, and the documents that were
+    open in it are opened again in the new one: their pages read as before."""
+    from qwenvl.layout.pdf_worker import worker_for
+
+    with open_document(H.good_pdf(), name="a.pdf") as a, open_document(H.junk_page_object(), name="b.pdf") as b:
+        first = a.page(1).text_layer(100)
+        worker = worker_for(a.limits)
+        assert worker._proc is not None
+        worker._proc.kill()
+        worker._proc.wait(10)
+        again = a.page(1).text_layer(100)
+        assert first is not None and again is not None
+        assert [blk.text for blk in again.blocks] == [blk.text for blk in first.blocks]
+        assert b.page(3).size_pt == (612.0, 792.0) and b.page(2).error is not None

@@ -657,23 +657,30 @@ class _BoxGrid:
         self.boxes = list(boxes)
         self.size = max(size, 1e-3)
         self.cells: dict[tuple[int, int], list[int]] = {}
-        self.wide: list[int] = []  # boxes over more than 1024 cells: near every query
+        self.wide: set[int] = set()  # boxes over more than 1024 cells: near every query
         for i, box in enumerate(self.boxes):
-            self.put(i, box)
+            self._file(i, box, None)
 
     def _span(self, lo: float, hi: float) -> range:
         return range(int(lo // self.size), int(hi // self.size) + 1)
 
     def put(self, i: int, box: Box) -> None:
-        """Files box ``i`` (again, where it grew) under ``box``."""
-        self.boxes[i] = box
+        """Box ``i`` grew to ``box``: filed under the cells it newly reaches."""
+        old, self.boxes[i] = self.boxes[i], box
+        self._file(i, box, old)
+
+    def _file(self, i: int, box: Box, old: Box | None) -> None:
+        if i in self.wide:
+            return
         xs, ys = self._span(box[0], box[2]), self._span(box[1], box[3])
         if len(xs) * len(ys) > 1024:
-            self.wide.append(i)
+            self.wide.add(i)
             return
+        known_x, known_y = (self._span(old[0], old[2]), self._span(old[1], old[3])) if old else (range(0), range(0))
         for cx in xs:
             for cy in ys:
-                self.cells.setdefault((cx, cy), []).append(i)
+                if cx not in known_x or cy not in known_y:
+                    self.cells.setdefault((cx, cy), []).append(i)
 
     def near(self, x0: float, y0: float, x1: float, y1: float) -> list[int]:
         """The boxes that may overlap the area ``x0, y0, x1, y1``, by index in order (a superset)."""

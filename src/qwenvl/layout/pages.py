@@ -3,7 +3,6 @@ folders and globs."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import glob
 import hashlib
@@ -13,6 +12,7 @@ import os
 import re
 import statistics
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +131,8 @@ class PageSource:
     def _pdf(self, op: str, *args: Any) -> tuple[Any, bytearray | None]:
         """``op`` on this page in the PDF worker; a page past the worker's limits is not asked again."""
         if self.error is not None:
-            raise PageError(self.error, self.document.name)
+            kind = PageLimitError if self.error.startswith("PageLimitError") else PageError
+            raise kind(self.error, self.document.name)
         try:
             return self.document._pdf_call(op, self.number - 1, *args)
         except PageLimitError as exc:
@@ -183,10 +184,10 @@ class DocumentSource:
         #: the pages a PDF's page tree claims; when more than the file holds, the page after the last one is a
         #: failed page that says so
         self.claimed_pages = claimed_pages if claimed_pages is not None else page_count
-        self._data = data
-        self._password = password
         self.limits = limits or PdfLimits()
-        self._opened = 0  # the worker generation the PDF is open in
+        self._source = (data or b"", password)
+        # a PDF is closed in its worker when this is closed or collected
+        self._release = weakref.finalize(self, worker_for(self.limits).release, handle) if kind == "pdf" else None
 
     def __enter__(self) -> DocumentSource:
         return self
@@ -196,12 +197,9 @@ class DocumentSource:
 
     def close(self) -> None:
         """Frees the underlying PDF or image."""
-        if self.kind == "pdf":
-            worker = worker_for(self.limits)
-            if self._handle is not None and self._opened == worker.generation:
-                with contextlib.suppress(PageError):
-                    worker.call("close", self._handle)
-            self._data = None
+        if self._release is not None:
+            self._release()
+            self._source = (b"", None)
         elif self._handle is not None and hasattr(self._handle, "close"):
             self._handle.close()
         self._handle = None
@@ -225,20 +223,18 @@ class DocumentSource:
             return PageSource(self, number, None, error=error)
         try:
             (w, h), _ = self._pdf_call("size", number - 1)
+        except PageLimitError as exc:
+            return PageSource(self, number, None, error=f"PageLimitError: {self.name} page {number}: {exc}")
         except PageError as exc:
             why = f"PageError: {self.name} page {number}: pdfium cannot load it: {exc}"
             return PageSource(self, number, None, error=why)
         return PageSource(self, number, (w, h))
 
     def _pdf_call(self, op: str, *args: Any) -> tuple[Any, bytearray | None]:
-        """``op`` on this PDF in its worker, opening it there first when the worker is new."""
+        """``op`` on this PDF in its worker (which opens it first where it has not)."""
         if self._handle is None:
             raise DocumentError(f"{self.name} is closed", self.name)
-        worker = worker_for(self.limits)
-        if self._opened != worker.generation:
-            worker.call("open", self._handle, self._data, self._password, timeout=self.limits.start_timeout)
-            self._opened = worker.generation
-        return worker.call(op, self._handle, *args, timeout=self.limits.timeout)
+        return worker_for(self.limits).call(op, self._handle, self._source, *args, limits=self.limits)
 
     def _render_image(self, number: int) -> tuple[PIL.Image.Image, float]:
         self._handle.seek(number - 1)
@@ -270,7 +266,7 @@ def open_document(
     limits: PdfLimits | None = None,
 ) -> DocumentSource:
     """Opens a PDF, TIFF or image from a path, URL, bytes or PIL image; raises `DocumentError` naming the file.
-    A PDF's pages are read under ``limits`` (default `PdfLimits()`: 1.5 GiB and 120 s a page)."""
+    A PDF's pages are read under ``limits`` (default `PdfLimits()`: 1.25 GiB and 120 s a page)."""
     policy = policy or MediaPolicy(max_bytes=1 << 30)
     if isinstance(source, PIL.Image.Image):
         buf = io.BytesIO()
@@ -290,11 +286,11 @@ def open_document(
     if _sniff(data) == "pdf":
         require("pypdfium2", "pdf")  # the worker reads it: a missing package is named here
         limits = limits or PdfLimits()
-        doc_id = new_document_id()
-        worker = worker_for(limits)
+        doc = DocumentSource(label, digest, "pdf", new_document_id(), 0, data=data, password=password, limits=limits)
         try:
-            (claimed, holds), _ = worker.call("open", doc_id, data, password, timeout=limits.start_timeout)
+            (claimed, holds), _ = doc._pdf_call("count")
         except PageError as exc:
+            doc.close()
             msg = str(exc)
             if _has_no_pages(data):
                 raise DocumentError(f"{label}: the PDF has no pages", source) from None
@@ -304,22 +300,11 @@ def open_document(
             if isinstance(exc, PageLimitError):
                 raise DocumentError(f"{label}: opening the PDF {msg}", source) from None
             raise DocumentError(f"{label}: not a readable PDF ({msg}); is the file complete?", source) from None
-        doc = DocumentSource(
-            label,
-            digest,
-            "pdf",
-            doc_id,
-            min(claimed, holds + 1),
-            data=data,
-            password=password,
-            limits=limits,
-            claimed_pages=claimed,
-        )
-        doc._opened = worker.generation
         if holds == 0:
             doc.close()
             what = "has no pages" if claimed == 0 else f"claims {claimed} pages, but none of them can be loaded"
             raise DocumentError(f"{label}: the PDF {what}", source)
+        doc.page_count, doc.claimed_pages = min(claimed, holds + 1), claimed
         return doc
     try:
         image = PIL.Image.open(io.BytesIO(data))
@@ -389,9 +374,9 @@ _SYMBOLIC, _NONSYMBOLIC = 4, 32
 
 
 def _pdf_drawings(page: Any, left: float, top: float, scale: float, limit: int = 5000) -> tuple[list[Box], list[Box]]:
-    """A PDF page's images and ruling lines, in pixels, in one pass over its objects and those of its forms two
-    levels down. Rules: paths at most 3 points thick and at least three times as long (only the first ``limit``
-    paths: a drawing has thousands). Read through pdfium's C calls: a page of 500,000 objects takes 0.3 s."""
+    """A PDF page's images and ruling lines, in pixels, in one pass over its objects and those of its forms.
+    Rules: paths at most 3 points thick and at least three times as long (only the first ``limit`` paths: a
+    drawing has thousands). Read through pdfium's C calls: a page of 500,000 objects takes 0.3 s."""
     import ctypes
 
     import pypdfium2.raw as c
@@ -412,7 +397,7 @@ def _pdf_drawings(page: Any, left: float, top: float, scale: float, limit: int =
         for i in range(count):
             obj = get(i)
             kind = kind_of(obj)
-            if kind == form and level < 2:
+            if kind == form and level < 1:  # the page's objects and those of its forms (old max_depth=2)
                 levels.append(
                     (c.FPDFFormObj_CountObjects(obj), functools.partial(c.FPDFFormObj_GetObject, obj), level + 1)
                 )

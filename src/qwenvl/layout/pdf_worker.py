@@ -14,11 +14,10 @@ rows after it (a 64 MP page is not pickled or copied on the way).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle  # noqa: S403 - messages between this process and its own worker
-import resource
-import select
 import signal
 import struct
 import subprocess
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from qwenvl.errors import PageError, PageLimitError
+from qwenvl.errors import LayoutError, PageError, PageLimitError
 
 __all__ = ["PdfLimits", "PdfWorker", "worker_for"]
 
@@ -45,66 +44,75 @@ PDFIUM_FORM_DEPTH = 40
 class PdfLimits:
     """What reading one PDF page may cost."""
 
-    #: the worker's data memory (pdfium's inflated streams, decoded images, the rendered page) in bytes
+    #: the worker's data memory (the document, pdfium's inflated streams, decoded images, the rendered page)
     memory: int = 1280 << 20
     #: seconds one page's loading, text layer or rendering may take
     timeout: float = 120.0
     #: seconds the worker may take to start and open a document
     start_timeout: float = 60.0
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.memory, int) and self.memory >= 64 << 20):
+            raise LayoutError(f"PdfLimits(memory={self.memory!r}): give bytes, at least 64 MiB (64 << 20)")
+        for name in ("timeout", "start_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value <= 86_400):
+                raise LayoutError(f"PdfLimits({name}={value!r}): give seconds, more than 0 and at most 86400")
+
 
 class _WorkerDied(Exception):
-    """The worker process ended or was ended (``reason`` says how)."""
+    """The worker process ended, or went past its deadline (``args[0]``: "ended" or "deadline")."""
 
 
 class PdfWorker:
-    """A pdfium worker process: `call` runs one operation in it, under its deadline; a dead worker is
+    """A pdfium worker process: `call` runs one operation on a document in it, under a deadline, opening the
+    document there first when this process has not yet (a new worker, a forked child). A dead worker is
     restarted by the next call. Thread-safe (calls are serialised: pdfium is not thread-safe)."""
 
-    def __init__(self, limits: PdfLimits) -> None:
-        self.limits = limits
-        #: bumped at every start and stop: documents opened in another process must be opened again
-        self.generation = 0
+    def __init__(self, memory: int) -> None:
+        self.memory = memory
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._open: set[int] = set()  # documents open in the current process
+        self._closed: list[int] = []  # documents to close there at the next call (appended without the lock)
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self, timeout: float) -> subprocess.Popen[bytes]:
         import qwenvl
 
         env = dict(os.environ)
         root = str(Path(qwenvl.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else root
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], root]) if env.get("PYTHONPATH") else root
         env.setdefault("OMP_NUM_THREADS", "1")
-        proc = subprocess.Popen(  # noqa: S603 - this interpreter running this module
-            [sys.executable, "-c", _ENTRY, str(self.limits.memory)],
+        self._proc = subprocess.Popen(  # noqa: S603 - this interpreter running this module
+            [sys.executable, "-c", _ENTRY, str(self.memory)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
         )
-        self._proc = proc
-        self.generation += 1
+        self._open.clear()
         try:
-            self._receive(proc, time.monotonic() + self.limits.start_timeout)
+            self._receive(time.monotonic() + timeout)
         except _WorkerDied as exc:
-            self._stop()
-            raise PageError(f"the PDF reader process did not start: {exc}") from None
-        return proc
+            ended = self._stop()
+            raise PageError(f"the PDF reader process did not start ({exc.args[0]}, {ended})") from None
+        return self._proc
 
     def _stop(self) -> str:
         """Ends the worker; returns how it ended (an exit status or signal name)."""
         proc, self._proc = self._proc, None
+        self._open.clear()
         if proc is None:
             return "not running"
-        self.generation += 1  # what was open in it is gone
         if proc.poll() is None:
             proc.kill()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             return "did not end"
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
         if code < 0:
             try:
                 return signal.Signals(-code).name
@@ -117,86 +125,130 @@ class PdfWorker:
         with self._lock:
             self._stop()
 
-    def call(self, op: str, *args: Any, timeout: float | None = None) -> tuple[Any, bytearray | None]:
-        """Runs ``op`` in the worker; returns its result and raw bytes (for renders). Errors pdfium raises come
-        back as `PageError`; a call past its deadline, past the memory limit or crashing the worker raises
-        `PageLimitError` (and the worker is restarted on the next call)."""
-        timeout = self.limits.timeout if timeout is None else timeout
+    def release(self, doc: int) -> None:
+        """Forgets document ``doc``: it is closed in the worker at the next call (safe from a finalizer)."""
+        self._closed.append(doc)
+
+    def call(
+        self, op: str, doc: int, source: tuple[bytes, str | None], *args: Any, limits: PdfLimits
+    ) -> tuple[Any, bytearray | None]:
+        """Runs ``op`` on document ``doc`` (``source``: its bytes and password, sent when the worker does not
+        have it open) and returns its result and raw bytes (for renders). Errors pdfium raises come back as
+        `PageError`; a call past ``limits.timeout``, past the memory limit or crashing the worker raises
+        `PageLimitError` (the worker is stopped; the next call starts another)."""
         with self._lock:
-            proc = self._proc if self._proc is not None and self._proc.poll() is None else self._start()
-            assert proc.stdin is not None
             try:
-                payload = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
-                proc.stdin.write(_HEADER.pack(len(payload)) + payload)
-                proc.stdin.flush()
-                status, value, raw = self._receive(proc, time.monotonic() + timeout)
-            except (_WorkerDied, BrokenPipeError, OSError) as exc:
-                timed_out = isinstance(exc, _WorkerDied) and exc.args[0] == "deadline"
+                if self._proc is None or self._proc.poll() is not None:
+                    self._stop()
+                    self._start(limits.start_timeout)
+                while self._closed:
+                    gone = self._closed.pop()
+                    if gone in self._open:
+                        self._open.discard(gone)
+                        self._exchange(("close", (gone,)), None, limits.start_timeout)
+                if doc not in self._open:
+                    data, password = source
+                    self._check(self._exchange(("open", (doc, password)), data, limits.start_timeout), limits)
+                    self._open.add(doc)
+                return self._check(self._exchange((op, (doc, *args)), None, limits.timeout), limits)
+            except _WorkerDied as exc:
                 ended = self._stop()
-                if timed_out:
+                if exc.args[0] == "deadline":
                     raise PageLimitError(
-                        f"took longer than its {timeout:g} s deadline (PdfLimits.timeout); the reader was stopped"
+                        f"took longer than its {limits.timeout:g} s deadline (PdfLimits.timeout); the reader was "
+                        "stopped"
                     ) from None
-                gib = self.limits.memory / (1 << 30)
                 raise PageLimitError(
-                    f"stopped the PDF reader ({ended}): the page needs more than its {gib:.3g} GiB memory limit "
-                    "(a decompression bomb or a page too large to draw; PdfLimits.memory) or crashes pdfium"
+                    f"stopped the PDF reader ({ended}): the page needs more than its {self.memory / (1 << 30):.3g} "
+                    "GiB memory limit (a decompression bomb or a page too large to draw; PdfLimits.memory) or "
+                    "crashes pdfium"
                 ) from None
+            except PageError:
+                raise
+            except BaseException:  # an interrupt or a bug mid-exchange: the pipe is out of step, start afresh
+                self._stop()
+                raise
+
+    def _check(self, answer: tuple[str, Any, bytearray | None], limits: PdfLimits) -> tuple[Any, bytearray | None]:
+        status, value, raw = answer
         if status == "error":
             kind, message = value
             if kind == "MemoryError":
-                gib = self.limits.memory / (1 << 30)
-                raise PageLimitError(f"needs more than its {gib:.3g} GiB memory limit (PdfLimits.memory)")
+                raise PageLimitError(
+                    f"needs more than its {self.memory / (1 << 30):.3g} GiB memory limit (PdfLimits.memory)"
+                )
             raise PageError(f"{message} ({kind})")
         return value, raw
 
-    def _receive(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[str, Any, bytearray | None]:
-        assert proc.stdout is not None
+    def _exchange(self, message: Any, raw: bytes | None, timeout: float) -> tuple[str, Any, bytearray | None]:
+        """Sends one message (and raw bytes after it) and reads the answer by ``timeout`` seconds."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            proc.stdin.write(_HEADER.pack(len(payload)))
+            proc.stdin.write(payload)
+            proc.stdin.write(_HEADER.pack(len(raw) if raw is not None else 0))
+            if raw is not None:
+                proc.stdin.write(raw)
+            proc.stdin.flush()
+        except OSError:  # a broken pipe: the worker is gone
+            raise _WorkerDied("ended") from None
+        return self._receive(time.monotonic() + timeout)
+
+    def _receive(self, deadline: float) -> tuple[str, Any, bytearray | None]:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
         fd = proc.stdout.fileno()
         head = _read_exact(fd, _HEADER.size, deadline)
-        message = pickle.loads(_read_exact(fd, _HEADER.unpack(head)[0], deadline))  # noqa: S301 - our worker
+        status, value = pickle.loads(_read_exact(fd, _HEADER.unpack(head)[0], deadline))  # noqa: S301 - our worker
         size = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))[0]
-        raw = _read_exact(fd, size, deadline) if size else None
-        status, value = message
-        return status, value, raw
+        return status, value, _read_exact(fd, size, deadline) if size else None
 
 
 def _read_exact(fd: int, size: int, deadline: float) -> bytearray:
+    import selectors
+
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
-    while got < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _WorkerDied("deadline")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            raise _WorkerDied("deadline")
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise _WorkerDied("ended")
-        got += n
+    with selectors.DefaultSelector() as selector:  # epoll: no limit on descriptor numbers, unlike select()
+        selector.register(fd, selectors.EVENT_READ)
+        while got < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(min(left, 3600.0)):
+                if deadline - time.monotonic() <= 0:
+                    raise _WorkerDied("deadline")
+                continue
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                raise _WorkerDied("ended")
+            got += n
     return buf
 
 
-_WORKERS: dict[PdfLimits, PdfWorker] = {}
+_WORKERS: dict[int, PdfWorker] = {}
 _WORKERS_LOCK = threading.Lock()
-_OWNER = os.getpid()
 _IDS = itertools.count(1)
 
 
+def _forget_workers() -> None:
+    """In a forked child: the parent's workers and their pipes are the parent's."""
+    global _WORKERS_LOCK
+    _WORKERS_LOCK = threading.Lock()
+    _WORKERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
 def worker_for(limits: PdfLimits) -> PdfWorker:
-    """The process's worker for ``limits``' memory (one per memory limit; each call gives its own deadline; a
-    forked child gets its own)."""
-    global _OWNER
+    """This process's worker for ``limits.memory`` (one per memory limit; each call gives its own deadline)."""
     with _WORKERS_LOCK:
-        if os.getpid() != _OWNER:  # a forked process must not share its parent's pipes
-            _WORKERS.clear()
-            _OWNER = os.getpid()
-        key = PdfLimits(memory=limits.memory)
-        if key not in _WORKERS:
-            _WORKERS[key] = PdfWorker(key)
-        return _WORKERS[key]
+        if limits.memory not in _WORKERS:
+            _WORKERS[limits.memory] = PdfWorker(limits.memory)
+        return _WORKERS[limits.memory]
 
 
 def new_document_id() -> int:
@@ -233,13 +285,15 @@ class _Reader:
             self.loaded = (doc, index, page, _damage(page))
         return self.loaded[2], self.loaded[3]
 
-    def open(self, doc: int, data: bytes, password: str | None) -> tuple[int, int]:
-        """Opens a document; returns its claimed page count and how many pages it holds up to the last one that
-        loads (fewer when the page tree claims pages the file does not have)."""
-        pdf = self.pdfium.PdfDocument(data, password=password)
-        self.docs[doc] = pdf
-        count = len(pdf)
-        return count, _loadable(pdf, count)
+    def open(self, doc: int, password: str | None, data: bytes) -> None:
+        """Opens a document from its bytes (pdfium reads them in place)."""
+        self.docs[doc] = self.pdfium.PdfDocument(data, password=password)
+
+    def count(self, doc: int) -> tuple[int, int]:
+        """The page count the page tree claims, and the number of the last page that loads (fewer when the tree
+        claims pages the file does not have)."""
+        pdf = self.docs[doc]
+        return len(pdf), _loadable(pdf, len(pdf))
 
     def size(self, doc: int, index: int) -> tuple[float, float]:
         w, h = self.docs[doc].get_page_size(index)
@@ -275,26 +329,15 @@ class _Reader:
 
 
 def _loadable(pdf: Any, count: int) -> int:
-    """The number of the last page whose dictionary loads, found by bisection when the last claimed one does not
-    (a page tree that claims up to a million pages costs 20 look-ups)."""
-
-    def loads(index: int) -> bool:
+    """The number of the last page whose dictionary loads, looked for from the end (a page tree claiming
+    pdfium's most, 1,048,575 pages, costs 0.7 s; pages that do not load amid good ones stay in the count)."""
+    for index in range(count - 1, -1, -1):
         try:
             pdf.get_page_size(index)
-        except Exception:  # noqa: BLE001 - pdfium's PdfiumError: the page is not there
-            return False
-        return True
-
-    if count == 0 or loads(count - 1):
-        return count
-    lo, hi = -1, count - 1  # lo loads (or is before the first page), hi does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if loads(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo + 1
+        except Exception:  # noqa: BLE001, S112 - pdfium's PdfiumError: the page is not there
+            continue
+        return index + 1
+    return 0
 
 
 def _damage(page: Any) -> str | None:
@@ -330,29 +373,34 @@ def _send(out: IO[bytes], message: Any, raw: memoryview | None = None) -> None:
     out.flush()
 
 
-def _read_message(inp: IO[bytes]) -> Any:
+def _read_message(inp: IO[bytes]) -> tuple[Any, bytes | None] | None:
     head = inp.read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
-    return pickle.loads(inp.read(_HEADER.unpack(head)[0]))  # noqa: S301 - from the process that started us
+    message = pickle.loads(inp.read(_HEADER.unpack(head)[0]))  # noqa: S301 - from the process that started us
+    size = _HEADER.unpack(inp.read(_HEADER.size))[0]
+    return message, inp.read(size) if size else None
 
 
 def main(argv: list[str]) -> int:
     """The worker: caps its data memory, then answers calls on stdin/stdout until stdin closes."""
+    import resource
+
     memory = int(argv[0])
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C is the caller's: it stops this process
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the messages
     inp = os.fdopen(0, "rb")
     reader = _Reader()
     _send(out, ("ready", os.getpid()))
     while True:
-        message = _read_message(inp)
-        if message is None:
+        received = _read_message(inp)
+        if received is None:
             return 0
-        op, args = message
+        (op, args), raw = received
         try:
-            result = getattr(reader, op)(*args)
+            result = getattr(reader, op)(*args, *([raw] if raw is not None else []))
         except Exception as exc:  # noqa: BLE001 - every error goes back to the caller, typed by name
             _send(out, ("error", (type(exc).__name__, str(exc))))
             continue

@@ -475,7 +475,7 @@ class DocumentParser:
         try:
             return self._render(job, self.vlm_dpi(page)), job.dpi
         except Exception:  # noqa: BLE001 - parse_pages renders it again and records the reason
-            return None
+            return self._failed(job, page.error) if page.error is not None else None  # past the limits: not again
 
     def parse_pages(
         self, pages: list[PageSource], *, images: list[tuple[PIL.Image.Image, float] | None] | None = None

@@ -93,7 +93,7 @@ def _list_pages(row: dict[str, Any], spec: _Spec) -> list[dict[str, Any]]:
         return [{**base, "error": row["error"]}]
     pages = spec.options.pages
     try:
-        with open_document(row["path"], password=pages.password, policy=pages.policy) as doc:
+        with open_document(row["path"], password=pages.password, policy=pages.policy, limits=pages.limits) as doc:
             return [
                 {**base, "name": doc.name, "page": n, "pages": doc.page_count} for n in range(1, doc.page_count + 1)
             ]
@@ -187,7 +187,8 @@ def _open_rows(batch: dict[str, Any], options: ParserOptions) -> dict[str, Any]:
         if batch["error"][k] or int(batch["page"][k]) == 0 or path in docs:
             continue
         try:
-            docs[path] = open_document(path, password=options.pages.password, policy=options.pages.policy)
+            pages = options.pages
+            docs[path] = open_document(path, password=pages.password, policy=pages.policy, limits=pages.limits)
         except DocumentError as exc:
             _log.warning("%s", exc)
     return docs
