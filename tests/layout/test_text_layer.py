@@ -202,3 +202,25 @@ def test_an_honest_layer_in_a_subset_font_flagged_symbolic_costs_no_ocr(tmp_path
     with open_document(path) as doc:
         layer = doc.page(1).text_layer(200)
         assert layer is not None and layer.rejected is None and layer.verify == []
+
+
+def test_words_that_pdfium_marks_hyphenated_at_a_line_end_are_whole() -> None:
+    """pdfium gives a text layer's line-end hyphen as U+0002 and the rest of the word right after it: the word is
+    read whole ("practic-" / "ing": "practicing"), where it used to fall apart ("practic ing"). The page is a
+    real one of the olmOCR-bench dev set (docling's legal-aid table, see bench/olmocr_dev/SOURCES-docling.md)."""
+    page = Path(__file__).parents[2] / "bench" / "olmocr_dev" / "pdfs" / "docling" / "legal_aid_table_p1.pdf"
+    text = DocumentParser(progress=False).parse(page).text
+    for word in ("appointments", "witnesses", "practicing", "population"):
+        assert word in text
+    assert "practic ing" not in text and "\x02" not in text
+
+
+def test_text_is_composed_and_typographic_quote_pairs_are_double_quotes() -> None:
+    from qwenvl.layout.analysis import Line, RawLayout, Region, Word, assemble, plain_text
+
+    assert plain_text("Mina\u0301c\u030c wrote \u2018\u2018so\u2019\u2019") == "Min\u00e1\u010d wrote \u201cso\u201d"
+    words = [Word("Mina\u0301c\u030c", (10, 10, 60, 30)), Word("\u2018\u2018wrote\u2019\u2019", (70, 10, 140, 30))]
+    [block] = assemble(
+        RawLayout(400, 400, [Region([Line(words, (10, 10, 140, 30), 20)])]), page_number=1, origin="pdf_text"
+    )
+    assert block.text == "Min\u00e1\u010d \u201cwrote\u201d"

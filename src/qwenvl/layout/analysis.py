@@ -385,7 +385,8 @@ def _table_rows(words: list[Word], area: Box, rules: Sequence[Box], line_h: floa
     rows = []
     for row in cells:
         texts = [
-            " ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0]))) for cell in row
+            plain_text(" ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0]))))
+            for cell in row
         ]
         if any(texts):
             rows.append(texts)
@@ -632,11 +633,18 @@ def _join_lines(texts: Sequence[str]) -> str:
     return out
 
 
+def plain_text(text: str) -> str:
+    """Text as a reader writes it: composed characters (NFC) and typographic quote pairs as double quotes (‘‘
+    and ’’ are how TeX sets “ and ”)."""
+    text = unicodedata.normalize("NFC", text)
+    return text.replace("\u2018\u2018", "\u201c").replace("\u2019\u2019", "\u201d")
+
+
 def _text_of(lines: list[Line], is_item: bool) -> str:
     text = _join_lines([line.text for line in lines])
     if is_item and lines and lines[0].words and lines[0].words[0].text in _MISREAD_BULLETS | _AMBIGUOUS_BULLETS:
         text = "\u2022" + text[len(lines[0].words[0].text) :]
-    return " ".join(text.split())
+    return plain_text(" ".join(text.split()))
 
 
 def _confidence(words: Sequence[Word]) -> float | None:

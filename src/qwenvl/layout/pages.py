@@ -55,20 +55,21 @@ def capped_dpi(width_pt: float, height_pt: float, dpi: float, max_pixels: int = 
     (counted as pdfium sizes the bitmap: each side rounded up, at least one pixel), however large or thin the
     page claims to be."""
     w, h = max(width_pt, 1e-3), max(height_pt, 1e-3)
-    scale = dpi / 72.0
+    max_pixels = max(1, max_pixels)
 
-    def pixels(s: float) -> int:
-        return max(1, math.ceil(w * s)) * max(1, math.ceil(h * s))
+    def pixels(dpi: float) -> int:  # with the scale the renderer computes from the dpi
+        return max(1, math.ceil(w * (dpi / 72.0))) * max(1, math.ceil(h * (dpi / 72.0)))
 
-    if pixels(scale) <= max_pixels:
+    if pixels(dpi) <= max_pixels:
         return dpi
-    scale = min(scale, math.sqrt(max_pixels / (w * h)))
+    scale = min(dpi / 72.0, math.sqrt(max_pixels / (w * h)))
     for side, other in ((w, h), (h, w)):  # a sliver: its short side stays one pixel, the long side takes the rest
         if other * scale < 1:
             scale = min(scale, max_pixels / side)
-    while pixels(scale) > max_pixels:  # each side's rounding up
-        scale *= 0.999
-    return 72.0 * scale
+    capped = 72.0 * scale
+    while pixels(capped) > max_pixels:  # each side's rounding up
+        capped *= 0.999
+    return capped
 
 
 def dpi_for_budget(width_pt: float, height_pt: float, max_pixels: int, *, lo: float = 10.0, hi: float = 300.0) -> float:
@@ -490,6 +491,8 @@ def _pdf_text_layer(
         size = 0.0
         for i in range(n):
             ch = chr(unicode_of(raw, i))
+            if ch == "\x02":  # pdfium's line-end hyphen (FPDFText_IsHyphen): it gives the rest of the word next,
+                continue  # with no break, so the word is whole without it ("irretrie-" "vably": "irretrievably")
             if ch.isspace():
                 made = generated(raw, i) == 1
                 if ch in "\r\n" and made:
