@@ -148,9 +148,9 @@ class PdfWorker:
                         self._exchange(("close", (gone,)), None, limits.start_timeout)
                 if doc not in self._open:
                     data, password = source
-                    self._check(self._exchange(("open", (doc, password)), data, limits.start_timeout), limits)
+                    self._check(self._exchange(("open", (doc, password)), data, limits.start_timeout))
                     self._open.add(doc)
-                return self._check(self._exchange((op, (doc, *args)), None, limits.timeout), limits)
+                return self._check(self._exchange((op, (doc, *args)), None, limits.timeout))
             except _WorkerDied as exc:
                 ended = self._stop()
                 if exc.args[0] == "deadline":
@@ -169,7 +169,7 @@ class PdfWorker:
                 self._stop()
                 raise
 
-    def _check(self, answer: tuple[str, Any, bytearray | None], limits: PdfLimits) -> tuple[Any, bytearray | None]:
+    def _check(self, answer: tuple[str, Any, bytearray | None]) -> tuple[Any, bytearray | None]:
         status, value, raw = answer
         if status == "error":
             kind, message = value
