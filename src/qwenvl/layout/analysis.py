@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwenvl.layout.export import rows_to_html
+from qwenvl.layout.geometry import Box
+from qwenvl.layout.geometry import center as _center
+from qwenvl.layout.geometry import inside as _inside
+from qwenvl.layout.geometry import overlap as _overlap
+from qwenvl.layout.geometry import union as _union
 from qwenvl.layout.model import BBox, Block, BlockType, Origin
+from qwenvl.layout.tables import TableGrid, cell_bounds, horizontal, rule_grids, ruled_bounds, table_rows
 
 __all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "find_rules", "group_lines", "reading_order"]
 
-Box = tuple[float, float, float, float]
 
 #: Tokens that open a list item; OCR reads a round bullet as one of the last three.
 _BULLETS = {
@@ -104,22 +109,8 @@ class RawLayout:
     #: the page in grey levels (height x width, 0 black), when the backend read an image: used to find bullets
     #: that OCR drops as noise
     ink: Any = None
-
-
-def _union(boxes: Sequence[Box]) -> Box:
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-def _center(box: Box) -> tuple[float, float]:
-    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-
-
-def _inside(point: tuple[float, float], box: Box, pad: float = 0.0) -> bool:
-    return box[0] - pad <= point[0] <= box[2] + pad and box[1] - pad <= point[1] <= box[3] + pad
-
-
-def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
-    return max(0.0, min(a1, b1) - max(a0, b0))
+    #: tables a table finder drew, with their grids (they take precedence over the areas in ``tables``)
+    grids: list[TableGrid] = field(default_factory=list)
 
 
 def group_lines(lines: Sequence[Line]) -> list[Region]:
@@ -320,86 +311,13 @@ def find_rules(gray: Any, min_length: int) -> list[Box]:
 # ---- tables ----------------------------------------------------------------------------------------------------
 
 
-def _horizontal(rule: Box) -> bool:
-    return (rule[2] - rule[0]) > 3 * (rule[3] - rule[1])
-
-
-def _rule_grids(rules: Sequence[Box]) -> list[Box]:
-    """Table areas drawn by ruling lines: connected sets of at least two horizontal and two vertical rules."""
-    horiz = [r for r in rules if _horizontal(r)]
-    vert = [r for r in rules if (r[3] - r[1]) > 3 * (r[2] - r[0])]
-    items = horiz + vert
-    parent = list(range(len(items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a in range(len(items)):
-        for b in range(a + 1, len(items)):
-            pa, pb = items[a], items[b]
-            near_x = _overlap(pa[0] - 6, pa[2] + 6, pb[0], pb[2]) > 0
-            if near_x and _overlap(pa[1] - 6, pa[3] + 6, pb[1], pb[3]) > 0:
-                parent[find(a)] = find(b)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(items)):
-        groups.setdefault(find(i), []).append(i)
-    grids = []
-    for members in groups.values():
-        nh = sum(1 for i in members if i < len(horiz))
-        nv = len(members) - nh
-        if nh >= 2 and nv >= 2:
-            grids.append(_union([items[i] for i in members]))
-    return grids
-
-
-def _cell_bounds(values: list[tuple[float, float]], rules: list[float], min_gap: float) -> list[float]:
-    """Boundaries between rows or columns: the rules when there are any inside, else the empty gaps."""
-    if len(rules) >= 2:
-        return sorted(rules)[1:-1]
-    spans = sorted(values)
-    bounds: list[float] = []
-    end = spans[0][1]
-    for start, stop in spans[1:]:
-        if start - end >= min_gap:
-            bounds.append((start + end) / 2)
-        end = max(end, stop)
-    return bounds
-
-
-def _table_rows(words: list[Word], area: Box, rules: Sequence[Box], line_h: float) -> list[list[str]]:
-    inner = [r for r in rules if _inside(_center(r), area, pad=4)]
-    h_rules = [(r[1] + r[3]) / 2 for r in inner if (r[2] - r[0]) > 3 * (r[3] - r[1])]
-    v_rules = [(r[0] + r[2]) / 2 for r in inner if (r[3] - r[1]) > 3 * (r[2] - r[0])]
-    row_bounds = _cell_bounds([(w.bbox[1], w.bbox[3]) for w in words], h_rules, 0.2 * line_h)
-    col_bounds = _cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], v_rules, 1.2 * line_h)
-    n_rows, n_cols = len(row_bounds) + 1, len(col_bounds) + 1
-    cells: list[list[list[Word]]] = [[[] for _ in range(n_cols)] for _ in range(n_rows)]
-    for w in words:
-        cx, cy = _center(w.bbox)
-        r = sum(1 for b in row_bounds if cy > b)
-        c = sum(1 for b in col_bounds if cx > b)
-        cells[r][c].append(w)
-    rows = []
-    for row in cells:
-        texts = [
-            plain_text(" ".join(w.text for w in sorted(cell, key=lambda w: (round(w.bbox[1] / line_h), w.bbox[0]))))
-            for cell in row
-        ]
-        if any(texts):
-            rows.append(texts)
-    return rows
-
-
 def _aligned_table(region: Region, line_h: float) -> bool:
     """A region of three or more lines whose words leave two or more gutters through every line: a table without
     ruling lines."""
     if len(region.lines) < 3:
         return False
     words = [w for line in region.lines for w in line.words]
-    gutters = _cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], [], 1.5 * line_h)
+    gutters = cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], [], 1.5 * line_h)
     if len(gutters) < 2:
         return False
     return all(sum(1 for g in gutters if line.bbox[0] < g < line.bbox[2]) >= 1 for line in region.lines)
@@ -467,7 +385,7 @@ def _mark_bold(regions: Sequence[Region], ink: Any) -> None:
 def _mark_underlined(regions: Sequence[Region], rules: Sequence[Box]) -> None:
     """Sets `Line.underlined` where a horizontal rule runs under the line (its top within half a line height of
     the line's foot) across at least 80% of its width: typewritten and plain-text headings are underlined."""
-    flat = [r for r in rules if _horizontal(r)]
+    flat = [r for r in rules if horizontal(r)]
     if not flat:
         return
     for region in regions:
@@ -745,21 +663,27 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     body_h = statistics.median(heights) if heights else 20.0
     drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []
 
-    # Tables: ruling-line grids, areas the backend marked, and regions with aligned columns.
-    areas = _rule_grids(raw.rules) + list(raw.tables)
+    # Tables: grids a finder drew; then ruling-line grids, areas the backend marked, and regions with aligned
+    # columns, where no finder's grid is
+    grids = list(raw.grids)
+    areas = rule_grids(raw.rules) + list(raw.tables)
     areas += [r.bbox for r in raw.regions if r.hint is BlockType.TABLE or _aligned_table(r, body_h)]
     merged: list[Box] = []
     for area in sorted(areas, key=lambda a: -(a[2] - a[0]) * (a[3] - a[1])):
-        if not any(_inside(_center(area), m) for m in merged):
+        taken = [g.box for g in grids] + merged
+        if not any(_inside(_center(area), m) or _inside(_center(m), area) for m in taken):
             merged.append(area)
-    table_words: list[list[Word]] = [[] for _ in merged]
+    grids.sort(key=lambda g: -(g.box[2] - g.box[0]) * (g.box[3] - g.box[1]))
+    grids = [g for k, g in enumerate(grids) if not any(_inside(_center(g.box), o.box) for o in grids[:k])]
+    boxes = [g.box for g in grids] + merged
+    table_words: list[list[Word]] = [[] for _ in boxes]
     rest: list[Region] = []
     for region in raw.regions:
         kept: list[Line] = []
         for line in region.lines:
             words = []
             for w in line.words:
-                home = next((k for k, area in enumerate(merged) if _inside(_center(w.bbox), area, pad=2)), None)
+                home = next((k for k, area in enumerate(boxes) if _inside(_center(w.bbox), area, pad=2)), None)
                 if home is None:
                     words.append(w)
                 else:
@@ -768,10 +692,11 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kept.append(Line(words, _union([w.bbox for w in words]), line.height, line.bold, line.underlined))
         if kept:
             rest.append(Region(kept, region.hint))
-    for area, words in zip(merged, table_words, strict=True):
+    for k, (area, words) in enumerate(zip(boxes, table_words, strict=True)):
         if not words:
             continue
-        rows = _table_rows(words, area, raw.rules, body_h)
+        grid = grids[k] if k < len(grids) else ruled_bounds(words, area, raw.rules, body_h)
+        rows = [[plain_text(cell) for cell in row] for row in table_rows(words, grid, body_h)]
         box = _union([area] + [w.bbox for w in words])
         drafts.append(
             (BlockType.TABLE, box, "\n".join("\t".join(r) for r in rows), rows_to_html(rows), None, _confidence(words))

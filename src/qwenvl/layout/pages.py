@@ -7,6 +7,7 @@ import functools
 import glob
 import hashlib
 import io
+import logging
 import math
 import os
 import re
@@ -23,10 +24,12 @@ import PIL.ImageSequence
 
 from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError, PageError, PageLimitError
-from qwenvl.layout.analysis import Box, Line, RawLayout, Word, _center, _inside, assemble, group_lines
+from qwenvl.layout.analysis import Line, RawLayout, Word, assemble, group_lines
+from qwenvl.layout.geometry import Box, center, inside
 from qwenvl.layout.model import Block
 from qwenvl.layout.options import TextLayerOptions
 from qwenvl.layout.pdf_worker import PdfLimits, new_document_id, worker_for
+from qwenvl.layout.tables import TableGrid
 from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
 __all__ = [
@@ -42,12 +45,18 @@ __all__ = [
     "render_page",
 ]
 
+log = logging.getLogger(__name__)
+
 DOCUMENT_SUFFIXES = (".pdf", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 _DEFAULT_IMAGE_DPI = 200.0
 
 
 #: the most pixels a PDF page is rendered to, whatever size it claims (an A0 sheet at 200 dpi is 62 MP)
 MAX_RENDER_PIXELS = 64_000_000
+#: a text layer with more characters than this is not given to the table finder (camelot reads a page in
+#: Python: a page of 500,000 one-character objects would take minutes); its tables are found by simple rules
+_MAX_TABLE_CHARS = 30_000
+_CAMELOT_MISSING = False
 
 
 def capped_dpi(width_pt: float, height_pt: float, dpi: float, max_pixels: int = MAX_RENDER_PIXELS) -> float:
@@ -374,7 +383,40 @@ _BOLD_FACE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)  # in 
 _SYMBOLIC, _NONSYMBOLIC = 4, 32
 
 
-def _pdf_drawings(page: Any, left: float, top: float, scale: float, limit: int = 5000) -> tuple[list[Box], list[Box]]:
+@dataclass(frozen=True)
+class _PageSpace:
+    """From PDF user space (points, y up) to pixels of the page as displayed (its /Rotate applied, y down):
+    ``u = ux * x + uy * y + uc`` and ``v = vx * x + vy * y + vc``, times ``scale``."""
+
+    ux: float
+    uy: float
+    uc: float
+    vx: float
+    vy: float
+    vc: float
+    scale: float
+
+    @classmethod
+    def of(cls, rotation: int, crop: tuple[float, float, float, float], scale: float) -> _PageSpace:
+        """The space of a page turned ``rotation`` degrees clockwise (0, 90, 180 or 270) with crop box
+        ``(left, bottom, right, top)``."""
+        left, bottom, right, top = crop
+        return {
+            0: cls(1, 0, -left, 0, -1, top, scale),
+            90: cls(0, 1, -bottom, 1, 0, -left, scale),
+            180: cls(-1, 0, right, 0, 1, -bottom, scale),
+            270: cls(0, -1, top, -1, 0, right, scale),
+        }[rotation % 360]
+
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> Box:
+        """A user-space box (``x0 < x1``, ``y0 < y1``) in pixels."""
+        ua, ub = self.ux * x0 + self.uy * y0 + self.uc, self.ux * x1 + self.uy * y1 + self.uc
+        va, vb = self.vx * x0 + self.vy * y0 + self.vc, self.vx * x1 + self.vy * y1 + self.vc
+        s = self.scale
+        return (min(ua, ub) * s, min(va, vb) * s, max(ua, ub) * s, max(va, vb) * s)
+
+
+def _pdf_drawings(page: Any, space: _PageSpace, limit: int = 5000) -> tuple[list[Box], list[Box]]:
     """A PDF page's images and ruling lines, in pixels, in one pass over its objects and those of its forms.
     Rules: paths at most 3 points thick and at least three times as long (only the first ``limit`` paths: a
     drawing has thousands). Read through pdfium's C calls: a page of 500,000 objects takes 0.3 s."""
@@ -409,17 +451,34 @@ def _pdf_drawings(page: Any, left: float, top: float, scale: float, limit: int =
             if not bounds(obj, *refs):
                 continue
             w, h = x1.value - x0.value, y1.value - y0.value
-            box = (
-                (x0.value - left) * scale,
-                (top - y1.value) * scale,
-                (x1.value - left) * scale,
-                (top - y0.value) * scale,
-            )
+            box = space.box(x0.value, y0.value, x1.value, y1.value)
             if kind == image:
                 figures.append(box)
             elif min(w, h) <= 3 and max(w, h) > 3 * max(min(w, h), 0.5):
                 rules.append(box)
     return figures, rules
+
+
+def _found_tables(
+    find_tables: Callable[[float, float, float, list[Box]], list[TableGrid]],
+    left: float,
+    top: float,
+    scale: float,
+    rules: list[Box],
+) -> list[TableGrid]:
+    """The table finder's tables; none, with a warning, where it is not installed or fails (the layout's own
+    rules then find the tables)."""
+    global _CAMELOT_MISSING
+    if _CAMELOT_MISSING:
+        return []
+    try:
+        return find_tables(left, top, scale, rules)
+    except ImportError:
+        _CAMELOT_MISSING = True
+        log.warning("tables in text layers are found by simple rules: `pip install 'qwenvl[pdf]'` adds camelot")
+    except Exception as exc:  # noqa: BLE001 - a finder's bug must not cost the page its text
+        log.warning("camelot failed on a page (%s: %s); its tables are found by simple rules", type(exc).__name__, exc)
+    return []
 
 
 def _pdf_text_layer(
@@ -428,20 +487,25 @@ def _pdf_text_layer(
     dpi: float,
     min_chars: int,
     checks: TextLayerOptions,
+    find_tables: Callable[[float, float, float, list[Box]], list[TableGrid]] | None = None,
 ) -> TextLayer | None:
-    """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`)."""
+    """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`); ``find_tables``
+    (the crop box's left and top in points, the scale, the page's ruling lines) gives its tables when
+    ``checks.tables`` is "camelot"."""
     import ctypes
 
     import pypdfium2.raw as c
 
-    if page.get_rotation() % 360:
-        return None
+    rotation = page.get_rotation() % 360
     textpage = page.get_textpage()
     try:
         n = textpage.count_chars()
         left, bottom, right, top = page.get_cropbox()
         scale = dpi / 72.0
+        space = _PageSpace.of(rotation, (left, bottom, right, top), scale)
         width, height = round((right - left) * scale), round((top - bottom) * scale)
+        if rotation in (90, 270):
+            width, height = height, width
         lines: list[Line] = []
         words: list[Word] = []
         word_chars: list[str] = []
@@ -517,7 +581,10 @@ def _pdf_text_layer(
                 bad += 1
                 end_word()
                 continue
-            bx0, by0, bx1, by1 = (x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale
+            if rotation:
+                bx0, by0, bx1, by1 = space.box(x0, y0, x1, y1)
+            else:
+                bx0, by0, bx1, by1 = (x0 - left) * scale, (top - y1) * scale, (x1 - left) * scale, (top - y0) * scale
             if word_chars:
                 if bx0 < word_box[0]:
                     word_box[0] = bx0
@@ -554,7 +621,7 @@ def _pdf_text_layer(
         end_line()
         if seen < min_chars:
             return None
-        figures, rules = _pdf_drawings(page, left, top, scale)
+        figures, rules = _pdf_drawings(page, space)
         rejected = None
         if bad > checks.max_bad_chars * seen:
             rejected = (
@@ -568,7 +635,7 @@ def _pdf_text_layer(
         verify: list[tuple[tuple[float, float, float, float], str]] = []
         big = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) >= 0.25 * width * height]
         over_image = (
-            sum(len(w.text) for ln in lines for w in ln.words if any(_inside(_center(w.bbox), f) for f in big))
+            sum(len(w.text) for ln in lines for w in ln.words if any(inside(center(w.bbox), f) for f in big))
             if big
             else 0
         )
@@ -583,8 +650,13 @@ def _pdf_text_layer(
             step = max(1, len(candidates) // checks.sample_lines)
             verify = [(ln.bbox, ln.text) for ln in candidates[::step][: checks.sample_lines]]
         figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
+        grids: list[TableGrid] = []
+        if rejected is None and find_tables is not None and checks.tables == "camelot" and kept <= _MAX_TABLE_CHARS:
+            # camelot's points: the displayed page's, y up from its bottom edge
+            shown_top = {0: top, 90: right - left, 180: top - bottom, 270: right - left}[rotation]
+            grids = _found_tables(find_tables, 0.0 if rotation else left, shown_top, scale, rules)
         blocks = assemble(
-            RawLayout(width, height, group_lines(lines), rules=rules, figures=figures),
+            RawLayout(width, height, group_lines(lines), rules=rules, figures=figures, grids=grids),
             page_number=number,
             origin="pdf_text",
         )

@@ -18,10 +18,12 @@ import contextlib
 import itertools
 import os
 import pickle  # noqa: S403 - messages between this process and its own worker
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -75,6 +77,7 @@ class PdfWorker:
         self._lock = threading.Lock()
         self._open: set[int] = set()  # documents open in the current process
         self._closed: list[int] = []  # documents to close there at the next call (appended without the lock)
+        self._folder: str | None = None  # the worker's folder for document files (removed when it is stopped)
 
     def _start(self, timeout: float) -> subprocess.Popen[bytes]:
         import qwenvl
@@ -83,6 +86,8 @@ class PdfWorker:
         root = str(Path(qwenvl.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], root]) if env.get("PYTHONPATH") else root
         env.setdefault("OMP_NUM_THREADS", "1")
+        # pandas' Arrow strings (camelot's tables) would reserve a 1 GiB jemalloc pool, most of the data limit
+        env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
         self._proc = subprocess.Popen(  # noqa: S603 - this interpreter running this module
             [sys.executable, "-c", _ENTRY, str(self.memory)],
             stdin=subprocess.PIPE,
@@ -91,7 +96,7 @@ class PdfWorker:
         )
         self._open.clear()
         try:
-            self._receive(time.monotonic() + timeout)
+            _, (_, self._folder), _ = self._receive(time.monotonic() + timeout)
         except _WorkerDied as exc:
             ended = self._stop()
             raise PageError(f"the PDF reader process did not start ({exc.args[0]}, {ended})") from None
@@ -113,6 +118,10 @@ class PdfWorker:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             return "did not end"
+        finally:
+            if self._folder is not None:  # what a killed worker could not remove
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
         if code < 0:
             try:
                 return signal.Signals(-code).name
@@ -268,6 +277,10 @@ class _Reader:
 
         self.pdfium = pypdfium2
         self.docs: dict[int, Any] = {}
+        #: each open document's bytes and password (for a library that reads files: `path`)
+        self.sources: dict[int, tuple[bytes, str | None]] = {}
+        #: where `path` writes documents (made by `main`, removed when the worker ends)
+        self.folder = ""
         self.loaded: tuple[int, int, Any, str | None] | None = None
         #: the last rendering, kept until its rows are sent
         self.bitmap: Any = None
@@ -288,6 +301,16 @@ class _Reader:
     def open(self, doc: int, password: str | None, data: bytes) -> None:
         """Opens a document from its bytes (pdfium reads them in place)."""
         self.docs[doc] = self.pdfium.PdfDocument(data, password=password)
+        self.sources[doc] = (data, password)
+
+    def path(self, doc: int) -> str:
+        """The document as a file in the worker's folder, written at the first call."""
+        path = os.path.join(self.folder, f"{doc}.pdf")
+        if not os.path.exists(path):
+            with open(path + ".part", "wb") as f:
+                f.write(self.sources[doc][0])
+            os.replace(path + ".part", path)
+        return path
 
     def count(self, doc: int) -> tuple[int, int]:
         """The page count the page tree claims, and the number of the last page that loads (fewer when the tree
@@ -303,7 +326,14 @@ class _Reader:
         from qwenvl.layout.pages import _pdf_text_layer
 
         page, damage = self.page(doc, index)
-        return _pdf_text_layer(page, index + 1, dpi, min_chars, checks), damage
+
+        def tables(left: float, top: float, scale: float, rules: Any) -> Any:
+            from qwenvl.layout.tables import camelot_tables
+
+            password = self.sources[doc][1]
+            return camelot_tables(self.path(doc), index + 1, password, left=left, top=top, scale=scale, rules=rules)
+
+        return _pdf_text_layer(page, index + 1, dpi, min_chars, checks, tables), damage
 
     def render(self, doc: int, index: int, dpi: float) -> tuple[tuple[int, int, int, float, str | None], memoryview]:
         import ctypes
@@ -326,6 +356,9 @@ class _Reader:
         pdf = self.docs.pop(doc, None)
         if pdf is not None:
             pdf.close()
+        if self.sources.pop(doc, None) is not None:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.folder, f"{doc}.pdf"))
 
 
 def _loadable(pdf: Any, count: int) -> int:
@@ -393,7 +426,15 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)  # anything printed goes to stderr, never into the messages
     inp = os.fdopen(0, "rb")
     reader = _Reader()
-    _send(out, ("ready", os.getpid()))
+    reader.folder = tempfile.mkdtemp(prefix="qwenvl-pdf-")
+    try:
+        return _serve(reader, inp, out)
+    finally:
+        shutil.rmtree(reader.folder, ignore_errors=True)
+
+
+def _serve(reader: _Reader, inp: IO[bytes], out: IO[bytes]) -> int:
+    _send(out, ("ready", (os.getpid(), reader.folder)))
     while True:
         received = _read_message(inp)
         if received is None:

@@ -1,0 +1,196 @@
+"""Tables on a page: where they are and their grid of rows and columns.
+
+Two sources: camelot (its ``network`` parser, ``hybrid`` where ruling lines are drawn) on a PDF page's text
+layer, measured best of the libraries tried on the olmOCR-bench dev set (bench/olmocr_dev); and this module's
+rules for what camelot cannot read (page images, and pages where camelot is not installed): grids of ruling
+lines, cells split by the empty gaps between words.
+"""
+
+from __future__ import annotations
+
+import bisect
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qwenvl.layout.geometry import Box, center, inside, overlap, union
+
+__all__ = ["TableGrid", "camelot_tables", "cell_bounds", "rule_grids", "table_rows"]
+
+#: a table found by text alignment alone whose filled cells hold this many words or more (their median) is
+#: running text set in columns (a two-column page, a list with its numbers), not a table
+PROSE_WORDS = 5
+#: camelot's share of empty cells above which what it found is scattered text, not a table
+MAX_EMPTY_CELLS = 80.0
+
+
+@dataclass(frozen=True)
+class TableGrid:
+    """A table's grid: the edges of its columns (x, left to right) and rows (y, top to bottom), outer edges
+    included, in pixels."""
+
+    columns: tuple[float, ...]
+    rows: tuple[float, ...]
+
+    @property
+    def box(self) -> Box:
+        """The table's area: its outer edges."""
+        return (self.columns[0], self.rows[0], self.columns[-1], self.rows[-1])
+
+
+class _Word(Protocol):
+    text: str
+    bbox: Box
+
+
+def horizontal(rule: Box) -> bool:
+    """Whether a ruling line runs across rather than down."""
+    return (rule[2] - rule[0]) > 3 * (rule[3] - rule[1])
+
+
+def vertical(rule: Box) -> bool:
+    """Whether a ruling line runs down rather than across."""
+    return (rule[3] - rule[1]) > 3 * (rule[2] - rule[0])
+
+
+def rule_grids(rules: Sequence[Box]) -> list[Box]:
+    """Table areas drawn by ruling lines: connected sets of at least two horizontal and two vertical rules."""
+    horiz = [r for r in rules if horizontal(r)]
+    vert = [r for r in rules if vertical(r)]
+    items = horiz + vert
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in range(len(items)):
+        for b in range(a + 1, len(items)):
+            pa, pb = items[a], items[b]
+            near_x = overlap(pa[0] - 6, pa[2] + 6, pb[0], pb[2]) > 0
+            if near_x and overlap(pa[1] - 6, pa[3] + 6, pb[1], pb[3]) > 0:
+                parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(items)):
+        groups.setdefault(find(i), []).append(i)
+    grids = []
+    for members in groups.values():
+        nh = sum(1 for i in members if i < len(horiz))
+        nv = len(members) - nh
+        if nh >= 2 and nv >= 2:
+            grids.append(union([items[i] for i in members]))
+    return grids
+
+
+def cell_bounds(values: list[tuple[float, float]], rules: list[float], min_gap: float) -> list[float]:
+    """Boundaries between rows or columns: the rules when there are any inside, else the empty gaps."""
+    if len(rules) >= 2:
+        return sorted(rules)[1:-1]
+    spans = sorted(values)
+    bounds: list[float] = []
+    end = spans[0][1]
+    for start, stop in spans[1:]:
+        if start - end >= min_gap:
+            bounds.append((start + end) / 2)
+        end = max(end, stop)
+    return bounds
+
+
+def ruled_bounds(words: Sequence[_Word], area: Box, rules: Sequence[Box], line_h: float) -> TableGrid:
+    """The grid of a table this module found: its ruling lines inside ``area``, else the gaps between words."""
+    inner = [r for r in rules if inside(center(r), area, pad=4)]
+    h_rules = [(r[1] + r[3]) / 2 for r in inner if horizontal(r)]
+    v_rules = [(r[0] + r[2]) / 2 for r in inner if vertical(r)]
+    rows = cell_bounds([(w.bbox[1], w.bbox[3]) for w in words], h_rules, 0.2 * line_h)
+    columns = cell_bounds([(w.bbox[0], w.bbox[2]) for w in words], v_rules, 1.2 * line_h)
+    box = union([area] + [w.bbox for w in words])
+    return TableGrid((box[0], *sorted(columns), box[2]), (box[1], *sorted(rows), box[3]))
+
+
+def table_rows(words: Sequence[_Word], grid: TableGrid, line_h: float) -> list[list[str]]:
+    """The cells' texts, row by row: each word in the cell under its centre, its lines top to bottom and each
+    line left to right; rows and columns with no text are left out."""
+    columns, rows = grid.columns[1:-1], grid.rows[1:-1]
+    cells: list[list[list[_Word]]] = [[[] for _ in range(len(columns) + 1)] for _ in range(len(rows) + 1)]
+    for w in words:
+        cx, cy = center(w.bbox)
+        cells[bisect.bisect_left(rows, cy)][bisect.bisect_left(columns, cx)].append(w)
+    filled = [k for k in range(len(columns) + 1) if any(row[k] for row in cells)]
+    out = []
+    for row in cells:
+        texts = [" ".join(w.text for w in _reading(row[k])) for k in filled]
+        if any(texts):
+            out.append(texts)
+    return out
+
+
+def _reading(words: list[_Word]) -> list[_Word]:
+    """A cell's words in reading order: lines (a word whose centre lies within the line's height joins it)
+    top to bottom, each left to right."""
+    lines: list[list[_Word]] = []
+    for w in sorted(words, key=lambda w: w.bbox[1]):
+        cy = center(w.bbox)[1]
+        if lines and lines[-1][0].bbox[1] <= cy <= max(x.bbox[3] for x in lines[-1]):
+            lines[-1].append(w)
+        else:
+            lines.append([w])
+    return [w for line in lines for w in sorted(line, key=lambda w: w.bbox[0])]
+
+
+def camelot_tables(
+    path: str,
+    page_number: int,
+    password: str | None,
+    *,
+    left: float,
+    top: float,
+    scale: float,
+    rules: Sequence[Box],
+) -> list[TableGrid]:
+    """The tables camelot finds on page ``page_number`` (1-based) of the PDF at ``path``, in pixels
+    (``(x - left) * scale``, ``(top - y) * scale``; ``rules``: the page's ruling lines in pixels).
+
+    Its ``hybrid`` parser (text alignment and ruling lines) runs where two or more ruling lines are drawn, its
+    faster ``network`` parser elsewhere (and on encrypted documents: camelot renders the page to find its ruling
+    lines, without the password). Kept: tables of two or more rows and columns, at most
+    `MAX_EMPTY_CELLS` percent empty, and, unless ruling lines cross them, not running text (`PROSE_WORDS`).
+    Raises ImportError when camelot is not installed."""
+    import camelot
+
+    ruled = password is None and sum(1 for r in rules if horizontal(r)) >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "page-1 is image-based", "No tables found in table area ..."
+        found = camelot.read_pdf(
+            path,
+            pages=str(page_number),
+            password=password,
+            flavor="hybrid" if ruled else "network",
+        )
+    grids = []
+    for table in found:
+        grid = _grid(table, left, top, scale)
+        if grid is not None and _kept(table, grid, rules):
+            grids.append(grid)
+    return grids
+
+
+def _grid(table: Any, left: float, top: float, scale: float) -> TableGrid | None:
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        return None
+    # camelot's edges in PDF points (y up): cols [x0, x1] left to right, rows [y_top, y_bottom] top to bottom
+    columns = [(c[0] - left) * scale for c in table.cols] + [(table.cols[-1][1] - left) * scale]
+    rows = [(top - r[0]) * scale for r in table.rows] + [(top - table.rows[-1][1]) * scale]
+    return TableGrid(tuple(columns), tuple(rows))
+
+
+def _kept(table: Any, grid: TableGrid, rules: Sequence[Box]) -> bool:
+    if float(table.parsing_report.get("whitespace", 0.0)) > MAX_EMPTY_CELLS:
+        return False
+    crossing = sum(1 for r in rules if horizontal(r) and inside(center(r), grid.box, pad=4))
+    if crossing >= 2:
+        return True
+    words = sorted(len(str(text).split()) for row in table.data for text in row if str(text).strip())
+    return bool(words) and words[len(words) // 2] < PROSE_WORDS
