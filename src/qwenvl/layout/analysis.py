@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwenvl.layout.export import rows_to_html
-from qwenvl.layout.geometry import Box
+from qwenvl.layout.geometry import Box, right_to_left
 from qwenvl.layout.geometry import center as _center
 from qwenvl.layout.geometry import inside as _inside
 from qwenvl.layout.geometry import overlap as _overlap
 from qwenvl.layout.geometry import union as _union
 from qwenvl.layout.model import BBox, Block, BlockType, Origin
-from qwenvl.layout.tables import TableGrid, cell_bounds, horizontal, rule_grids, ruled_bounds, table_rows
+from qwenvl.layout.tables import TableGrid, cell_bounds, fully_ruled, horizontal, rule_grids, ruled_bounds, table_rows
 
 __all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "find_rules", "group_lines", "reading_order"]
 
@@ -79,7 +79,9 @@ class Line:
 
     @property
     def text(self) -> str:
-        """The words joined by spaces."""
+        """The words joined by spaces, in reading order (right to left in Arabic or Hebrew script)."""
+        if right_to_left([w.text for w in self.words]):
+            return " ".join(w.text for w in sorted(self.words, key=lambda w: -w.bbox[2]))
         return " ".join(w.text for w in self.words)
 
 
@@ -665,8 +667,13 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
 
     # Tables: grids a finder drew; then ruling-line grids, areas the backend marked, and regions with aligned
     # columns, where no finder's grid is
-    grids = list(raw.grids)
-    areas = rule_grids(raw.rules) + list(raw.tables)
+    # (a grid that ruling lines divide into rows and columns is read by its rules; one they only frame, by the
+    # finder's grid)
+    drawn = rule_grids(raw.rules)
+    page_words = [w.bbox for r in raw.regions for line in r.lines for w in line.words]
+    ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w for w in page_words if _inside(_center(w), a)])]
+    grids = [g for g in raw.grids if not any(_inside(_center(a), g.box) or _inside(_center(g.box), a) for a in ruled)]
+    areas = drawn + list(raw.tables)
     areas += [r.bbox for r in raw.regions if r.hint is BlockType.TABLE or _aligned_table(r, body_h)]
     merged: list[Box] = []
     for area in sorted(areas, key=lambda a: -(a[2] - a[0]) * (a[3] - a[1])):

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qwenvl.layout.geometry import Box, center, inside, overlap, union
+from qwenvl.layout.geometry import Box, center, inside, overlap, right_to_left, union
 
 __all__ = ["TableGrid", "camelot_tables", "cell_bounds", "rule_grids", "table_rows"]
 
-#: a table found by text alignment alone whose filled cells hold this many words or more (their median) is
+#: two columns found by text alignment alone whose filled cells hold this many words or more (their median) are
 #: running text set in columns (a two-column page, a list with its numbers), not a table
 PROSE_WORDS = 5
 #: camelot's share of empty cells above which what it found is scattered text, not a table
@@ -86,9 +86,14 @@ def rule_grids(rules: Sequence[Box]) -> list[Box]:
 
 
 def cell_bounds(values: list[tuple[float, float]], rules: list[float], min_gap: float) -> list[float]:
-    """Boundaries between rows or columns: the rules when there are any inside, else the empty gaps."""
-    if len(rules) >= 2:
-        return sorted(rules)[1:-1]
+    """Boundaries between rows or columns: the rules inside the outer two when there are any, else the empty
+    gaps (a frame drawn only around a table divides nothing)."""
+    lines: list[float] = []  # the rules' distinct positions (a rule drawn in pieces, or twice, is one line)
+    for at in sorted(rules):
+        if not lines or at - lines[-1] > 3:
+            lines.append(at)
+    if len(lines) >= 3:
+        return lines[1:-1]
     spans = sorted(values)
     bounds: list[float] = []
     end = spans[0][1]
@@ -97,6 +102,40 @@ def cell_bounds(values: list[tuple[float, float]], rules: list[float], min_gap: 
             bounds.append((start + end) / 2)
         end = max(end, stop)
     return bounds
+
+
+def fully_ruled(area: Box, rules: Sequence[Box], words: Sequence[Box]) -> bool:
+    """Whether ruling lines divide ``area`` into its cells: a rule inside its frame running (in pieces or whole)
+    at least 80% of its height, one running 80% of its width, and no band between horizontal rules holding
+    three or more rows of text that reach into two or more columns (``words``: the boxes of the words in the
+    area; a cell's wrapped text reaches into one). Rules that frame a table, or divide only its header or its
+    column groups, leave the cells to the finder."""
+    inner = [r for r in rules if inside(center(r), area, pad=4)]
+    positions: list[list[float]] = []
+    for axis, kind in ((0, vertical), (1, horizontal)):
+        across = 1 - axis  # the axis the rule runs along
+        runs: dict[int, float] = {}
+        for r in inner:
+            at = (r[axis] + r[axis + 2]) / 2
+            if kind(r) and area[axis] + 4 < at < area[axis + 2] - 4:
+                runs[round(at / 4)] = runs.get(round(at / 4), 0.0) + r[across + 2] - r[across]
+        if not any(run >= 0.8 * (area[across + 2] - area[across]) for run in runs.values()):
+            return False
+        positions.append(sorted(k * 4.0 for k in runs))
+    columns, rows = positions
+    bands: dict[int, list[list[Box]]] = {}  # band -> its text rows (words whose centres lie within a row)
+    for w in sorted(words, key=lambda w: center(w)[1]):
+        cy = center(w)[1]
+        band = bands.setdefault(bisect.bisect_left(rows, cy), [])
+        if band and band[-1][0][1] <= cy <= band[-1][0][3]:
+            band[-1].append(w)
+        else:
+            band.append([w])
+    for band in bands.values():
+        spread = sum(1 for row in band if len({bisect.bisect_left(columns, center(w)[0]) for w in row}) >= 2)
+        if spread >= 3:
+            return False
+    return True
 
 
 def ruled_bounds(words: Sequence[_Word], area: Box, rules: Sequence[Box], line_h: float) -> TableGrid:
@@ -111,13 +150,15 @@ def ruled_bounds(words: Sequence[_Word], area: Box, rules: Sequence[Box], line_h
 
 
 def table_rows(words: Sequence[_Word], grid: TableGrid, line_h: float) -> list[list[str]]:
-    """The cells' texts, row by row: each word in the cell under its centre, its lines top to bottom and each
-    line left to right; rows and columns with no text are left out."""
+    """The cells' texts, row by row; rows and columns with no text are left out. Text goes to cells by phrase
+    (the words of one line closer than half their height: "Are specialized legal aid services"): a phrase
+    is in the cell under its first word's centre, so that text running past a column edge stays whole, as
+    camelot keeps its text lines. A cell's phrases are read line by line, left to right."""
     columns, rows = grid.columns[1:-1], grid.rows[1:-1]
     cells: list[list[list[_Word]]] = [[[] for _ in range(len(columns) + 1)] for _ in range(len(rows) + 1)]
-    for w in words:
-        cx, cy = center(w.bbox)
-        cells[bisect.bisect_left(rows, cy)][bisect.bisect_left(columns, cx)].append(w)
+    for phrase in _phrases(words):
+        cx, cy = center(phrase[0].bbox)
+        cells[bisect.bisect_left(rows, cy)][bisect.bisect_left(columns, cx)].extend(phrase)
     filled = [k for k in range(len(columns) + 1) if any(row[k] for row in cells)]
     out = []
     for row in cells:
@@ -127,9 +168,22 @@ def table_rows(words: Sequence[_Word], grid: TableGrid, line_h: float) -> list[l
     return out
 
 
-def _reading(words: list[_Word]) -> list[_Word]:
-    """A cell's words in reading order: lines (a word whose centre lies within the line's height joins it)
-    top to bottom, each left to right."""
+def _phrases(words: Sequence[_Word]) -> list[list[_Word]]:
+    """Runs of words along a line with gaps under half the words' height."""
+    out: list[list[_Word]] = []
+    for line in _lines(list(words)):
+        for w in line:
+            h = w.bbox[3] - w.bbox[1]
+            if out and out[-1][-1] in line and w.bbox[0] - out[-1][-1].bbox[2] < 0.5 * h:
+                out[-1].append(w)
+            else:
+                out.append([w])
+    return out
+
+
+def _lines(words: list[_Word]) -> list[list[_Word]]:
+    """Words in lines (a word whose centre lies within the line's height joins it), top to bottom, each in
+    reading order (left to right, or right to left in Arabic or Hebrew script)."""
     lines: list[list[_Word]] = []
     for w in sorted(words, key=lambda w: w.bbox[1]):
         cy = center(w.bbox)[1]
@@ -137,7 +191,13 @@ def _reading(words: list[_Word]) -> list[_Word]:
             lines[-1].append(w)
         else:
             lines.append([w])
-    return [w for line in lines for w in sorted(line, key=lambda w: w.bbox[0])]
+    ordered = [sorted(line, key=lambda w: w.bbox[0]) for line in lines]
+    return [line[::-1] if right_to_left([w.text for w in line]) else line for line in ordered]
+
+
+def _reading(words: list[_Word]) -> list[_Word]:
+    """A cell's words in reading order: line by line, each left to right."""
+    return [w for line in _lines(words) for w in line]
 
 
 def camelot_tables(
@@ -156,19 +216,14 @@ def camelot_tables(
     Its ``hybrid`` parser (text alignment and ruling lines) runs where two or more ruling lines are drawn, its
     faster ``network`` parser elsewhere (and on encrypted documents: camelot renders the page to find its ruling
     lines, without the password). Kept: tables of two or more rows and columns, at most
-    `MAX_EMPTY_CELLS` percent empty, and, unless ruling lines cross them, not running text (`PROSE_WORDS`).
+    `MAX_EMPTY_CELLS` percent empty, and, unless ruling lines cross them, not two columns of running text
+    (`PROSE_WORDS`).
     Raises ImportError when camelot is not installed."""
     import camelot
 
-    ruled = password is None and sum(1 for r in rules if horizontal(r)) >= 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "page-1 is image-based", "No tables found in table area ..."
-        found = camelot.read_pdf(
-            path,
-            pages=str(page_number),
-            password=password,
-            flavor="hybrid" if ruled else "network",
-        )
+        found = camelot.read_pdf(path, pages=str(page_number), password=password, flavor="network")
     grids = []
     for table in found:
         grid = _grid(table, left, top, scale)
@@ -191,6 +246,8 @@ def _kept(table: Any, grid: TableGrid, rules: Sequence[Box]) -> bool:
         return False
     crossing = sum(1 for r in rules if horizontal(r) and inside(center(r), grid.box, pad=4))
     if crossing >= 2:
+        return True
+    if len(grid.columns) > 3:  # three or more columns: text is not set that way
         return True
     words = sorted(len(str(text).split()) for row in table.data for text in row if str(text).strip())
     return bool(words) and words[len(words) // 2] < PROSE_WORDS
