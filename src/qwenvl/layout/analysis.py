@@ -53,6 +53,10 @@ _AMBIGUOUS_BULLETS = {"\u00ae", "\u00a9", "e", "o", "O", "\u00bb", "\u2122"}
 _SECTION_NUMBER = re.compile(r"^(\d{1,2}(\.\d{1,2}){0,3}\.?|[A-Z]\.|[IVX]{1,5}\.)$")
 _NUMBERED = re.compile(r"^(\(?\d{1,2}[.)]|\(?[a-z][.)])$")
 _PAGE_NUMBER = re.compile(r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
+#: a line that is, opens with or ends with a page number: "7", "Page 7", "Optimized Table Tokenization 9"
+_RUNNING = re.compile(
+    r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$|^\d{1,4}\s+\S|\S\s+\d{1,4}$", re.IGNORECASE
+)
 _CAPTION = re.compile(r"^(figure|fig\.|table|chart|exhibit)\s*\d+", re.IGNORECASE)
 
 
@@ -111,8 +115,10 @@ class RawLayout:
     #: the page in grey levels (height x width, 0 black), when the backend read an image: used to find bullets
     #: that OCR drops as noise
     ink: Any = None
-    #: tables a table finder drew, with their grids (they take precedence over the areas in ``tables``)
-    grids: list[TableGrid] = field(default_factory=list)
+    #: tables a table finder drew, with their grids; None where no finder ran. Where one ran, only grids that
+    #: ruling lines divide into cells are read besides them (frames, and columns aligned in a region, are the
+    #: finder's to judge)
+    grids: list[TableGrid] | None = None
 
 
 def group_lines(lines: Sequence[Line]) -> list[Region]:
@@ -665,16 +671,19 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     body_h = statistics.median(heights) if heights else 20.0
     drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []
 
-    # Tables: grids a finder drew; then ruling-line grids, areas the backend marked, and regions with aligned
-    # columns, where no finder's grid is
-    # (a grid that ruling lines divide into rows and columns is read by its rules; one they only frame, by the
-    # finder's grid)
+    # Tables: grids that ruling lines divide into rows and columns are read by their rules; then the grids a
+    # finder drew; then, where no finder ran, other ruling-line grids (frames), areas the backend marked, and
+    # regions with aligned columns
     drawn = rule_grids(raw.rules)
     page_words = [w.bbox for r in raw.regions for line in r.lines for w in line.words]
     ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w for w in page_words if _inside(_center(w), a)])]
-    grids = [g for g in raw.grids if not any(_inside(_center(a), g.box) or _inside(_center(g.box), a) for a in ruled)]
-    areas = drawn + list(raw.tables)
-    areas += [r.bbox for r in raw.regions if r.hint is BlockType.TABLE or _aligned_table(r, body_h)]
+    found = raw.grids or []
+    grids = [g for g in found if not any(_inside(_center(a), g.box) or _inside(_center(g.box), a) for a in ruled)]
+    if raw.grids is None:
+        areas = drawn + list(raw.tables)
+        areas += [r.bbox for r in raw.regions if r.hint is BlockType.TABLE or _aligned_table(r, body_h)]
+    else:
+        areas = ruled + list(raw.tables)
     merged: list[Box] = []
     for area in sorted(areas, key=lambda a: -(a[2] - a[0]) * (a[3] - a[1])):
         taken = [g.box for g in grids] + merged
@@ -733,9 +742,17 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold, sized))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
     text_boxes = _BoxGrid([d[1] for d in text_drafts], 2 * body_h)
+    content = [d[1] for d in text_drafts] + [d[1] for d in drafts]  # text, tables and figures
+    highest = min((b[1] for b in content), default=0.0)
+    lowest = max((b[3] for b in content), default=0.0)
     for kind, box, text, size, conf, n_lines, bold, sized in text_drafts:
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
+        # the page's first or last line in its outer 15% (pages with wide margins, or a frame)
+        first = n_lines == 1 and box[1] <= highest and box[3] < 0.15 * raw.height
+        last = n_lines == 1 and box[3] >= lowest and box[1] > 0.85 * raw.height
+        # text standing in a side margin, turned (taller than wide): a stamp, a "Downloaded from" line
+        aside = (box[2] < 0.1 * raw.width or box[0] > 0.9 * raw.width) and box[3] - box[1] > 2 * (box[2] - box[0])
         if sized:
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
@@ -752,6 +769,14 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_NUMBER
             else:
                 kind = BlockType.PAGE_HEADER if top else BlockType.PAGE_FOOTER
+        elif kind is None and (first or last) and size <= 1.15 * body_h and _RUNNING.search(text):
+            # a page number alone, or a running head or foot that carries one ("Optimized Table Tokenization 9")
+            if _PAGE_NUMBER.match(text):
+                kind = BlockType.PAGE_NUMBER
+            else:
+                kind = BlockType.PAGE_HEADER if first else BlockType.PAGE_FOOTER
+        elif kind is None and aside:
+            kind = BlockType.PAGE_HEADER if box[1] + box[3] < raw.height else BlockType.PAGE_FOOTER
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
         elif kind is None and n_lines <= 2 and not _labels(box, text_boxes, body_h):

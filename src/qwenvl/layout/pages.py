@@ -460,25 +460,24 @@ def _pdf_drawings(page: Any, space: _PageSpace, limit: int = 5000) -> tuple[list
 
 
 def _found_tables(
-    find_tables: Callable[[float, float, float, list[Box]], list[TableGrid]],
+    find_tables: Callable[[float, float, float], list[TableGrid]],
     left: float,
     top: float,
     scale: float,
-    rules: list[Box],
-) -> list[TableGrid]:
-    """The table finder's tables; none, with a warning, where it is not installed or fails (the layout's own
+) -> list[TableGrid] | None:
+    """The table finder's tables; None, with a warning, where it is not installed or fails (the layout's own
     rules then find the tables)."""
     global _CAMELOT_MISSING
     if _CAMELOT_MISSING:
-        return []
+        return None
     try:
-        return find_tables(left, top, scale, rules)
+        return find_tables(left, top, scale)
     except ImportError:
         _CAMELOT_MISSING = True
         log.warning("tables in text layers are found by simple rules: `pip install 'qwenvl[pdf]'` adds camelot")
     except Exception as exc:  # noqa: BLE001 - a finder's bug must not cost the page its text
         log.warning("camelot failed on a page (%s: %s); its tables are found by simple rules", type(exc).__name__, exc)
-    return []
+    return None
 
 
 def _pdf_text_layer(
@@ -487,10 +486,10 @@ def _pdf_text_layer(
     dpi: float,
     min_chars: int,
     checks: TextLayerOptions,
-    find_tables: Callable[[float, float, float, list[Box]], list[TableGrid]] | None = None,
+    find_tables: Callable[[float, float, float], list[TableGrid]] | None = None,
 ) -> TextLayer | None:
     """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`); ``find_tables``
-    (the crop box's left and top in points, the scale, the page's ruling lines) gives its tables when
+    (the displayed page's left and top edges in points, the scale to pixels) gives its tables when
     ``checks.tables`` is "camelot"."""
     import ctypes
 
@@ -650,11 +649,11 @@ def _pdf_text_layer(
             step = max(1, len(candidates) // checks.sample_lines)
             verify = [(ln.bbox, ln.text) for ln in candidates[::step][: checks.sample_lines]]
         figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
-        grids: list[TableGrid] = []
+        grids: list[TableGrid] | None = None
         if rejected is None and find_tables is not None and checks.tables == "camelot" and kept <= _MAX_TABLE_CHARS:
             # camelot's points: the displayed page's, y up from its bottom edge
             shown_top = {0: top, 90: right - left, 180: top - bottom, 270: right - left}[rotation]
-            grids = _found_tables(find_tables, 0.0 if rotation else left, shown_top, scale, rules)
+            grids = _found_tables(find_tables, 0.0 if rotation else left, shown_top, scale)
         blocks = assemble(
             RawLayout(width, height, group_lines(lines), rules=rules, figures=figures, grids=grids),
             page_number=number,

@@ -327,11 +327,11 @@ class _Reader:
 
         page, damage = self.page(doc, index)
 
-        def tables(left: float, top: float, scale: float, rules: Any) -> Any:
+        def tables(left: float, top: float, scale: float) -> Any:
             from qwenvl.layout.tables import camelot_tables
 
             password = self.sources[doc][1]
-            return camelot_tables(self.path(doc), index + 1, password, left=left, top=top, scale=scale, rules=rules)
+            return camelot_tables(self.path(doc), index + 1, password, left=left, top=top, scale=scale)
 
         return _pdf_text_layer(page, index + 1, dpi, min_chars, checks, tables), damage
 
