@@ -80,8 +80,9 @@ class TextLayerOptions:
     sample_lines: int = 6
     #: the least mean similarity (0 to 1) between those lines and what OCR reads in their boxes
     min_ocr_agreement: float = 0.6
-    #: how tables are found in a trusted layer: "camelot" (its network parser, hybrid where ruling lines are
-    #: drawn; in the pdf extra) or "rules" (ruling-line grids and aligned columns only: faster, weaker)
+    #: how tables are found in a trusted layer: "camelot" (grids that ruling lines divide into cells by their
+    #: rules, the others by camelot's stream parser; camelot-py is in the pdf extra) or "rules" (ruling-line
+    #: grids and aligned columns only: faster, weaker on tables without rules)
     tables: Literal["camelot", "rules"] = "camelot"
 
     def __post_init__(self) -> None:

@@ -1,9 +1,10 @@
 """Tables on a page: where they are and their grid of rows and columns.
 
-Two sources: camelot (its ``network`` parser, ``hybrid`` where ruling lines are drawn) on a PDF page's text
-layer, measured best of the libraries tried on the olmOCR-bench dev set (bench/olmocr_dev); and this module's
-rules for what camelot cannot read (page images, and pages where camelot is not installed): grids of ruling
-lines, cells split by the empty gaps between words.
+On a PDF page's text layer: grids that ruling lines divide into cells (`fully_ruled`) are read by their rules;
+the other tables are camelot's (its ``stream`` parser), measured best of the libraries tried on the
+olmOCR-bench dev set (bench/olmocr_dev). On page images, and where camelot is not installed, this module's rules
+alone: grids of ruling lines, cells split by the empty gaps between words. Text goes into the grid's cells here,
+from the backend's own words, so that a table's text is the page's text.
 """
 
 from __future__ import annotations
@@ -214,20 +215,21 @@ def _reading(words: list[_Word]) -> list[_Word]:
 def camelot_tables(
     path: str, page_number: int, password: str | None, *, left: float, top: float, scale: float
 ) -> list[TableGrid]:
-    """The tables camelot's ``network`` parser finds on page ``page_number`` (1-based) of the PDF at ``path``, in
+    """The tables camelot's ``stream`` parser finds on page ``page_number`` (1-based) of the PDF at ``path``, in
     pixels (``(x - left) * scale``, ``(top - y) * scale``). Kept: tables of two or more rows and columns, at most
     `MAX_EMPTY_CELLS` percent empty, and not running text set in columns (`PROSE_CHARS`; tables that ruling
     lines divide into cells are read by their rules, see `fully_ruled`). Raises ImportError when camelot is not
     installed.
 
-    Measured on bench/olmocr_dev's table tests, camelot's own cells: hybrid 70 of 77 (it renders each page to
-    find ruling lines: 0.2-0.5 s a page), network 57, stream 54, lattice 25; pdfplumber's lines 22 and text 19.
-    Network with the rules of `fully_ruled` keeps most of hybrid's gain at network's cost."""
+    Measured on bench/olmocr_dev's table tests with camelot's own cells: hybrid 70 of 77 (it renders each page
+    to find ruling lines: 0.2-0.5 s a page), network 57, stream 54, lattice 25; pdfplumber's lines 22 and text
+    19. Beside `fully_ruled`'s grids and with this module's cells, stream passes 62 (network 58) at half
+    network's cost."""
     import camelot
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "page-1 is image-based", "No tables found in table area ..."
-        found = camelot.read_pdf(path, pages=str(page_number), password=password, flavor="network")
+        found = camelot.read_pdf(path, pages=str(page_number), password=password, flavor="stream")
     grids = []
     for table in found:
         grid = _grid(table, left, top, scale)
