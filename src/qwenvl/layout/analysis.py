@@ -753,7 +753,11 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
         last = n_lines == 1 and box[3] >= lowest and box[1] > 0.85 * raw.height
         # text standing in a side margin, turned (taller than wide): a stamp, a "Downloaded from" line
         aside = (box[2] < 0.1 * raw.width or box[0] > 0.9 * raw.width) and box[3] - box[1] > 2 * (box[2] - box[0])
-        if sized:
+        if kind is None and (top or bottom or first or last) and n_lines <= 2 and _PAGE_NUMBER.match(text):
+            kind = BlockType.PAGE_NUMBER  # whatever its size
+        elif kind is None and aside:
+            kind = BlockType.PAGE_HEADER if box[1] + box[3] < raw.height else BlockType.PAGE_FOOTER
+        elif sized:
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
         elif (
@@ -775,8 +779,6 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_NUMBER
             else:
                 kind = BlockType.PAGE_HEADER if first else BlockType.PAGE_FOOTER
-        elif kind is None and aside:
-            kind = BlockType.PAGE_HEADER if box[1] + box[3] < raw.height else BlockType.PAGE_FOOTER
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
         elif kind is None and n_lines <= 2 and not _labels(box, text_boxes, body_h):

@@ -459,6 +459,18 @@ def _pdf_drawings(page: Any, space: _PageSpace, limit: int = 5000) -> tuple[list
     return figures, rules
 
 
+def _vertical_scale(obj: Any, matrix: Any) -> float:
+    """How much a text object's matrix stretches its text upright (1 where it has none)."""
+    import ctypes
+
+    import pypdfium2.raw as c
+
+    if not obj or not c.FPDFPageObj_GetMatrix(obj, ctypes.byref(matrix)):
+        return 1.0
+    scale = math.hypot(matrix.c, matrix.d)
+    return scale if scale > 0 else 1.0
+
+
 def _gapped_lines(lines: list[Line]) -> int:
     """How many lines hold a gap between words wider than 1.5 times their height: cells side by side. A page
     with fewer than three holds no table that ruling lines do not draw, and is not given to the table finder
@@ -557,6 +569,7 @@ def _pdf_text_layer(
         word_hidden = word_symbolic = False
         symbolic = symbolic_letters = 0
         flags = ctypes.c_int()
+        matrix = c.FS_MATRIX()
         font_name = ctypes.create_string_buffer(128)
         raw = textpage.raw
         unicode_of, generated, unmapped = c.FPDFText_GetUnicode, c.FPDFText_IsGenerated, c.FPDFText_HasUnicodeMapError
@@ -615,7 +628,8 @@ def _pdf_text_layer(
                     weight = int(c.FPDFText_GetFontWeight(raw, i))
                     facts = objects[key] = (
                         bool(obj) and c.FPDFTextObj_GetTextRenderMode(obj) in _INVISIBLE_MODES,
-                        float(font_size(raw, i)),
+                        # the font size times the object's matrix: a 1 pt font drawn nine times larger is 9 pt
+                        float(font_size(raw, i)) * _vertical_scale(obj, matrix),
                         # many embedded fonts declare weight 400 whatever their face: the name tells ("+Arial-Bold")
                         700 if _BOLD_FACE.search(font_name.value.decode("latin-1")) else weight,
                         bool(flags.value & _SYMBOLIC) and not flags.value & _NONSYMBOLIC,
