@@ -423,7 +423,7 @@ class DocumentParser:
         except (QwenVLError, FileNotFoundError) as exc:
             _log.warning("%s page %d: text layer not compared with OCR (%s)", job.state.name, job.page.number, exc)
             return None
-        image, got = job.page.render(dpi)
+        image, got = job.page.render(job.page.ocr_dpi(dpi))
         scale = got / dpi
         scores = []
         for box, text in lines:
@@ -629,8 +629,9 @@ class DocumentParser:
         images: list[PIL.Image.Image | Exception] = []
         for job, _ in jobs:
             try:
-                ready = job.image is not None and job.dpi >= job.page.safe_dpi(self.dpi)
-                images.append(job.image if ready and job.image is not None else self._render(job, self.dpi))
+                want = job.page.ocr_dpi(self.dpi)
+                ready = job.image is not None and job.dpi >= want
+                images.append(job.image if ready and job.image is not None else self._render(job, want))
             except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
                 images.append(exc)
 
