@@ -70,18 +70,22 @@ def test_small_scanned_page_is_read_at_the_resolution_it_needs(tmp_path: Path) -
     _scanned_receipt(path, text_pt=4.0)
     with open_document(path) as document:
         source = next(iter(document.pages()))
-        assert source.ocr_dpi(200.0) == pytest.approx(400.0)  # at most twice: the factor here is 3
+        assert source.ocr_dpi(200.0) == pytest.approx(400.0)
     page = DocumentParser(backend="auto", progress=False).parse(path).pages[0]
     assert page.backend == "ocr" and page.status == "ok"
     assert page.width == pytest.approx(SIZE[0] * 400 / 72, abs=1)
     assert _similarity(" ".join(RECEIPT), " ".join(b.text for b in page.blocks)) > 0.95
 
 
-def test_letter_page_is_read_at_the_dpi_asked(tmp_path: Path) -> None:
-    """A letter page gets no more pixels than asked: the resolution rises only for smaller pages."""
-    pdf = FPDF(unit="pt", format="letter")
+@pytest.mark.parametrize(
+    ("size", "dpi"), [((612, 792), 200.0), ((384, 471), 200.0), ((718, 300), 200.0), ((250, 380), 400.0)]
+)
+def test_only_small_pages_get_more_pixels(tmp_path: Path, size: tuple[int, int], dpi: float) -> None:
+    """Pages whose longer side is half a letter page's or more (a letter page, a small book's page, a wide chart)
+    are read at the dpi asked; a ticket-sized page at twice it."""
+    pdf = FPDF(unit="pt", format=size)
     pdf.add_page()
-    path = tmp_path / "letter.pdf"
+    path = tmp_path / "page.pdf"
     pdf.output(str(path))
     with open_document(path) as document:
-        assert next(iter(document.pages())).ocr_dpi(200.0) == pytest.approx(200.0)
+        assert next(iter(document.pages())).ocr_dpi(200.0) == pytest.approx(dpi)

@@ -62,6 +62,9 @@ class OCROptions:
     engine: str | OCREngine = "auto"
     #: OCR threads (None: up to 8, one per core)
     workers: int | None = field(default=None, metadata=_NOT_CACHED)
+    #: a page OCR reads with a lower mean confidence (0 to 1, per character) is not text it can read
+    #: (handwriting, damage, drawings): it keeps what OCR read but has status "fallback", saying so
+    min_confidence: float = 0.6
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,9 @@ MAX_RENDER_PIXELS = 64_000_000
 #: Python: a page of 500,000 one-character objects would take minutes); its tables are found by simple rules
 _MAX_TABLE_CHARS = 30_000
 _CAMELOT_MISSING = False
-#: a US Letter page, in square points: smaller pages are read by OCR at a higher resolution (`ocr_dpi`)
-_LETTER_AREA = 612.0 * 792.0
+#: pages whose longer side is under this many points (half of US Letter's 11 inches) are read by OCR at twice
+#: the dpi (`PageSource.ocr_dpi`)
+SMALL_PAGE_PT = 396.0
 
 
 def capped_dpi(width_pt: float, height_pt: float, dpi: float, max_pixels: int = MAX_RENDER_PIXELS) -> float:
@@ -126,14 +127,12 @@ class PageSource:
         return capped_dpi(*self.size_pt, dpi) if self.size_pt is not None else dpi
 
     def ocr_dpi(self, dpi: float) -> float:
-        """The resolution OCR reads this page at: ``dpi``, raised for a PDF page smaller than US Letter so that
-        its text gets the pixels a letter page's would (at most twice ``dpi``: a 180 x 300 pt receipt), and
-        capped as `safe_dpi`."""
-        if self.size_pt is None:
+        """The resolution OCR reads this page at: ``dpi``, doubled for a PDF page whose longer side is under
+        `SMALL_PAGE_PT` (a receipt, a ticket, a label: its print is small), capped as `safe_dpi`. Larger pages
+        keep ``dpi``: the pages of a small book scanned at its size read worse enlarged (tests/data/real)."""
+        if self.size_pt is None or not 0 < max(self.size_pt) < SMALL_PAGE_PT:
             return dpi
-        area = self.size_pt[0] * self.size_pt[1]
-        factor = min(2.0, math.sqrt(_LETTER_AREA / area)) if area > 0 else 1.0
-        return self.safe_dpi(dpi * max(1.0, factor))
+        return self.safe_dpi(2.0 * dpi)
 
     def text_layer(self, dpi: float, *, min_chars: int = 1, checks: TextLayerOptions | None = None) -> TextLayer | None:
         """The PDF text layer as blocks in page pixels at ``dpi``, checked as ``checks`` say (default

@@ -649,6 +649,8 @@ class DocumentParser:
             error = reason
             if not blocks:
                 error = (f"{reason}; " if reason else "") + "OCR found no text on the page"
+            elif (doubt := _unreadable(blocks, self.options.ocr.min_confidence)) is not None:
+                status, error = "fallback", (f"{reason}; " if reason else "") + doubt
             return Page(
                 number=job.page.number,
                 width=image.width,
@@ -683,6 +685,27 @@ def _changed_keywords(arguments: dict[str, Any]) -> list[str]:
         if p.kind is p.KEYWORD_ONLY
         and name not in ("options", "model", "base_url", "engine_options")
         and arguments.get(name, p.default) != p.default
+    )
+
+
+#: the fewest characters OCR must read on a page for its confidence to judge the page (`_unreadable`)
+_JUDGED_CHARS = 200
+
+
+def _unreadable(blocks: list[Block], min_confidence: float) -> str | None:
+    """Why OCR's ``blocks`` are not a reading of the page: their mean confidence, per character, is below
+    ``min_confidence``; None when it is not, or when they hold under `_JUDGED_CHARS` characters (a chart's
+    labels and the strokes OCR takes for letters: too little text to judge the page by)."""
+    scored = [(len(b.text), b.confidence) for b in blocks if b.confidence is not None and b.text]
+    chars = sum(n for n, _ in scored)
+    if chars < _JUDGED_CHARS:
+        return None
+    mean = sum(n * c for n, c in scored) / chars
+    if mean >= min_confidence:
+        return None
+    return (
+        f"OCR read it with low confidence ({mean:.2f} over {chars} characters, below {min_confidence}): "
+        "handwriting, damage or drawings, not text it can read; its text is likely wrong"
     )
 
 
