@@ -24,7 +24,16 @@ from qwenvl.layout.geometry import inside as _inside
 from qwenvl.layout.geometry import overlap as _overlap
 from qwenvl.layout.geometry import union as _union
 from qwenvl.layout.model import BBox, Block, BlockType, Origin
-from qwenvl.layout.tables import TableGrid, cell_bounds, fully_ruled, horizontal, rule_grids, ruled_bounds, table_rows
+from qwenvl.layout.tables import (
+    TableGrid,
+    cell_bounds,
+    fully_ruled,
+    horizontal,
+    rule_grids,
+    ruled_bounds,
+    table_rows,
+    trim_prose_rows,
+)
 
 __all__ = ["Line", "RawLayout", "Region", "Word", "assemble", "find_rules", "group_lines", "reading_order"]
 
@@ -677,7 +686,14 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     drawn = rule_grids(raw.rules)
     page_words = [w.bbox for r in raw.regions for line in r.lines for w in line.words]
     ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w for w in page_words if _inside(_center(w), a)])]
-    found = raw.grids or []
+    all_words = [w for r in raw.regions for line in r.lines for w in line.words]
+    found = [
+        g
+        for g in (
+            trim_prose_rows(g, [w for w in all_words if _inside(_center(w.bbox), g.box)]) for g in raw.grids or []
+        )
+        if g is not None
+    ]
     grids = [g for g in found if not any(_inside(_center(a), g.box) or _inside(_center(g.box), a) for a in ruled)]
     if raw.grids is None:
         areas = drawn + list(raw.tables)

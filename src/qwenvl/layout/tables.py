@@ -25,6 +25,7 @@ __all__ = [
     "rule_grids",
     "ruled_bounds",
     "table_rows",
+    "trim_prose_rows",
 ]
 
 #: a table found by text alignment alone whose filled cells hold this many characters or more (their median)
@@ -180,13 +181,50 @@ def table_rows(words: Sequence[_Word], grid: TableGrid, line_h: float) -> list[l
     return out
 
 
+def trim_prose_rows(grid: TableGrid, words: Sequence[_Word]) -> TableGrid | None:
+    """``grid`` without the rows at its top and bottom that are not table rows (a finder's table can take in
+    the heading and paragraph lines just above or below it): a row without a gutter (a gap wider than its text
+    is high) between two pieces of its text (a heading, a title, a note), or a line of running text (words
+    covering 70% or more of a span over half the table's width; cells leave gutters). None when fewer than two
+    rows are left. ``words``: those whose centres lie in the grid."""
+    rows = grid.rows
+    width = grid.columns[-1] - grid.columns[0]
+    members: list[list[_Word]] = [[] for _ in range(len(rows) - 1)]
+    for w in words:
+        members[bisect.bisect_left(rows[1:-1], center(w.bbox)[1])].append(w)
+
+    def text_row(row: list[_Word]) -> bool:
+        cells = False  # two pieces of text with a gutter (a gap wider than the text is high) between them
+        for line in _lines(row):
+            extent = max(w.bbox[2] for w in line) - min(w.bbox[0] for w in line)
+            inked = sum(w.bbox[2] - w.bbox[0] for w in line)
+            if extent > 0.5 * width and inked >= 0.7 * extent:
+                return False
+            ordered = sorted(line, key=lambda w: w.bbox[0])
+            cells |= any(
+                b.bbox[0] - a.bbox[2] > a.bbox[3] - a.bbox[1] for a, b in zip(ordered, ordered[1:], strict=False)
+            )
+        return cells
+
+    first, last = 0, len(members)
+    while first < last and not text_row(members[first]):
+        first += 1
+    while last > first and not text_row(members[last - 1]):
+        last -= 1
+    if last - first < 2:
+        return None
+    return TableGrid(grid.columns, rows[first : last + 1])
+
+
 def _phrases(words: Sequence[_Word]) -> list[list[_Word]]:
     """Runs of words along a line with gaps under half the words' height."""
     out: list[list[_Word]] = []
     for line in _lines(list(words)):
         for w in line:
             h = w.bbox[3] - w.bbox[1]
-            if out and out[-1][-1] in line and w.bbox[0] - out[-1][-1].bbox[2] < 0.5 * h:
+            prev = out[-1][-1] if out else None
+            # the gap between neighbours, whichever way the line reads
+            if prev is not None and prev in line and max(w.bbox[0] - prev.bbox[2], prev.bbox[0] - w.bbox[2]) < 0.5 * h:
                 out[-1].append(w)
             else:
                 out.append([w])
