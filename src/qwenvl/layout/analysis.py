@@ -66,6 +66,10 @@ _PAGE_NUMBER = re.compile(r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(o
 _RUNNING = re.compile(
     r"^(page\s*)?[-\u2013(]?\s*\d{1,4}\s*[-\u2013)]?(\s*(of|/)\s*\d{1,4})?$|^\d{1,4}\s+\S|\S\s+\d{1,4}$", re.IGNORECASE
 )
+#: what makes a line a formula (`_formula`): these and Unicode's math symbols (Sm: + = < > \u00d7 \u2211 \u222b ...),
+#: not a hyphen, a slash or a bar ("2019 - 2020", "and/or", the "|" OCR reads off a rule)
+_MATH_SYMBOLS = set("=+<>^\u2212")
+_MATH_NAMES = {"sin", "cos", "tan", "log", "exp", "lim", "max", "min", "det", "sqrt", "arg"}
 _CAPTION = re.compile(r"^(figure|fig\.|table|chart|exhibit)\s*\d+", re.IGNORECASE)
 
 
@@ -587,6 +591,19 @@ def _confidence(words: Sequence[Word]) -> float | None:
     return sum(confs) / len(confs) if confs else None
 
 
+def _formula(text: str) -> bool:
+    """Whether a short block reads as a display formula: a relation or operator among three or more tokens, and
+    no word longer than three letters but the names of functions ("a 2 + 8 = 12", "E = mc 2", "f(x) = sin x");
+    its symbols stay as they are (LaTeX needs a model: the VLM path writes it)."""
+    tokens = text.split()
+    if len(tokens) < 3 or not any(
+        ch in _MATH_SYMBOLS or (unicodedata.category(ch) == "Sm" and ch not in "|~\u00ac") for ch in text
+    ):
+        return False
+    words = re.findall(r"[^\W\d_]+", text)
+    return all(len(w) <= 3 or w.lower() in _MATH_NAMES for w in words) and sum(len(w) for w in words) < len(text)
+
+
 def _wordlike(text: str) -> bool:
     """At least two letters or digits: a lone "i" or "1" OCR reads off a box's border heads nothing."""
     return sum(c.isalnum() for c in text) >= 2
@@ -795,6 +812,8 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
                 kind = BlockType.PAGE_NUMBER
             else:
                 kind = BlockType.PAGE_HEADER if first else BlockType.PAGE_FOOTER
+        elif kind is None and n_lines <= 2 and _formula(text):
+            kind = BlockType.FORMULA  # a display formula, its symbols as the text layer or OCR gives them
         elif kind is None and n_lines <= 3 and _CAPTION.match(text):
             kind = BlockType.CAPTION
         elif kind is None and n_lines <= 2 and not _labels(box, text_boxes, body_h):

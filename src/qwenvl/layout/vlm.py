@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: Changes whenever the prompt or schema changes, so cached pages of an older prompt are not reused.
-PROMPT_VERSION = "vlm-layout/2"
+PROMPT_VERSION = "vlm-layout/3"
 
 _TYPES = [t.value for t in BlockType]
 
@@ -37,8 +37,8 @@ _PROMPT = (
     "Read this document page. List every block on it (title, section_header, paragraph, list_item, table, figure, "
     "caption, formula, page_header, page_footer, page_number, other) in reading order. For each block give its "
     "type, its bounding box {coords} and its text exactly as printed. Write a table's text as an HTML <table> "
-    'with <tr> and <td>. Answer with JSON only: {{"blocks": [{{"type": ..., "bbox": [x0, y0, x1, y1], '
-    '"text": ...}}]}}.'
+    "with <tr> and <td>, a formula block's text as LaTeX, and math inside a paragraph as LaTeX between $ signs. "
+    'Answer with JSON only: {{"blocks": [{{"type": ..., "bbox": [x0, y0, x1, y1], "text": ...}}]}}.'
 )
 # Qwen2.5-VL was trained to parse documents into "QwenVL HTML" (its document-parsing cookbook): every element
 # carries data-bbox="x1 y1 x2 y2" (pixels of the image it sees; Qwen3-VL: a 0-1000 grid).
