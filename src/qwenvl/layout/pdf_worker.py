@@ -323,7 +323,7 @@ class _Reader:
         return float(w), float(h)
 
     def text_layer(self, doc: int, index: int, dpi: float, min_chars: int, checks: Any) -> tuple[Any, str | None]:
-        from qwenvl.layout.pages import _pdf_text_layer
+        from qwenvl.layout.text_layer import read_text_layer
 
         page, damage = self.page(doc, index)
 
@@ -333,7 +333,7 @@ class _Reader:
             password = self.sources[doc][1]
             return camelot_tables(self.path(doc), index + 1, password, left=left, top=top, scale=scale)
 
-        return _pdf_text_layer(page, index + 1, dpi, min_chars, checks, tables), damage
+        return read_text_layer(page, index + 1, dpi, min_chars, checks, tables), damage
 
     def render(self, doc: int, index: int, dpi: float) -> tuple[tuple[int, int, int, float, str | None], memoryview]:
         import ctypes
