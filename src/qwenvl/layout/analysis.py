@@ -684,6 +684,33 @@ def _heading_level(text: str, *, bold: bool, larger: bool, below: int) -> int | 
     return None
 
 
+@dataclass
+class _Draft:
+    """A block before reading order: its type, box, text, a table's HTML, a heading's level, OCR confidence."""
+
+    kind: BlockType
+    box: Box
+    text: str
+    html: str | None = None
+    level: int | None = None
+    confidence: float | None = None
+
+
+@dataclass
+class _TextDraft:
+    """A text block before typing: what the typing rules look at (its median line height, its line count,
+    whether all its lines are emphasised, whether it is set larger than the body as a heading is)."""
+
+    kind: BlockType | None
+    box: Box
+    text: str
+    size: float
+    confidence: float | None
+    lines: int
+    bold: bool
+    sized: bool
+
+
 def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]:
     """Typed blocks in reading order from what a backend found on a page."""
     if raw.ink is not None:
@@ -695,7 +722,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
         line.height for r in raw.regions for line in r.lines for w in line.words for _ in w.text if line.height > 0
     ]
     body_h = statistics.median(heights) if heights else 20.0
-    drafts: list[tuple[BlockType, Box, str, str | None, int | None, float | None]] = []
+    drafts: list[_Draft] = []
 
     # Tables: grids that ruling lines divide into rows and columns are read by their rules; then the grids a
     # finder drew; then, where no finder ran, other ruling-line grids (frames), areas the backend marked, and
@@ -747,16 +774,15 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
         grid = grids[k] if k < len(grids) else ruled_bounds(words, area, raw.rules, body_h)
         rows = [[plain_text(cell) for cell in row] for row in table_rows(words, grid, body_h)]
         box = _union([area] + [w.bbox for w in words])
-        drafts.append(
-            (BlockType.TABLE, box, "\n".join("\t".join(r) for r in rows), rows_to_html(rows), None, _confidence(words))
-        )
+        text = "\n".join("\t".join(r) for r in rows)
+        drafts.append(_Draft(BlockType.TABLE, box, text, html=rows_to_html(rows), confidence=_confidence(words)))
 
     for fig in raw.figures:
-        drafts.append((BlockType.FIGURE, fig, "", None, None, None))
+        drafts.append(_Draft(BlockType.FIGURE, fig, ""))
 
     rest = _join_broken_paragraphs(_rejoin_line_fragments(_split_where_column_widens(rest)), body_h)
     heading_sizes: list[float] = []
-    text_drafts: list[tuple[BlockType | None, Box, str, float, float | None, int, bool, bool]] = []
+    text_drafts: list[_TextDraft] = []
     bullets = _page_bullets(rest)
     for region in rest:
         for lines, is_item in _split_list_items(region, bullets):
@@ -772,13 +798,14 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             if sized:
                 heading_sizes.append(size)
             bold = all(_emphasised(line) for line in lines)
-            text_drafts.append((kind, box, text, size, _confidence(words), len(lines), bold, sized))
+            text_drafts.append(_TextDraft(kind, box, text, size, _confidence(words), len(lines), bold, sized))
     ranks = sorted({round(s) for s in heading_sizes if s < 1.6 * body_h}, reverse=True)
-    text_boxes = _BoxGrid([d[1] for d in text_drafts], 2 * body_h)
-    content = [d[1] for d in text_drafts] + [d[1] for d in drafts]  # text, tables and figures
+    text_boxes = _BoxGrid([d.box for d in text_drafts], 2 * body_h)
+    content = [d.box for d in text_drafts] + [d.box for d in drafts]  # text, tables and figures
     highest = min((b[1] for b in content), default=0.0)
     lowest = max((b[3] for b in content), default=0.0)
-    for kind, box, text, size, conf, n_lines, bold, sized in text_drafts:
+    for draft in text_drafts:
+        kind, box, text, size, n_lines, bold = draft.kind, draft.box, draft.text, draft.size, draft.lines, draft.bold
         level = None
         top, bottom = box[1] < 0.06 * raw.height, box[3] > 0.94 * raw.height
         # the page's first or last line in its outer 15% (pages with wide margins, or a frame)
@@ -790,7 +817,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
             kind = BlockType.PAGE_NUMBER  # whatever its size
         elif kind is None and aside:
             kind = BlockType.PAGE_HEADER if box[1] + box[3] < raw.height else BlockType.PAGE_FOOTER
-        elif sized:
+        elif draft.sized:
             kind = BlockType.TITLE if size >= 1.6 * body_h else BlockType.SECTION_HEADER
             level = 1 if kind is BlockType.TITLE else 2 + min(3, ranks.index(round(size)))
         elif (
@@ -819,22 +846,22 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
         elif kind is None and n_lines <= 2 and not _labels(box, text_boxes, body_h):
             level = _heading_level(text, bold=bold, larger=size >= 1.05 * body_h, below=len(ranks))
             kind = BlockType.SECTION_HEADER if level is not None else None
-        drafts.append((kind or BlockType.PARAGRAPH, box, text, None, level, conf))
+        drafts.append(_Draft(kind or BlockType.PARAGRAPH, box, text, level=level, confidence=draft.confidence))
 
-    order = reading_order([d[1] for d in drafts], min_gap=max(8.0, 0.5 * body_h))
+    order = reading_order([d.box for d in drafts], min_gap=max(8.0, 0.5 * body_h))
     blocks = []
     for rank, i in enumerate(order):
-        kind, box, text, html, level, conf = drafts[i]
+        d = drafts[i]
         blocks.append(
             Block(
                 id=f"p{page_number}-b{rank}",
-                type=kind,
-                bbox=BBox.of(*box).clip(raw.width, raw.height),
-                text=text,
-                html=html,
+                type=d.kind,
+                bbox=BBox.of(*d.box).clip(raw.width, raw.height),
+                text=d.text,
+                html=d.html,
                 reading_order=rank,
-                level=level,
-                confidence=conf,
+                level=d.level,
+                confidence=d.confidence,
                 origin=origin,
             )
         )
