@@ -220,3 +220,14 @@ def nested_resources(depth: int = 5000) -> bytes:
         stream(text_content(["text whose resources are buried"])),
     ]
     return build_pdf(objects)
+
+
+def dense_table(rows: int = 35, columns: int = 25) -> bytes:
+    """A page of ``rows`` x ``columns`` nine-digit numbers in 3 pt type, one text object each: a table whose
+    cells camelot's stream parser aligns in time that grows with the square of their count (35 x 25: seconds)."""
+    content = b"".join(
+        b"BT /F1 3 Tf %g %g Td (%09d) Tj ET\n" % (20 + c * 23, 780 - r * 6.4, r * 100 + c)
+        for r in range(rows)
+        for c in range(columns)
+    )
+    return pages_pdf([content])

@@ -87,6 +87,9 @@ class TextLayerOptions:
     #: rules, the others by camelot's stream parser; camelot-py is in the pdf extra) or "rules" (ruling-line
     #: grids and aligned columns only: faster, weaker on tables without rules)
     tables: Literal["camelot", "rules"] = "camelot"
+    #: seconds camelot may take on a page (in a worker of its own, under PdfLimits.memory); past them, or past
+    #: the memory, the page keeps its text and its tables are found by the rules
+    table_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         refuse_unknown_choices(self)

@@ -3,6 +3,7 @@ folders and globs."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -23,7 +24,8 @@ from qwenvl._lazy import require
 from qwenvl.errors import DocumentError, MediaError, PageError, PageLimitError
 from qwenvl.layout.model import Block
 from qwenvl.layout.options import TextLayerOptions
-from qwenvl.layout.pdf_worker import PdfLimits, new_document_id, worker_for
+from qwenvl.layout.pdf_worker import PdfLimits, new_document_id, release_document, worker_for
+from qwenvl.layout.tables import TableGrid
 from qwenvl.layout.text_layer import TextLayer
 from qwenvl.media import MediaPolicy, describe_source, pixel_limit_error, read_source_bytes
 
@@ -48,6 +50,7 @@ _DEFAULT_IMAGE_DPI = 200.0
 
 #: the most pixels a PDF page is rendered to, whatever size it claims (an A0 sheet at 200 dpi is 62 MP)
 MAX_RENDER_PIXELS = 64_000_000
+_CAMELOT_MISSING = False
 #: pages whose longer side is under this many points (half of US Letter's 11 inches) are read by OCR at twice
 #: the dpi (`PageSource.ocr_dpi`)
 SMALL_PAGE_PT = 396.0
@@ -131,8 +134,43 @@ class PageSource:
         ``min_chars`` characters, a rotated page). Raises `PageError` when the page cannot be read."""
         if self.document.kind != "pdf":
             return None
-        (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, checks or TextLayerOptions())
+        checks = checks or TextLayerOptions()
+        (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, checks, None)
+        if layer is not None and layer.tables_wanted:  # cells side by side: camelot, in a worker of its own
+            grids = self._tables(dpi, checks)
+            try:
+                (layer, self.damage), _ = self._pdf("finish_text_layer", dpi, grids)
+            except PageLimitError:
+                raise
+            except PageError:  # the reader was restarted in between: read the layer again, with the grids
+                (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, checks, grids or [])
         return layer  # type: ignore[no-any-return]
+
+    def _tables(self, dpi: float, checks: TextLayerOptions) -> list[TableGrid] | None:
+        """camelot's tables on this page, found in the table worker under ``checks.table_timeout`` and the
+        document's memory limit; None, with a warning, where camelot is not installed, fails or goes past
+        them (the page keeps its text; the layout's rules find its tables)."""
+        global _CAMELOT_MISSING
+        if _CAMELOT_MISSING:
+            return None
+        limits = dataclasses.replace(
+            self.document.limits, timeout=min(self.document.limits.timeout, checks.table_timeout)
+        )
+        try:
+            grids, _ = self.document._pdf_call("tables", self.number - 1, dpi, role="tables", limits=limits)
+        except PageError as exc:
+            if "(ImportError)" in str(exc) or "(ModuleNotFoundError)" in str(exc):
+                _CAMELOT_MISSING = True
+                log.warning("tables in text layers are found by simple rules: `pip install 'qwenvl[pdf]'` adds camelot")
+            else:
+                log.warning(
+                    "%s page %d: camelot stopped (%s); its tables are found by simple rules",
+                    self.document.name,
+                    self.number,
+                    exc,
+                )
+            return None
+        return grids  # type: ignore[no-any-return]
 
     def text_blocks(self, dpi: float, *, min_chars: int = 1) -> list[Block] | None:
         """Blocks from the PDF text layer in page pixels at ``dpi``, or None when the page has no layer or one
@@ -185,7 +223,7 @@ class DocumentSource:
         self.limits = limits or PdfLimits()
         self._source = (data or b"", password)
         # a PDF is closed in its worker when this is closed or collected
-        self._release = weakref.finalize(self, worker_for(self.limits).release, handle) if kind == "pdf" else None
+        self._release = weakref.finalize(self, release_document, self.limits, handle) if kind == "pdf" else None
 
     def __enter__(self) -> DocumentSource:
         return self
@@ -228,11 +266,15 @@ class DocumentSource:
             return PageSource(self, number, None, error=why)
         return PageSource(self, number, (w, h))
 
-    def _pdf_call(self, op: str, *args: Any) -> tuple[Any, bytearray | None]:
-        """``op`` on this PDF in its worker (which opens it first where it has not)."""
+    def _pdf_call(
+        self, op: str, *args: Any, role: str = "pages", limits: PdfLimits | None = None
+    ) -> tuple[Any, bytearray | None]:
+        """``op`` on this PDF in its worker for ``role`` (which opens it first where it has not), under ``limits``
+        (default: the document's)."""
         if self._handle is None:
             raise DocumentError(f"{self.name} is closed", self.name)
-        return worker_for(self.limits).call(op, self._handle, self._source, *args, limits=self.limits)
+        limits = limits or self.limits
+        return worker_for(self.limits, role).call(op, self._handle, self._source, *args, limits=limits)
 
     def _render_image(self, number: int) -> tuple[PIL.Image.Image, float]:
         self._handle.seek(number - 1)

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from qwenvl.errors import LayoutError, PageError, PageLimitError
 
-__all__ = ["PdfLimits", "PdfWorker", "worker_for"]
+__all__ = ["PdfLimits", "PdfWorker", "release_document", "worker_for"]
 
 _HEADER = struct.Struct("<Q")
 #: the worker's command (not ``-m``: the package imports this module before runpy would run it)
@@ -236,7 +236,9 @@ def _read_exact(fd: int, size: int, deadline: float) -> bytearray:
     return buf
 
 
-_WORKERS: dict[int, PdfWorker] = {}
+#: this process's workers, by memory limit and role: "pages" reads pages (text layers, renders); "tables" runs
+#: the table finder, apart, so that a page it cannot finish keeps its text
+_WORKERS: dict[tuple[int, str], PdfWorker] = {}
 _WORKERS_LOCK = threading.Lock()
 _IDS = itertools.count(1)
 
@@ -252,12 +254,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_workers)
 
 
-def worker_for(limits: PdfLimits) -> PdfWorker:
-    """This process's worker for ``limits.memory`` (one per memory limit; each call gives its own deadline)."""
+def worker_for(limits: PdfLimits, role: str = "pages") -> PdfWorker:
+    """This process's worker for ``limits.memory`` and ``role`` ("pages" or "tables"; one per memory limit and
+    role; each call gives its own deadline)."""
     with _WORKERS_LOCK:
-        if limits.memory not in _WORKERS:
-            _WORKERS[limits.memory] = PdfWorker(limits.memory)
-        return _WORKERS[limits.memory]
+        key = (limits.memory, role)
+        if key not in _WORKERS:
+            _WORKERS[key] = PdfWorker(limits.memory)
+        return _WORKERS[key]
+
+
+def release_document(limits: PdfLimits, doc: int) -> None:
+    """Forgets document ``doc`` in every worker of ``limits`` (safe from a finalizer)."""
+    for role in ("pages", "tables"):
+        worker_for(limits, role).release(doc)
 
 
 def new_document_id() -> int:
@@ -284,6 +294,8 @@ class _Reader:
         self.loaded: tuple[int, int, Any, str | None] | None = None
         #: the last rendering, kept until its rows are sent
         self.bitmap: Any = None
+        #: (doc, index, dpi, (layer, raw)) of a text layer waiting for the table finder's grids
+        self.pending: Any = None
 
     def _unload(self) -> None:
         if self.loaded is not None:
@@ -322,18 +334,41 @@ class _Reader:
         w, h = self.docs[doc].get_page_size(index)
         return float(w), float(h)
 
-    def text_layer(self, doc: int, index: int, dpi: float, min_chars: int, checks: Any) -> tuple[Any, str | None]:
+    def text_layer(
+        self, doc: int, index: int, dpi: float, min_chars: int, checks: Any, grids: Any
+    ) -> tuple[Any, str | None]:
+        """The page's text layer (`text_layer.read_text_layer`); one that asks for the table finder is kept
+        here, for `finish_text_layer`."""
         from qwenvl.layout.text_layer import read_text_layer
 
         page, damage = self.page(doc, index)
+        read = read_text_layer(page, index + 1, dpi, min_chars, checks, grids)
+        self.pending = (doc, index, dpi, read) if read is not None and read[0].tables_wanted else None
+        return (read[0] if read is not None else None), damage
 
-        def tables(left: float, top: float, scale: float) -> Any:
-            from qwenvl.layout.tables import camelot_tables
+    def finish_text_layer(self, doc: int, index: int, dpi: float, grids: Any) -> tuple[Any, str | None]:
+        """The text layer `text_layer` kept, assembled with the table finder's ``grids``."""
+        from qwenvl.layout.text_layer import finish_text_layer
 
-            password = self.sources[doc][1]
-            return camelot_tables(self.path(doc), index + 1, password, left=left, top=top, scale=scale)
+        if self.pending is None or self.pending[:3] != (doc, index, dpi) or self.pending[3] is None:
+            raise LookupError("no text layer waits for its tables (the reader was restarted)")
+        layer, raw = self.pending[3]
+        self.pending = None
+        return finish_text_layer(layer, raw, index + 1, grids), self.page(doc, index)[1]
 
-        return read_text_layer(page, index + 1, dpi, min_chars, checks, tables), damage
+    def tables(self, doc: int, index: int, dpi: float) -> Any:
+        """camelot's tables on the page, in pixels at ``dpi`` of the displayed page."""
+        from qwenvl.layout.tables import camelot_tables
+
+        page, _ = self.page(doc, index)
+        rotation = page.get_rotation() % 360
+        left, bottom, right, top = page.get_cropbox()
+        # camelot's points: the displayed page's, y up from its bottom edge
+        shown_top = {0: top, 90: right - left, 180: top - bottom, 270: right - left}[rotation]
+        password = self.sources[doc][1]
+        return camelot_tables(
+            self.path(doc), index + 1, password, left=0.0 if rotation else left, top=shown_top, scale=dpi / 72.0
+        )
 
     def render(self, doc: int, index: int, dpi: float) -> tuple[tuple[int, int, int, float, str | None], memoryview]:
         import ctypes

@@ -21,14 +21,14 @@ from qwenvl.layout.model import Block
 from qwenvl.layout.options import TextLayerOptions
 from qwenvl.layout.tables import TableGrid
 
-__all__ = ["TextLayer", "read_text_layer"]
+__all__ = ["MAX_TABLE_CHARS", "TextLayer", "finish_text_layer", "read_text_layer"]
 
 log = logging.getLogger(__name__)
 
-#: a text layer with more characters than this is not given to the table finder (camelot reads a page in
-#: Python: a page of 500,000 one-character objects would take minutes); its tables are found by simple rules
-_MAX_TABLE_CHARS = 30_000
-_CAMELOT_MISSING = False
+#: a page with more characters than this is not given to the table finder (camelot's time grows with the square
+#: of a page's text: 9,000 characters in 1,000 cells took it 5 s and 400 MB, 27,000 took 70 s and 1.9 GB); its
+#: tables are found by the layout's rules
+MAX_TABLE_CHARS = 10_000
 
 
 @dataclass
@@ -43,6 +43,9 @@ class TextLayer:
     #: when most of the text is invisible, lies over an image (a scan's OCR layer, text placed off its glyphs)
     #: or is set in symbolic fonts (whose codes need not be characters) and reads as under half letters
     verify: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)
+    #: the page holds cells side by side and asks for the table finder: `blocks` is empty until the worker
+    #: assembles the page with the finder's grids (`PageSource.text_layer` does both)
+    tables_wanted: bool = False
 
 
 #: Unicode categories that are never text: control, private use, surrogates, unassigned
@@ -154,38 +157,18 @@ def _gapped_lines(lines: list[Line]) -> int:
     return count
 
 
-def _found_tables(
-    find_tables: Callable[[float, float, float], list[TableGrid]],
-    left: float,
-    top: float,
-    scale: float,
-) -> list[TableGrid] | None:
-    """The table finder's tables; None, with a warning, where it is not installed or fails (the layout's own
-    rules then find the tables)."""
-    global _CAMELOT_MISSING
-    if _CAMELOT_MISSING:
-        return None
-    try:
-        return find_tables(left, top, scale)
-    except ImportError:
-        _CAMELOT_MISSING = True
-        log.warning("tables in text layers are found by simple rules: `pip install 'qwenvl[pdf]'` adds camelot")
-    except Exception as exc:  # noqa: BLE001 - a finder's bug must not cost the page its text
-        log.warning("camelot failed on a page (%s: %s); its tables are found by simple rules", type(exc).__name__, exc)
-    return None
-
-
 def read_text_layer(
     page: Any,
     number: int,
     dpi: float,
     min_chars: int,
     checks: TextLayerOptions,
-    find_tables: Callable[[float, float, float], list[TableGrid]] | None = None,
-) -> TextLayer | None:
-    """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`); ``find_tables``
-    (the displayed page's left and top edges in points, the scale to pixels) gives its tables when
-    ``checks.tables`` is "camelot"."""
+    grids: list[TableGrid] | None = None,
+) -> tuple[TextLayer, RawLayout] | None:
+    """A PDF page's text layer in pixels at ``dpi`` and its checks (`PageSource.text_layer`), and what it was
+    assembled from; None when the page has none. ``grids``: the tables a finder drew on the page. Where none are
+    given and ``checks.tables`` is "camelot", a page with three or more lines holding cells side by side (and at
+    most `MAX_TABLE_CHARS` characters) comes back unassembled, ``tables_wanted``, for `finish_text_layer`."""
     import ctypes
 
     import pypdfium2.raw as c
@@ -346,18 +329,20 @@ def read_text_layer(
             step = max(1, len(candidates) // checks.sample_lines)
             verify = [(ln.bbox, ln.text) for ln in candidates[::step][: checks.sample_lines]]
         figures = [f for f in figures if (f[2] - f[0]) * (f[3] - f[1]) < 0.8 * width * height]
-        grids: list[TableGrid] | None = None
-        if rejected is None and find_tables is not None and checks.tables == "camelot" and kept <= _MAX_TABLE_CHARS:
-            grids = []  # a page without cells side by side has no table for the finder
-            if _gapped_lines(lines) >= 3:
-                # camelot's points: the displayed page's, y up from its bottom edge
-                shown_top = {0: top, 90: right - left, 180: top - bottom, 270: right - left}[rotation]
-                grids = _found_tables(find_tables, 0.0 if rotation else left, shown_top, scale)
-        blocks = assemble(
-            RawLayout(width, height, group_lines(lines), rules=rules, figures=figures, grids=grids),
-            page_number=number,
-            origin="pdf_text",
-        )
-        return TextLayer(blocks, rejected, verify)
+        raw = RawLayout(width, height, group_lines(lines), rules=rules, figures=figures)
+        if rejected is None and checks.tables == "camelot" and grids is None:
+            if kept <= MAX_TABLE_CHARS and _gapped_lines(lines) >= 3:
+                return TextLayer([], rejected, verify, tables_wanted=True), raw
+            grids = []  # no table for the finder: no cells side by side, or too much text for it
+        raw.grids = grids if rejected is None else None
+        return TextLayer(assemble(raw, page_number=number, origin="pdf_text"), rejected, verify), raw
     finally:
         textpage.close()
+
+
+def finish_text_layer(layer: TextLayer, raw: RawLayout, number: int, grids: list[TableGrid] | None) -> TextLayer:
+    """``layer``, which asked for the table finder, assembled with the finder's ``grids`` (None: it did not
+    finish; the layout's rules find the tables)."""
+    raw.grids = grids
+    blocks = assemble(raw, page_number=number, origin="pdf_text")
+    return TextLayer(blocks, layer.rejected, layer.verify)
