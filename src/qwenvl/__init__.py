@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from qwenvl.budget import fit_to_context, image_tokens, smart_resize
 from qwenvl.engine.base import Engine, EngineDefaults
-from qwenvl.engine.factory import create_engine
+from qwenvl.engine.factory import ENGINE_KINDS, create_engine
 from qwenvl.errors import (
     ContextOverflowError,
     EngineError,
@@ -70,11 +70,8 @@ __all__ = [
     "smart_resize",
 ]
 
-_ENGINES = {
-    "VLLMEngine": "qwenvl.engine.vllm_local",
-    "TransformersEngine": "qwenvl.engine.transformers_local",
-    "VLLMServerEngine": "qwenvl.engine.vllm_server",
-}
+#: engine class -> its module, from the one registry (`engine.factory.ENGINE_KINDS`)
+_ENGINES = {cls: module for module, cls in ENGINE_KINDS.values()}
 
 
 def __getattr__(name: str) -> Any:

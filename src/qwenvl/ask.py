@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qwenvl._lazy import require
+from qwenvl.errors import RequestError
 from qwenvl.layout.chunking import Chunk, chunk_document
 from qwenvl.layout.highlight import crop, highlight
 from qwenvl.layout.model import ParsedDocument
@@ -163,7 +164,7 @@ def citation_image(
         scale = height / marked.height
         panels.append(marked.resize((max(1, round(marked.width * scale)), height)))
     if not panels:
-        raise ValueError("no citations to draw")
+        raise RequestError("no citations to draw: the answer cites no page (ask again, or draw its sources)")
     out = PIL.Image.new("RGB", (sum(p.width for p in panels) + 10 * (len(panels) - 1), height), "white")
     x = 0
     for panel in panels:

@@ -13,7 +13,7 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from qwenvl.errors import ContextOverflowError, ImageSizeError
+from qwenvl.errors import ContextOverflowError, ImageSizeError, RequestError
 
 if TYPE_CHECKING:
     from qwenvl.messages import ChatRequest, Image
@@ -146,7 +146,7 @@ def smart_nframes(
     Give either ``fps`` (frames per second to sample, default 2) or ``nframes``.
     """
     if fps is not None and nframes is not None:
-        raise ValueError("give either fps or nframes for a video, not both")
+        raise RequestError("give either fps or nframes for a video, not both")
     if nframes is not None:
         n = _round_by(nframes, FRAME_FACTOR)
     else:
@@ -156,7 +156,7 @@ def smart_nframes(
         n_float = total_frames / video_fps * want_fps
         n = _floor_by(min(min(max(n_float, lo), hi), total_frames), FRAME_FACTOR)
     if not FRAME_FACTOR <= n <= total_frames:
-        raise ValueError(
+        raise RequestError(
             f"a video of {total_frames} frames cannot give {n} sampled frames; the count must be even and in "
             f"[{FRAME_FACTOR}, {total_frames}]: change nframes/fps or give a longer video."
         )

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from qwenvl._lazy import require
+from qwenvl.errors import ModelError
 
 __all__ = [
     "QWEN2VL_CHAT_TEMPLATE",
@@ -112,7 +113,7 @@ def build_tiny_model(path: str | os.PathLike[str], *, family: str = "qwen2_vl", 
     head_dim is 64 because vLLM's CPU attention refuses smaller heads.
     """
     if family not in _FAMILY_TOKENS:
-        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+        raise ModelError(f"unknown family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     torch = require("torch", "vllm")
     tokenizers = require("tokenizers", "vllm")
     transformers = require("transformers", "vllm")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qwenvl.budget import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS, image_tokens, smart_nframes, smart_resize
-from qwenvl.errors import ImageSizeError
+from qwenvl.errors import ImageSizeError, RequestError
 
 
 def _sizes() -> list[tuple[int, int, int, int]]:
@@ -141,5 +141,5 @@ def test_smart_nframes_matches_qwen_vl_utils() -> None:
         for n in (2, 3, 4):
             if n <= total:
                 assert smart_nframes(total, 30.0, nframes=n) == reference({"nframes": n}, total, 30.0)
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(RequestError, match="even"):
         smart_nframes(1, 2.0, nframes=2)
