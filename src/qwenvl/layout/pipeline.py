@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
@@ -34,6 +33,7 @@ from qwenvl.layout.options import (
     cache_fingerprint,
 )
 from qwenvl.layout.pages import DocumentError, DocumentSource, PageSource, dpi_for_budget, expand_sources, open_document
+from qwenvl.layout.text_layer import ocr_agreement
 from qwenvl.layout.vlm import Tile, blocks_from_result, layout_request, split_tile
 from qwenvl.media import MediaPolicy
 from qwenvl.models import QWEN2_VL
@@ -424,21 +424,7 @@ class DocumentParser:
             _log.warning("%s page %d: text layer not compared with OCR (%s)", job.state.name, job.page.number, exc)
             return None
         image, got = job.page.render(job.page.ocr_dpi(dpi))
-        scale = got / dpi
-        scores = []
-        for box, text in lines:
-            pad = 0.4 * (box[3] - box[1])
-            crop = image.crop(
-                (
-                    max(0, round((box[0] - pad) * scale)),
-                    max(0, round((box[1] - pad) * scale)),
-                    min(image.width, round((box[2] + pad) * scale)),
-                    min(image.height, round((box[3] + pad) * scale)),
-                )
-            )
-            read = " ".join(w.text for r in engine.read(crop).regions for ln in r.lines for w in ln.words)
-            scores.append(difflib.SequenceMatcher(None, _squash(text), _squash(read), autojunk=False).ratio())
-        agreement = sum(scores) / len(scores)
+        agreement = ocr_agreement(image, got / dpi, lines, engine)
         if agreement >= self.options.text_layer.min_ocr_agreement:
             return None
         if not self._wants_vlm():  # OCR reads the page next, from this rendering
@@ -446,7 +432,7 @@ class DocumentParser:
         return (
             f"its text is invisible, lies over an image or is set in symbolic fonts, and OCR of the image reads "
             f"something else in its place "
-            f"(similarity {agreement:.2f} over {len(scores)} lines, below {self.options.text_layer.min_ocr_agreement})"
+            f"(similarity {agreement:.2f} over {len(lines)} lines, below {self.options.text_layer.min_ocr_agreement})"
         )
 
     def vlm_dpi(self, page: PageSource) -> float:
@@ -707,8 +693,3 @@ def _unreadable(blocks: list[Block], min_confidence: float) -> str | None:
         f"OCR read it with low confidence ({mean:.2f} over {chars} characters, below {min_confidence}): "
         "handwriting, damage or drawings, not text it can read; its text is likely wrong"
     )
-
-
-def _squash(text: str) -> str:
-    """Text compared without case and whitespace."""
-    return "".join(text.split()).casefold()

@@ -5,6 +5,7 @@ the page, `tables`), the checks that say whether it can be trusted, and its bloc
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import math
@@ -21,7 +22,7 @@ from qwenvl.layout.model import Block
 from qwenvl.layout.options import TextLayerOptions
 from qwenvl.layout.tables import TableGrid
 
-__all__ = ["MAX_TABLE_CHARS", "TextLayer", "finish_text_layer", "read_text_layer"]
+__all__ = ["MAX_TABLE_CHARS", "TextLayer", "finish_text_layer", "ocr_agreement", "read_text_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -346,3 +347,28 @@ def finish_text_layer(layer: TextLayer, raw: RawLayout, number: int, grids: list
     raw.grids = grids
     blocks = assemble(raw, page_number=number, origin="pdf_text")
     return TextLayer(blocks, layer.rejected, layer.verify)
+
+
+def ocr_agreement(image: Any, scale: float, lines: list[tuple[Box, str]], engine: Any) -> float:
+    """How alike (0 to 1, the mean over ``lines``) a text layer's ``lines`` (box in the layer's pixels, text) and
+    what OCR ``engine`` reads in their boxes on ``image`` (the page rendered ``scale`` times the layer's pixels):
+    the check a doubtful layer (`TextLayer.verify`) must pass before it is used."""
+    scores = []
+    for box, text in lines:
+        pad = 0.4 * (box[3] - box[1])
+        crop = image.crop(
+            (
+                max(0, round((box[0] - pad) * scale)),
+                max(0, round((box[1] - pad) * scale)),
+                min(image.width, round((box[2] + pad) * scale)),
+                min(image.height, round((box[3] + pad) * scale)),
+            )
+        )
+        read = " ".join(w.text for r in engine.read(crop).regions for ln in r.lines for w in ln.words)
+        scores.append(difflib.SequenceMatcher(None, _squash(text), _squash(read), autojunk=False).ratio())
+    return sum(scores) / len(scores) if scores else 1.0
+
+
+def _squash(text: str) -> str:
+    """Text compared without case and whitespace."""
+    return "".join(text.split()).casefold()
