@@ -728,9 +728,8 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     # finder drew; then, where no finder ran, other ruling-line grids (frames), areas the backend marked, and
     # regions with aligned columns
     drawn = rule_grids(raw.rules)
-    page_words = [w.bbox for r in raw.regions for line in r.lines for w in line.words]
-    ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w for w in page_words if _inside(_center(w), a)])]
     all_words = [w for r in raw.regions for line in r.lines for w in line.words]
+    ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w.bbox for w in all_words if _inside(_center(w.bbox), a)])]
     found = [
         g
         for g in (

@@ -131,7 +131,7 @@ class PageSource:
     def text_layer(self, dpi: float, *, min_chars: int = 1, checks: TextLayerOptions | None = None) -> TextLayer | None:
         """The PDF text layer as blocks in page pixels at ``dpi``, checked as ``checks`` say (default
         `TextLayerOptions()`; `TextLayer`); None when the page has none (an image, a scan without one, fewer than
-        ``min_chars`` characters, a rotated page). Raises `PageError` when the page cannot be read."""
+        ``min_chars`` characters). Tables: see `_tables`. Raises `PageError` when the page cannot be read."""
         if self.document.kind != "pdf":
             return None
         checks = checks or TextLayerOptions()
@@ -143,7 +143,8 @@ class PageSource:
             except PageLimitError:
                 raise
             except PageError:  # the reader was restarted in between: read the layer again, with the grids
-                (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, checks, grids or [])
+                again = checks if grids is not None else dataclasses.replace(checks, tables="rules")
+                (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, again, grids)
         return layer  # type: ignore[no-any-return]
 
     def _tables(self, dpi: float, checks: TextLayerOptions) -> list[TableGrid] | None:
