@@ -28,7 +28,7 @@ from _common import DTYPE, model_path  # noqa: E402
 
 from qwenvl.layout import DocumentParser  # noqa: E402
 from qwenvl.layout.ocr import RapidOCREngine, TesseractEngine  # noqa: E402
-from qwenvl.synthetic_pages import PAGE_KINDS, make_page, write_digital_pdf  # noqa: E402
+from qwenvl_testkit.synthetic_pages import PAGE_KINDS, make_page, write_digital_pdf  # noqa: E402
 
 
 def cer(got: str, want: str) -> float:

@@ -23,7 +23,7 @@ from _common import interleaved  # noqa: E402
 
 def make_corpus(folder: Path, pages: int) -> int:
     """Scanned PDFs of 8 pages and single PNG pages, ``pages`` in all; returns the number of documents."""
-    from qwenvl.synthetic_pages import make_pages, write_pdf
+    from qwenvl_testkit.synthetic_pages import make_pages, write_pdf
 
     images = [p.image for p in make_pages(pages, seed=11)]
     docs = 0

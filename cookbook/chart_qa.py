@@ -20,7 +20,7 @@ from _shared import engine_for, parse_args
 
 from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
 from qwenvl.grounding import draw_boxes, parse_boxes
-from qwenvl.synthetic_pages import find_font
+from qwenvl_testkit.synthetic_pages import find_font
 
 
 def bar_chart(values: dict[str, float], size: tuple[int, int] = (800, 500)) -> PIL.Image.Image:

@@ -26,7 +26,7 @@ import PIL.ImageFont
 
 from qwenvl import ChatRequest, SamplingOptions, VLLMEngine
 from qwenvl.finetune import FinetuneConfig, finetune, load_examples
-from qwenvl.synthetic_pages import find_font
+from qwenvl_testkit.synthetic_pages import find_font
 
 PROMPT = "Extract this invoice as JSON."
 

@@ -18,7 +18,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
 from langchain_qwenvl import ChatQwenVL
-from qwenvl.synthetic_pages import make_page
+from qwenvl_testkit.synthetic_pages import make_page
 
 
 class LineItem(BaseModel):

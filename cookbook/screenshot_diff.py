@@ -18,7 +18,7 @@ from _shared import engine_for, parse_args
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
 from llama_index.llms.qwenvl import QwenVL
-from qwenvl.synthetic_pages import find_font
+from qwenvl_testkit.synthetic_pages import find_font
 
 
 def screenshot(status: str, color: tuple[int, int, int], items: int) -> PIL.Image.Image:

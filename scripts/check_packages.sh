@@ -19,6 +19,11 @@ done
 for pid in "${pids[@]}"; do wait "$pid"; done
 ls "$WORK/wheels"
 core=$(ls "$WORK"/wheels/qwenvl-*.whl)
+# test data and fixtures are the test kit's (testkit/), not the product's
+if "$PY" -m zipfile -l "$core" | grep -E "synthetic_pages|qwenvl_testkit|conftest"; then
+    echo "the qwenvl wheel holds test code"; exit 1
+fi
+echo "qwenvl wheel: no test code"
 
 check() {  # DIST-WHEEL-PREFIX MODULE FRAMEWORK-DIST
     local wheel venv

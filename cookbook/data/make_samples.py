@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwenvl.synthetic_pages import make_page
+from qwenvl_testkit.synthetic_pages import make_page
 
 HERE = Path(__file__).parent
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qwenvl.budget import fit_to_context, image_tokens, smart_resize
+from qwenvl.budget import image_tokens, smart_resize
 from qwenvl.engine.base import Engine, EngineDefaults
 from qwenvl.engine.factory import ENGINE_KINDS, create_engine
+from qwenvl.engine.prepare import fit_to_context
 from qwenvl.errors import (
     ContextOverflowError,
     EngineError,

@@ -7,6 +7,7 @@ __all__ = [
     "DocumentError",
     "EngineError",
     "EngineClosedError",
+    "EngineDeadError",
     "ImageSizeError",
     "LayoutError",
     "MediaDecodeError",
@@ -146,6 +147,12 @@ class RequestTimeoutError(EngineError, TimeoutError):
             f"request {request_id} ran past its timeout ({timeout:g} s) and was stopped; raise the timeout, or ask "
             "for fewer tokens."
         )
+
+
+class EngineDeadError(EngineError):
+    """The in-process engine died (its process was killed, or one step ran past ``stall_timeout``), or dropped
+    a request; ``engine.restart()`` brings it back. A failure of this kind is transient: the adapters'
+    ``max_retries`` restarts the engine and sends the request again."""
 
 
 class EngineClosedError(EngineError):

@@ -22,9 +22,8 @@ import PIL.ImageDraw
 from pydantic import Field
 
 from qwenvl.boxes import BBox
-from qwenvl.budget import smart_resize
 from qwenvl.errors import QwenVLError
-from qwenvl.models import ModelProfile
+from qwenvl.models import QWEN2_5_VL, ModelProfile
 
 __all__ = [
     "GroundedBox",
@@ -113,20 +112,21 @@ def box_scale(
     model_input_size: tuple[int, int] | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    factor: int = 28,
+    profile: ModelProfile | None = None,
 ) -> tuple[float, float]:
     """The (x, y) factors from a model's box coordinates to pixels of an image of ``image_size`` (width, height).
 
     ``convention`` "grid" (or "ref_grid"): a 0-1000 grid over the image (Qwen2-VL, Qwen3-VL). "pixels":
-    Qwen2.5-VL's pixels of the image the model saw, ``model_input_size`` (width, height) or else `smart_resize`
-    of ``image_size`` under the limits with the family's ``factor`` (28 for Qwen2.5-VL).
+    Qwen2.5-VL's pixels of the image the model saw, ``model_input_size`` (width, height), or else the size the
+    engines plan for ``image_size`` under the request's limits (`ModelProfile.planned_size` of ``profile``,
+    default Qwen2.5-VL; None limits are the engines' defaults).
     """
     width, height = image_size
     if convention in ("grid", "ref_grid"):
         return width / GRID, height / GRID
     if model_input_size is None:
-        rh, rw = smart_resize(height, width, min_pixels, max_pixels, factor=factor)  # type: ignore[arg-type]
-        model_input_size = (rw, rh)
+        family = profile or QWEN2_5_VL
+        model_input_size = family.planned_size(width, height, min_pixels, max_pixels)  # type: ignore[arg-type]
     return width / model_input_size[0], height / model_input_size[1]
 
 
@@ -144,15 +144,14 @@ def parse_boxes(
 
     ``profile`` is the model's family (``engine.profile``), which says how its ``bbox_2d`` boxes are written:
     on the 0-1000 grid (Qwen3-VL), or (Qwen2.5-VL, and the default without a profile) in pixels of the size
-    the model saw: ``model_input_size`` (width, height), else `smart_resize` of ``image_size`` under
-    ``min_pixels`` / ``max_pixels`` (pass the limits the request used). Qwen2-VL ``<|box_start|>`` boxes are
-    on the 0-1000 grid. Boxes are clipped to the image.
+    the model saw: ``model_input_size`` (width, height), else the size the engines plan for ``image_size``
+    under ``min_pixels`` / ``max_pixels`` (pass the limits the request used; None: the engines' defaults,
+    1280 tokens at most). Qwen2-VL ``<|box_start|>`` boxes are on the 0-1000 grid. Boxes are clipped to the
+    image.
     """
     boxes: list[GroundedBox] = []
     json_convention = "grid" if profile is not None and profile.box_convention == "grid" else "pixels"
     found = [("grid", parse_ref_boxes(text, strict=strict)), (json_convention, parse_bbox_2d(text, strict=strict))]
-    lo = min_pixels if min_pixels is not None or profile is None else profile.min_pixels
-    hi = max_pixels if max_pixels is not None or profile is None else profile.max_pixels
     for convention, items in found:
         if not items:
             continue
@@ -160,9 +159,9 @@ def parse_boxes(
             convention,
             image_size,
             model_input_size=model_input_size,
-            min_pixels=lo,
-            max_pixels=hi,
-            factor=profile.factor if profile else 28,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            profile=profile,
         )
         for label, (x1, y1, x2, y2) in items:
             box = GroundedBox(x0=x1 * sx, y0=y1 * sy, x1=x2 * sx, y1=y2 * sy, label=label)

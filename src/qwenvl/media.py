@@ -44,17 +44,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLICY",
+    "JPEG_QUALITY",
     "IMAGE_FORMATS",
     "MediaPolicy",
     "EncodedImage",
     "describe_source",
     "is_public_address",
     "frames_to_array",
+    "image_data_uri",
+    "jpeg_data_uri",
     "load_image",
     "load_image_encoded",
     "load_jpeg_at",
     "load_video",
+    "photo_like",
     "pixel_limit_error",
+    "png_data_uri",
     "read_source_bytes",
     "resize_image",
 ]
@@ -656,3 +661,53 @@ def _open_video_file(
     if total <= 0:
         raise MediaDecodeError(f"video {describe_source(source)} reports no frames; is the file complete?", source)
     return total, video_fps, read
+
+
+# ---- encoding images for the wire -----------------------------------------------------------------------------
+
+#: the JPEG quality of photo-like images sent over the wire (a JPEG brought down to size, or a photo in memory)
+JPEG_QUALITY = 95
+#: an image whose PNG would keep more than this share of its raw bytes is photo-like (photos, noise)
+_PNG_WORTH_IT = 0.5
+
+
+def photo_like(image: PIL.Image.Image) -> bool:
+    """Whether ``image`` is photo-like (lossless compression saves little: photos, renders, noise) rather than
+    text, line art or a screenshot, told by PNG-encoding a strip of 32 rows from its middle. Small images
+    (64 KB raw or less) count as not photo-like."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if rgb.width * rgb.height * 3 <= 64 * 1024:
+        return False
+    top = max(0, rgb.height // 2 - 16)
+    strip = rgb.crop((0, top, rgb.width, min(rgb.height, top + 32)))
+    sample = io.BytesIO()
+    strip.save(sample, format="PNG", compress_level=1)
+    return sample.tell() > _PNG_WORTH_IT * strip.width * strip.height * 3
+
+
+def png_data_uri(image: PIL.Image.Image) -> str:
+    """A lossless PNG data URI of ``image`` (fast compression)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def jpeg_data_uri(image: PIL.Image.Image, quality: int = JPEG_QUALITY) -> str:
+    """A JPEG data URI of ``image``."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return EncodedImage("image/jpeg", buffer.getvalue()).data_uri()
+
+
+def image_data_uri(image: PIL.Image.Image, *, lossless: bool = False) -> str:
+    """A data URI of ``image``, encoded by what it holds: text, line art and screenshots as PNG (lossless, a
+    fraction of the raw bytes); photo-like images as JPEG at `JPEG_QUALITY` (PNG would spend CPU time to save
+    little), or with ``lossless`` as uncompressed BMP (the receiver sees the same pixels)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if not photo_like(rgb):
+        return png_data_uri(rgb)
+    if not lossless:
+        return jpeg_data_uri(rgb)
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="BMP")
+    return "data:image/bmp;base64," + base64.b64encode(buffer.getvalue()).decode()

@@ -13,12 +13,13 @@ convention and whether the chat template renders tools itself.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from qwenvl.errors import ModelError
+from qwenvl.errors import ImageSizeError, ModelError, RequestError
 
 __all__ = [
     "PROFILES",
@@ -28,7 +29,18 @@ __all__ = [
     "ModelProfile",
     "load_profile",
     "profile_for",
+    "smart_nframes",
+    "smart_resize",
 ]
+
+#: the largest aspect ratio the processors accept
+MAX_RATIO = 200
+#: qwen-vl-utils' video sampling: frames come in pairs, 2 per second by default, 4 to 768 of them
+FRAME_FACTOR = 2
+FPS = 2.0
+FPS_MIN_FRAMES = 4
+FPS_MAX_FRAMES = 768
+
 
 #: how boxes in answers are written: Qwen2-VL's ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` on a 0-1000 grid,
 #: Qwen2.5-VL's JSON ``bbox_2d`` in pixels of the resized input, Qwen3-VL's JSON ``bbox_2d`` on a 0-1000 grid
@@ -37,6 +49,95 @@ BoxConvention = Literal["ref_grid", "pixels", "grid"]
 #: rotary position ids (Qwen2.5-VL: ``second_per_grid_ts``), or as ``<t seconds>`` text before each frame
 #: pair (Qwen3-VL)
 VideoTime = Literal["none", "absolute", "timestamps"]
+
+
+def _round_by(number: float, factor: int) -> int:
+    return round(number / factor) * factor
+
+
+def _ceil_by(number: float, factor: int) -> int:
+    return math.ceil(number / factor) * factor
+
+
+def _floor_by(number: float, factor: int) -> int:
+    return math.floor(number / factor) * factor
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    factor: int = 28,
+) -> tuple[int, int]:
+    """Return the (height, width) Qwen2-VL resizes an image to: multiples of ``factor``, area within
+    [min_pixels, max_pixels], aspect ratio kept as closely as possible.
+
+    Raises `ImageSizeError` for an empty image or an aspect ratio over 200. Two deliberate differences from
+    qwen-vl-utils, both at extreme aspect ratios: where it returns a side of 0 (under a tiny ``max_pixels``)
+    the side is ``factor``, as in transformers; and where its rounded size has a ratio over 200 (which the
+    transformers processor refuses) the long side is trimmed to 200 times the short one.
+    """
+    min_pixels = QWEN2_VL.min_pixels if min_pixels is None else min_pixels
+    max_pixels = QWEN2_VL.max_pixels if max_pixels is None else max_pixels
+    if min_pixels > max_pixels:
+        raise ImageSizeError(f"min_pixels ({min_pixels}) is larger than max_pixels ({max_pixels}); lower min_pixels.")
+    if height <= 0 or width <= 0:
+        raise ImageSizeError(f"an image of {width}x{height} pixels is empty; give an image with both sides > 0.")
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_RATIO:
+        raise ImageSizeError(
+            f"an image of {width}x{height} pixels has aspect ratio {ratio:.1f}, over Qwen2-VL's limit of "
+            f"{MAX_RATIO}; crop or pad it."
+        )
+    h_bar = max(factor, _round_by(height, factor))
+    w_bar = max(factor, _round_by(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, _floor_by(height / beta, factor))
+        w_bar = max(factor, _floor_by(width / beta, factor))
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = _ceil_by(height * beta, factor)
+        w_bar = _ceil_by(width * beta, factor)
+    # Rounding a very thin side up to one factor can push the ratio past 200, which the transformers
+    # processor then refuses: trim the long side back to 200 times the short one.
+    if h_bar > w_bar * MAX_RATIO:
+        h_bar = _floor_by(w_bar * MAX_RATIO, factor)
+    elif w_bar > h_bar * MAX_RATIO:
+        w_bar = _floor_by(h_bar * MAX_RATIO, factor)
+    return h_bar, w_bar
+
+
+def smart_nframes(
+    total_frames: int,
+    video_fps: float,
+    *,
+    fps: float | None = None,
+    nframes: int | None = None,
+    min_frames: int | None = None,
+    max_frames: int | None = None,
+) -> int:
+    """Return how many frames to sample from a video, as qwen-vl-utils does: an even number, at least 2.
+
+    Give either ``fps`` (frames per second to sample, default 2) or ``nframes``.
+    """
+    if fps is not None and nframes is not None:
+        raise RequestError("give either fps or nframes for a video, not both")
+    if nframes is not None:
+        n = _round_by(nframes, FRAME_FACTOR)
+    else:
+        want_fps = FPS if fps is None else fps
+        lo = _ceil_by(FPS_MIN_FRAMES if min_frames is None else min_frames, FRAME_FACTOR)
+        hi = _floor_by(min(FPS_MAX_FRAMES, total_frames) if max_frames is None else max_frames, FRAME_FACTOR)
+        n_float = total_frames / video_fps * want_fps
+        n = _floor_by(min(min(max(n_float, lo), hi), total_frames), FRAME_FACTOR)
+    if not FRAME_FACTOR <= n <= total_frames:
+        raise RequestError(
+            f"a video of {total_frames} frames cannot give {n} sampled frames; the count must be even and in "
+            f"[{FRAME_FACTOR}, {total_frames}]: change nframes/fps or give a longer video."
+        )
+    return n
 
 
 @dataclass(frozen=True)
@@ -89,6 +190,38 @@ class ModelProfile:
         """The engines' default per-image budget: 1280 visual tokens (the model cards' advice for documents)."""
         return 1280 * self.factor**2
 
+    def image_limits(
+        self,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        *,
+        default_min: int | None = None,
+        default_max: int | None = None,
+    ) -> tuple[int, int]:
+        """The (min_pixels, max_pixels) an image is resized under: its own limits where given, else the engine's
+        defaults ``default_min`` / ``default_max`` (None: this family's `min_pixels` and the engines'
+        `default_max_pixels`). A default minimum above the image's own maximum (Qwen3-VL's is 64 tokens) gives
+        way to that maximum. The engines, the loader's VLM path and grounding all plan sizes with this."""
+        hi = max_pixels or default_max or self.default_max_pixels
+        floor = default_min or self.min_pixels
+        lo = min_pixels or (min(floor, hi) if max_pixels else floor)
+        return lo, hi
+
+    def planned_size(
+        self,
+        width: int,
+        height: int,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        *,
+        default_min: int | None = None,
+        default_max: int | None = None,
+    ) -> tuple[int, int]:
+        """The (width, height) the model sees of a ``width`` x ``height`` image under `image_limits`."""
+        lo, hi = self.image_limits(min_pixels, max_pixels, default_min=default_min, default_max=default_max)
+        h, w = self.smart_resize(height, width, lo, hi)
+        return w, h
+
     @property
     def video_min_pixels(self) -> int:
         """Smallest frame area qwen-vl-utils resizes video frames to."""
@@ -102,9 +235,8 @@ class ModelProfile:
     def smart_resize(
         self, height: int, width: int, min_pixels: int | None = None, max_pixels: int | None = None
     ) -> tuple[int, int]:
-        """The (height, width) this family's processor resizes an image to (see `qwenvl.budget.smart_resize`)."""
-        from qwenvl.budget import smart_resize
-
+        """The (height, width) this family's processor resizes an image to (see `smart_resize`); None limits are
+        the processor's defaults (`min_pixels`, `max_pixels`)."""
         return smart_resize(
             height,
             width,

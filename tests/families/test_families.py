@@ -224,7 +224,7 @@ def test_server_engine_equals_in_process(family: str, family_vllm: Any, family_s
 
 def test_document_parser_vlm_blocks_inside_the_page(family: str, family_vllm: Any, tmp_path: Path) -> None:
     from qwenvl.layout import BlockType, DocumentParser
-    from qwenvl.synthetic_pages import make_pages, write_pdf
+    from qwenvl_testkit.synthetic_pages import make_pages, write_pdf
 
     profile = PROFILES[family]
     pdf = write_pdf([p.image for p in make_pages(2, seed=7)], tmp_path / "scan.pdf")
@@ -284,7 +284,7 @@ def test_html_layout_format_through_the_engine(family: str, family_vllm: Any, tm
     """ "QwenVL HTML" mode on the real engine: free-text answers (a random model writes no boxes), so every page
     ends failed with its reason, never silently empty; the requests carry no schema."""
     from qwenvl.layout import DocumentParser
-    from qwenvl.synthetic_pages import make_pages, write_pdf
+    from qwenvl_testkit.synthetic_pages import make_pages, write_pdf
 
     pdf = write_pdf([p.image for p in make_pages(1, seed=9)], tmp_path / "scan.pdf")
     parser = DocumentParser(

@@ -10,7 +10,7 @@ from rapidfuzz.distance import Levenshtein
 
 from qwenvl.layout import BBox, BlockType
 from qwenvl.layout.ocr import RapidOCREngine, ocr_layout
-from qwenvl.synthetic_pages import ZH_PAGE_KINDS, SyntheticPage, make_chinese_page
+from qwenvl_testkit.synthetic_pages import ZH_PAGE_KINDS, SyntheticPage, make_chinese_page
 
 
 def cer_cjk(got: str, want: str) -> float:

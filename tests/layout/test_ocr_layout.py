@@ -8,7 +8,7 @@ from rapidfuzz.distance import Levenshtein
 from qwenvl.layout import BBox, BlockType
 from qwenvl.layout.export import html_table_rows
 from qwenvl.layout.ocr import RapidOCREngine, TesseractEngine, ocr_engine_for, ocr_layout
-from qwenvl.synthetic_pages import SyntheticPage, make_page
+from qwenvl_testkit.synthetic_pages import SyntheticPage, make_page
 
 CASES = {
     "article": {"kind": "article"},

@@ -15,7 +15,7 @@ from fpdf import FPDF
 from qwenvl.layout import BlockType, DocumentParser
 from qwenvl.layout.export import html_table_rows, to_markdown
 from qwenvl.layout.model import Block, Page, ParsedDocument
-from qwenvl.synthetic_pages import find_font
+from qwenvl_testkit.synthetic_pages import find_font
 
 #: US letter in points
 WIDTH, HEIGHT = 612.0, 792.0

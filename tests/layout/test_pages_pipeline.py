@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 
 from qwenvl.layout import BBox, BlockType, DocumentError, DocumentParser, ParsedDocument, open_document, render_page
 from qwenvl.layout.ocr import TesseractEngine
-from qwenvl.synthetic_pages import make_page, make_pages, write_digital_pdf, write_pdf
+from qwenvl_testkit.synthetic_pages import make_page, make_pages, write_digital_pdf, write_pdf
 
 DPI = 200.0
 

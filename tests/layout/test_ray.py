@@ -18,7 +18,7 @@ import pytest
 
 from qwenvl.errors import LayoutError
 from qwenvl.layout import DocumentParser, ParsedDocument
-from qwenvl.synthetic_pages import make_pages, write_digital_pdf, write_pdf
+from qwenvl_testkit.synthetic_pages import make_pages, write_digital_pdf, write_pdf
 
 ray = pytest.importorskip("ray", reason="the Ray tests need qwenvl[ray] (scripts/install.sh installs it)")
 

@@ -16,7 +16,7 @@ from fpdf.enums import TextMode
 from qwenvl.layout import DocumentParser, ParserOptions, TextLayerOptions
 from qwenvl.layout.export import page_records
 from qwenvl.layout.pages import open_document
-from qwenvl.synthetic_pages import _WORDS, find_font
+from qwenvl_testkit.synthetic_pages import _WORDS, find_font
 from tests.layout.test_ocr_layout import cer
 
 LINES = [

@@ -13,7 +13,7 @@ import pytest
 from qwenvl import ChatRequest, ChatResult, image_tokens
 from qwenvl.errors import EngineError
 from qwenvl.layout import BlockType, DocumentParser
-from qwenvl.synthetic_pages import make_pages, write_digital_pdf, write_pdf
+from qwenvl_testkit.synthetic_pages import make_pages, write_digital_pdf, write_pdf
 
 pytestmark = pytest.mark.engine
 

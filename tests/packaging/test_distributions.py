@@ -26,5 +26,6 @@ def test_each_distribution_builds_installs_and_imports_alone(tmp_path: Path) -> 
     for wheel in ("qwenvl-0", "langchain_qwenvl-0", "llama_index_llms_qwenvl-0", "llama_index_readers_qwenvl-0"):
         assert wheel in out.stdout
     assert out.stdout.count("import ") >= 3
+    assert "qwenvl wheel: no test code" in out.stdout
     hints = [line for line in out.stdout.splitlines() if line.startswith("without its framework")]
     assert len(hints) == 3 and all("pip install" in h for h in hints)

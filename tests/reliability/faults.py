@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image as PILImage
 
-from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, ToolCall, Video
+from qwenvl import ChatRequest, Image, Message, Text, ToolCall, Video
 from qwenvl.errors import (
     ContextOverflowError,
     ImageSizeError,
@@ -23,26 +21,17 @@ from qwenvl.errors import (
     RequestError,
     UnsupportedMediaError,
 )
-from tests.helpers import make_image, png_bytes
-
-#: an answer of at least 3000 tokens whatever the random model writes: 1500 digits in a JSON array
-LONG_SCHEMA = {
-    "type": "array",
-    "items": {"type": "integer", "minimum": 0, "maximum": 9},
-    "minItems": 1500,
-    "maxItems": 1500,
-}
-
-
-def long_request(i: int = 0) -> ChatRequest:
-    """A request that runs for seconds on the tiny model (thousands of tokens under a schema)."""
-    return ChatRequest([Message("user", f"count {i}")], SamplingOptions(max_tokens=3500), response_format=LONG_SCHEMA)
-
-
-def good_request(i: int = 0, max_tokens: int = 4) -> ChatRequest:
-    """A short, valid image request."""
-    img = Image(make_image(96 + 8 * i, 64 + 4 * i, seed=i), max_pixels=64 * 28 * 28)
-    return ChatRequest([Message("user", [img, Text(f"what is {i}?")])], SamplingOptions(max_tokens=max_tokens))
+from qwenvl_testkit.helpers import (  # noqa: F401 - the reliability tests import them from here
+    LONG_SCHEMA,
+    assert_answers,
+    await_idle,
+    cancel_stream_after,
+    good_request,
+    long_request,
+    make_image,
+    png_bytes,
+    wait_idle,
+)
 
 
 def _user(*parts: Any) -> list[Message]:
@@ -140,49 +129,3 @@ def bad_kinds(tmp_dir: str) -> list[BadKind]:
             RequestError,
         ),
     ]
-
-
-def wait_idle(engine: Any, timeout: float = 5.0) -> int:
-    """Poll until the engine holds no unfinished request (or ``timeout``); returns the last count."""
-    end = time.monotonic() + timeout
-    count = engine.unfinished_requests()
-    while count and time.monotonic() < end:
-        time.sleep(0.05)
-        count = engine.unfinished_requests()
-    return int(count)
-
-
-async def await_idle(engine: Any, timeout: float = 5.0) -> int:
-    """`wait_idle` without blocking the event loop."""
-    end = time.monotonic() + timeout
-    count = engine.unfinished_requests()
-    while count and time.monotonic() < end:
-        await asyncio.sleep(0.05)
-        count = engine.unfinished_requests()
-    return int(count)
-
-
-def assert_answers(engine: Any) -> None:
-    """The engine answers a normal request, and nothing is left running afterwards."""
-    [result] = engine.generate([good_request(7)])
-    assert result.ok, result.error
-    assert result.usage.completion_tokens >= 1 and result.usage.image_tokens > 0
-    assert wait_idle(engine) == 0
-
-
-async def cancel_stream_after(stream: Any, delay: float) -> bool:
-    """Consume an async iterator in a task and cancel the task after ``delay`` seconds; True when it was
-    cancelled (False when the stream ended first)."""
-
-    async def consume() -> None:
-        async for _ in stream:
-            pass
-
-    task = asyncio.create_task(consume())
-    await asyncio.sleep(delay)
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        return True
-    return False

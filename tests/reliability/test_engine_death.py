@@ -83,8 +83,17 @@ def test_killed_engine_core_fails_pending_requests_and_later_calls_fast(doomed_e
     assert time.monotonic() - start < 2.0
 
 
-def test_restart_after_death_answers_again(doomed_engine) -> None:  # noqa: ANN001
-    doomed_engine.restart()
+def test_retries_restart_the_dead_engine_and_answer(doomed_engine) -> None:  # noqa: ANN001
+    """max_retries in the adapters (`generate_retrying`): the dead engine refuses at once with the transient
+    `EngineDeadError`, is restarted once, and the requests are answered."""
+    from qwenvl.engine.retry import generate_retrying
+    from qwenvl.errors import EngineDeadError
+
+    assert not doomed_engine.healthy
+    with pytest.raises(EngineDeadError):
+        doomed_engine.generate([good_request()])
+    results = generate_retrying(doomed_engine, [good_request(1), good_request(2)], 1)
+    assert all(r.ok for r in results), results
     assert doomed_engine.healthy
     assert_answers(doomed_engine)
 

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from qwenvl import ChatRequest, ContextOverflowError, Image, Message, RequestError, SamplingOptions, Text, ToolCall
-from qwenvl.budget import fit_to_context, image_tokens
+from qwenvl import (
+    ChatRequest,
+    ContextOverflowError,
+    Image,
+    Message,
+    RequestError,
+    SamplingOptions,
+    Text,
+    ToolCall,
+    fit_to_context,
+)
+from qwenvl.budget import image_tokens
 from qwenvl.prompt import PromptRenderer
 from tests.helpers import make_image
 

@@ -136,8 +136,7 @@ def test_grounding_boxes_land_in_original_pixels_per_family() -> None:
 def test_fit_to_context_counts_in_the_family_tokens() -> None:
     from PIL import Image as PILImage
 
-    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text
-    from qwenvl.budget import fit_to_context
+    from qwenvl import ChatRequest, Image, Message, SamplingOptions, Text, fit_to_context
 
     big = PILImage.new("RGB", (2000, 1500))
     content = [Image(big), Image(big.copy()), Text("Compare.")]

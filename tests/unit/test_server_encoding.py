@@ -1,6 +1,6 @@
 """What a server engine sends: image files as they were read where the server decodes them to the same pixels;
-other images encoded once per request, losslessly, in the encoding that costs least; a JPEG photo brought down to
-its planned size as a JPEG again."""
+other images encoded once per request by what they hold (text and line art lossless, photo-like images as JPEG,
+or lossless when asked); a JPEG photo brought down to its planned size as a JPEG again."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import PIL.Image
 
 from qwenvl import ChatRequest, Image, Message, Text
 from qwenvl.engine.prepare import EngineDefaults, RequestPreparer
-from qwenvl.engine.vllm_server import _image_uris, image_data_uri
-from qwenvl.media import load_image, load_image_encoded
+from qwenvl.engine.server_images import SentImages, image_uris
+from qwenvl.media import image_data_uri, load_image, load_image_encoded
 from tests.helpers import make_image
 
 
@@ -33,14 +33,23 @@ def _decode(uri: str) -> tuple[str, PIL.Image.Image]:
     return head, PIL.Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
 
-def test_encoding_is_lossless_and_chosen_by_cost() -> None:
+def _image_uris(prep, resized, server_pixels=None, sent=None, lossless=False):  # noqa: ANN001, ANN202
+    """(uris, whether any image was left to the server), as the tests below read them."""
+    sent = SentImages() if sent is None else sent
+    uris = image_uris(prep, resized=resized, server_pixels=server_pixels, sent=sent, lossless=lossless)
+    return uris, sent.server_sized
+
+
+def test_encoding_is_chosen_by_content() -> None:
     photo = _photo(400, 300)
-    head, back = _decode(image_data_uri(photo))
+    head, back = _decode(image_data_uri(photo))  # photo-like: JPEG (high quality)
+    assert head == "data:image/jpeg;base64" and back.size == photo.size
+    head, back = _decode(image_data_uri(photo, lossless=True))  # unless lossless is asked for: BMP, exact
     assert head == "data:image/bmp;base64" and back.tobytes() == photo.tobytes()
     page = make_image(400, 300, seed=3)  # flat areas and lines: PNG pays
     head, back = _decode(image_data_uri(page))
     assert head == "data:image/png;base64" and back.tobytes() == page.tobytes()
-    assert len(image_data_uri(page)) < len(image_data_uri(photo)) / 5
+    assert len(image_data_uri(page)) < len(image_data_uri(photo, lossless=True)) / 5
     small = _photo(64, 64)  # small: PNG whatever it holds
     assert image_data_uri(small).startswith("data:image/png;base64")
 
@@ -55,10 +64,12 @@ def test_images_are_encoded_once_per_request(tiny_model: Path) -> None:
     preparer = _preparer(tiny_model)
     big, small = _photo(1000, 800, 1), make_image(56, 56, 2)
     prep = preparer.prepare(ChatRequest([Message("user", [Image(big), Image(small), Text("compare")])]))
-    first = _image_uris(prep, resized=False)[0]
-    assert all(a is b for a, b in zip(_image_uris(prep, resized=False)[0], first, strict=True))  # a retry: no encoding
+    sent = SentImages()
+    first = _image_uris(prep, resized=False, sent=sent)[0]
+    again = _image_uris(prep, resized=False, sent=sent)[0]
+    assert all(a is b for a, b in zip(again, first, strict=True))  # a retry: no encoding
     assert _decode(first[0])[1].size == (1000, 800)  # originals, to a server that takes the processor's limits
-    resized = _image_uris(prep, resized=True)[0]  # the resend without processor kwargs: at the planned sizes
+    resized = _image_uris(prep, resized=True, sent=sent)[0]  # the resend without processor kwargs: at the plan
     planned = preparer.profile.smart_resize(800, 1000, *prep.image_limits[0])
     assert _decode(resized[0])[1].size == planned[::-1]
     assert resized[1] is first[1]  # already at its planned size: the same image, the same encoding
@@ -75,19 +86,25 @@ def test_files_travel_as_they_were_read(tiny_model: Path, tmp_path: Path) -> Non
     make_image(56, 56, 5).save(small)
     parts = [Image(jpeg), Image(gray), Image(rgba), Image(small), Text("all")]
     prep = preparer.prepare(ChatRequest([Message("user", parts)]))
-    uris = _image_uris(prep, resized=False)[0]
+    sent = SentImages()
+    uris = _image_uris(prep, resized=False, sent=sent)[0]
     as_read = [p.read_bytes() for p in (jpeg, gray)]
     assert [base64.b64decode(u.split(",", 1)[1]) for u in uris[:2]] == as_read  # the bytes, unchanged
     assert uris[0].startswith("data:image/jpeg;base64,")
-    # RGBA is composited on white here (a server would composite on its own background): re-encoded, lossless
-    assert _decode(uris[2])[1].tobytes() == load_image(rgba).tobytes()
+    # RGBA is composited on white here (a server would composite on its own background) and re-encoded: photo-like
+    # pixels as JPEG, or exact when lossless is asked for
+    assert uris[2].startswith("data:image/jpeg;base64,") and _decode(uris[2])[1].size == (1000, 800)
+    exact = _image_uris(prep, resized=False, lossless=True)[0][2]
+    assert _decode(exact)[1].tobytes() == load_image(rgba).tobytes()
     assert base64.b64decode(uris[3].split(",", 1)[1]) == small.read_bytes()
     # no processor limits: each at its planned size; the JPEG photos as JPEGs again, the rest lossless
-    resized = _image_uris(prep, resized=True)[0]
+    resized = _image_uris(prep, resized=True, sent=sent)[0]
     for uri, (lo, hi) in zip(resized[:3], prep.image_limits[:3], strict=True):
         assert _decode(uri)[1].size == preparer.profile.smart_resize(800, 1000, lo, hi)[::-1]
     assert resized[0].startswith("data:image/jpeg;base64,") and resized[1].startswith("data:image/jpeg;base64,")
-    assert resized[2].startswith(("data:image/png;base64,", "data:image/bmp;base64,"))
+    assert resized[2].startswith("data:image/jpeg;base64,")  # photo-like in memory: JPEG
+    lossless = _image_uris(prep, resized=True, lossless=True)[0]  # every image encoded here lossless
+    assert lossless[0].startswith("data:image/bmp;base64,") and lossless[2].startswith("data:image/bmp;base64,")
     assert resized[3] is uris[3]  # already at its planned size
 
 
@@ -151,7 +168,7 @@ def test_a_server_with_the_same_limits_resizes_the_files_itself(tiny_model: Path
 def test_request_bodies_carry_media_uris_verbatim_and_valid_json() -> None:
     """Data URIs go into the JSON body as they are (not scanned by the JSON encoder); the body parses to exactly
     what the JSON encoder would have written, whatever the text around them holds."""
-    from qwenvl.engine.vllm_server import _json_with_media, _placeholder
+    from qwenvl.engine.server_wire import _json_with_media, _placeholder
 
     media: dict[str, str] = {}
     jpeg = "data:image/jpeg;base64," + base64.b64encode(bytes(range(256)) * 50).decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
@@ -27,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from langchain_qwenvl.convert import to_ai_message, to_ai_message_chunk, to_qwen_messages
 from qwenvl import ChatRequest, Engine, SamplingOptions, create_engine
-from qwenvl.engine.factory import model_engine_options, plan_engine
+from qwenvl.engine.factory import adapter_retries, model_engine_options, plan_engine
+from qwenvl.engine.retry import agenerate_retrying, astream_retrying, generate_retrying, stream_retrying
+from qwenvl.errors import RequestError
 from qwenvl.messages import ChatChunk
 from qwenvl.messages import ChatResult as QwenResult
 
@@ -48,8 +51,12 @@ class ChatQwenVL(BaseChatModel):
     $QWENVL_BASE_URL.
 
     ``min_pixels``/``max_pixels`` and ``timeout`` (a deadline per call, in seconds) apply to every engine, per
-    request. ``max_retries`` and ``model_kwargs`` engine keys configure the engine this model builds
-    (``max_retries``: a server engine's retries); with ``engine=`` they raise, as do keys the engine does not take.
+    request. ``max_retries`` retries a call whose failure is transient, on every engine: a server engine this
+    model builds retries 408/429/5xx answers and unreachable servers itself (per HTTP attempt); an in-process
+    engine, or an ``engine=`` given, is retried here after such failures or after the engine died, which is then
+    restarted (`qwenvl.engine.retry`). A stream is retried only before its first piece. ``engine_kwargs``
+    configure the engine this model builds (the same option as LlamaIndex `QwenVL`'s); with ``engine=`` they
+    raise, as do keys the engine does not take. ``model_kwargs`` holds sampling options (``top_p``, ``seed``).
 
     Images go in as OpenAI ``image_url`` blocks (http(s) or data URIs), LangChain standard ``image`` blocks
     (``base64`` + ``mime_type``, or ``url``), or Qwen's ``{"type": "image", "image": path_or_url}``, each with
@@ -70,16 +77,29 @@ class ChatQwenVL(BaseChatModel):
     max_pixels: int | None = None
     #: a LoRA adapter (engine-known name or PEFT folder) every call answers with; ``lora=`` per call overrides
     lora: str | None = None
+    #: sampling options every call takes (``top_p``, ``seed``)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: options of the engine this model builds (the same option as LlamaIndex `QwenVL`'s)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
     _engine: Any = PrivateAttr(default=None)
+    #: how many times this model sends a transiently failed request again itself (`qwenvl.engine.retry`)
+    _retries: int = PrivateAttr(default=0)
 
     def model_post_init(self, context: Any, /) -> None:
         """Check the arguments against the engine they will reach; the engine itself starts on first use."""
-        explicit: set[str] = {k for k in ("base_url", "max_retries") if k in self.model_fields_set and getattr(self, k)}
-        explicit |= {k for k in self.model_kwargs if k not in SAMPLING_KEYS}
+        explicit: set[str] = {"base_url"} if "base_url" in self.model_fields_set and self.base_url else set()
+        legacy = sorted(k for k in self.model_kwargs if k not in SAMPLING_KEYS)
+        if legacy:
+            warnings.warn(
+                f"ChatQwenVL: engine options in model_kwargs ({', '.join(legacy)}) are deprecated; pass them as "
+                "engine_kwargs (model_kwargs holds sampling options: top_p, seed)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        explicit |= set(self._engine_kwargs())
         plan_engine(
             "ChatQwenVL",
             engine=self.engine,
@@ -89,6 +109,7 @@ class ChatQwenVL(BaseChatModel):
             explicit=explicit,
         )
         self._engine = self.engine
+        self._retries = adapter_retries(self.engine, self.model, self.base_url, self.max_retries)
 
     # ------------------------------------------------------------------ engine and metadata
 
@@ -104,12 +125,16 @@ class ChatQwenVL(BaseChatModel):
         return model_engine_options(
             self.model,
             self.base_url,
-            {k: v for k, v in self.model_kwargs.items() if k not in SAMPLING_KEYS},
+            self._engine_kwargs(),
             min_pixels=self.min_pixels,
             max_pixels=self.max_pixels,
             max_retries=self.max_retries,
             timeout=self.timeout,
         )
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        """``engine_kwargs``, and engine keys still given in ``model_kwargs`` (deprecated)."""
+        return {**{k: v for k, v in self.model_kwargs.items() if k not in SAMPLING_KEYS}, **self.engine_kwargs}
 
     def _build_engine(self) -> Engine:
         return create_engine(self.model, self.base_url, **self._engine_options())
@@ -154,7 +179,7 @@ class ChatQwenVL(BaseChatModel):
     def _request(self, messages: list[BaseMessage], stop: list[str] | None = None, **kwargs: Any) -> ChatRequest:
         override = kwargs.get("model")
         if override and override != self._model_name:
-            raise ValueError(
+            raise RequestError(
                 f"this ChatQwenVL runs {self._model_name!r}; a per-call model ({override!r}) is not supported. "
                 "Create another ChatQwenVL for another model."
             )
@@ -187,7 +212,7 @@ class ChatQwenVL(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        [result] = self.qwen_engine.generate([self._request(messages, stop, **kwargs)])
+        [result] = generate_retrying(self.qwen_engine, [self._request(messages, stop, **kwargs)], self._retries)
         return self._chat_result(result)
 
     async def _agenerate(
@@ -197,7 +222,7 @@ class ChatQwenVL(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        [result] = await self.qwen_engine.agenerate([self._request(messages, stop, **kwargs)])
+        [result] = await agenerate_retrying(self.qwen_engine, [self._request(messages, stop, **kwargs)], self._retries)
         return self._chat_result(result)
 
     def _stream(
@@ -209,7 +234,7 @@ class ChatQwenVL(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, **kwargs)
         hide_text = _forced(request)
-        for chunk in self.qwen_engine.stream(request):
+        for chunk in stream_retrying(self.qwen_engine, request, self._retries):
             generation = self._generation(chunk, hide_text)
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=generation)
@@ -224,7 +249,7 @@ class ChatQwenVL(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._request(messages, stop, **kwargs)
         hide_text = _forced(request)
-        async for chunk in self.qwen_engine.astream(request):
+        async for chunk in astream_retrying(self.qwen_engine, request, self._retries):
             generation = self._generation(chunk, hide_text)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=generation)
@@ -238,6 +263,11 @@ class ChatQwenVL(BaseChatModel):
         return ChatGenerationChunk(message=to_ai_message_chunk(chunk, self._model_name))
 
     # ------------------------------------------------------------------ batching: one engine call
+    # LangChain's own batch runs invoke per input in a thread pool of at most max_concurrency workers (default:
+    # the executor's min(32, CPUs + 4), 6 on a 2-core machine), so vLLM would see a few requests at a time and
+    # a batch of 64 would run as about 11 waves. Sending every input in one engine call gives vLLM the whole
+    # batch to schedule. LangChain has no hook for that, so batch/abatch open and close each input's run with
+    # the callback managers themselves (as BaseChatModel.generate does), keeping per-input callbacks and errors.
 
     def batch(
         self,
@@ -253,7 +283,7 @@ class ChatQwenVL(BaseChatModel):
         configs = get_config_list(config, len(inputs))
         prepared = self._start_runs(inputs, configs, kwargs, CallbackManager)
         requests = [request for _, request, _ in prepared if request is not None]
-        results = self.qwen_engine.generate(requests) if requests else []
+        results = generate_retrying(self.qwen_engine, requests, self._retries) if requests else []
         return self._finish_runs(prepared, results, return_exceptions)
 
     async def abatch(
@@ -273,7 +303,7 @@ class ChatQwenVL(BaseChatModel):
             if asyncio.iscoroutine(managers):
                 prepared[i] = (await managers, request, error)
         requests = [request for _, request, _ in prepared if request is not None]
-        results = await self.qwen_engine.agenerate(requests) if requests else []
+        results = await agenerate_retrying(self.qwen_engine, requests, self._retries) if requests else []
         finished = self._finish_runs(prepared, results, return_exceptions, defer=True)
         return _raise_or_keep(await _settle(finished), return_exceptions)
 
@@ -375,7 +405,7 @@ class ChatQwenVL(BaseChatModel):
         Decoding is always constrained, so ``strict`` changes nothing.
         """
         if kwargs:
-            raise ValueError(f"unexpected arguments {sorted(kwargs)}")
+            raise RequestError(f"unexpected arguments {sorted(kwargs)}")
         is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
         is_v1_model = isinstance(schema, type) and not is_model and hasattr(schema, "parse_obj")
         trace = {
@@ -395,7 +425,7 @@ class ChatQwenVL(BaseChatModel):
             parser = RunnableLambda(_parsed_from_message)
         elif method == "function_calling":
             if schema is None:
-                raise ValueError("method='function_calling' needs a schema.")
+                raise RequestError("method='function_calling' needs a schema.")
             tool = convert_to_openai_tool(schema)
             llm = self.bind_tools([schema], tool_choice=tool["function"]["name"], **trace)
             if is_model:
@@ -404,11 +434,11 @@ class ChatQwenVL(BaseChatModel):
                 parser = RunnableLambda(_first_tool_args)
         elif method == "json_schema":
             if schema is None:
-                raise ValueError("method='json_schema' needs a schema.")
+                raise RequestError("method='json_schema' needs a schema.")
             llm = self.bind(response_format=schema if is_model else convert_to_json_schema(schema), **trace)
             parser = RunnableLambda(_parsed_from_message)
         else:
-            raise ValueError(f"unknown method {method!r}; use json_schema, function_calling or json_mode.")
+            raise RequestError(f"unknown method {method!r}; use json_schema, function_calling or json_mode.")
         if is_v1_model:  # a pydantic.v1 model: decode under its schema, then build it
             parser = parser | RunnableLambda(schema.parse_obj)  # type: ignore[union-attr,operator]
         if not include_raw:
@@ -431,7 +461,7 @@ def _parsed_from_message(message: AIMessage) -> Any:
 
 def _first_tool_args(message: AIMessage) -> Any:
     if not message.tool_calls:
-        raise ValueError("the model made no tool call")
+        raise RequestError("the model made no tool call")
     return message.tool_calls[0]["args"]
 
 

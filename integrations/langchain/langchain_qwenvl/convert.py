@@ -19,6 +19,7 @@ from langchain_core.messages.tool import invalid_tool_call, tool_call
 from langchain_core.messages.tool import tool_call_chunk as make_tool_call_chunk
 
 from qwenvl import Image, Message, Text, ToolCall, Usage, Video
+from qwenvl.errors import RequestError
 from qwenvl.messages import ChatChunk, ChatResult, Part
 
 __all__ = ["to_ai_message", "to_ai_message_chunk", "to_qwen_message", "to_qwen_messages", "usage_metadata"]
@@ -28,7 +29,7 @@ _PIXEL_KEYS = ("min_pixels", "max_pixels")
 
 
 def to_qwen_messages(messages: Sequence[BaseMessage]) -> list[Message]:
-    """Convert a LangChain conversation; raises TypeError/ValueError on a message or block it cannot carry."""
+    """Convert a LangChain conversation; raises RequestError on a message or block it cannot carry."""
     return [to_qwen_message(m) for m in messages]
 
 
@@ -45,7 +46,7 @@ def to_qwen_message(message: BaseMessage) -> Message:
         return Message("system", _parts(message.content))
     if isinstance(message, ChatMessage) and message.role in _ROLE_OF:
         return Message(_ROLE_OF[message.role], _parts(message.content))  # type: ignore[arg-type]
-    raise TypeError(
+    raise RequestError(
         f"ChatQwenVL cannot send a {type(message).__name__}"
         + (f" with role {message.role!r}" if isinstance(message, ChatMessage) else "")
         + "; use System/Human/AI/ToolMessage."
@@ -71,7 +72,7 @@ def _block(block: Any) -> list[Part]:
     if isinstance(block, str):
         return [Text(block)]
     if not isinstance(block, dict):
-        raise TypeError(f"ChatQwenVL cannot read a content block of type {type(block).__name__}: {block!r}")
+        raise RequestError(f"ChatQwenVL cannot read a content block of type {type(block).__name__}: {block!r}")
     kind = block.get("type")
     if kind == "text":
         return [Text(block.get("text", ""))]
@@ -81,14 +82,14 @@ def _block(block: Any) -> list[Part]:
         spec = block.get("image_url")
         url = spec.get("url") if isinstance(spec, dict) else spec
         if not isinstance(url, str):
-            raise ValueError(f"an image_url block needs a url string: {block!r}")
+            raise RequestError(f"an image_url block needs a url string: {block!r}")
         return [Image(url, **_pixels(block, spec if isinstance(spec, dict) else {}))]
     if kind == "image":
         return [Image(_image_source(block), **_pixels(block))]
     if kind == "video":
         source = block.get("video") or block.get("url") or block.get("path")
         if source is None:
-            raise ValueError(f"a video block needs 'video' (a path or a list of frames): {block!r}")
+            raise RequestError(f"a video block needs 'video' (a path or a list of frames): {block!r}")
         return [
             Video(
                 source,
@@ -98,7 +99,7 @@ def _block(block: Any) -> list[Part]:
                 **_pixels(block),
             )
         ]
-    raise ValueError(
+    raise RequestError(
         f"ChatQwenVL cannot read content blocks of type {kind!r}; it takes text, image_url, image "
         "(base64, url or Qwen's 'image') and video blocks."
     )
@@ -114,8 +115,8 @@ def _image_source(block: dict[str, Any]) -> str:
     if block.get("url") or block.get("source_type") == "url":
         return str(block.get("url"))
     if block.get("file_id") or block.get("id"):
-        raise ValueError("image blocks by file id are not supported; send base64 data or a URL.")
-    raise ValueError(f"an image block needs base64 data, a url or Qwen's 'image' key: {block!r}")
+        raise RequestError("image blocks by file id are not supported; send base64 data or a URL.")
+    raise RequestError(f"an image block needs base64 data, a url or Qwen's 'image' key: {block!r}")
 
 
 def usage_metadata(usage: Usage) -> dict[str, Any]:

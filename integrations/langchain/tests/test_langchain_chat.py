@@ -16,7 +16,7 @@ from langchain_qwenvl import ChatQwenVL
 from langchain_qwenvl.convert import to_qwen_messages
 from qwenvl import ChatRequest, Image, Text, Video
 from qwenvl.messages import ChatResult
-from tests.helpers import make_image, png_bytes
+from qwenvl_testkit.helpers import make_image, png_bytes
 
 
 class CountingEngine:

@@ -1,4 +1,4 @@
-"""ChatQwenVL's engine settings: pixel limits and timeout apply per request whatever the engine; settings that
+"""ChatQwenVL's engine settings: pixel limits, timeout and max_retries apply whatever the engine; settings that
 configure a new engine raise with engine= or when the engine it would build does not take them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from langchain_qwenvl import ChatQwenVL
-from tests.helpers import RecordingEngine
+from qwenvl_testkit.helpers import DiesOnceEngine, RecordingEngine
 
 
 def _message() -> list[HumanMessage]:
@@ -29,9 +29,8 @@ def test_pixel_limits_and_timeout_apply_per_request_with_a_given_engine() -> Non
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"max_retries": 3}, "max_retries"),
         ({"base_url": "http://127.0.0.1:1/v1"}, "base_url"),
-        ({"model_kwargs": {"gpu_memory_utilization": 0.3}}, "gpu_memory_utilization"),
+        ({"engine_kwargs": {"gpu_memory_utilization": 0.3}}, "gpu_memory_utilization"),
     ],
 )
 def test_engine_settings_with_a_given_engine_raise(kwargs: dict, words: str) -> None:
@@ -40,13 +39,42 @@ def test_engine_settings_with_a_given_engine_raise(kwargs: dict, words: str) -> 
 
 
 def test_settings_the_built_engine_does_not_take_raise() -> None:
-    with pytest.raises(ValueError, match="max_retries"):
-        ChatQwenVL(model="Qwen/Qwen2-VL-2B-Instruct", max_retries=3)  # in-process: nothing to retry
     with pytest.raises(ValueError, match="nonsense"):
-        ChatQwenVL(model="Qwen/Qwen2-VL-2B-Instruct", model_kwargs={"nonsense": 1})
+        ChatQwenVL(model="Qwen/Qwen2-VL-2B-Instruct", engine_kwargs={"nonsense": 1})
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        ChatQwenVL(model="m", base_url="http://h/v1", model_kwargs={"gpu_memory_utilization": 0.3})
+        ChatQwenVL(model="m", base_url="http://h/v1", engine_kwargs={"gpu_memory_utilization": 0.3})
+    with pytest.raises(ValueError, match="max_retries"):
+        ChatQwenVL(model="m", max_retries=-1)
+    local = ChatQwenVL(model="m", timeout=30, engine_kwargs={"gpu_memory_utilization": 0.3}, model_kwargs={"seed": 1})
+    assert "timeout" not in local._engine_options() and "seed" not in local._engine_options()
+    assert local._engine_options()["gpu_memory_utilization"] == 0.3
+
+
+def test_engine_keys_in_model_kwargs_still_work_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="engine_kwargs"):
+        legacy = ChatQwenVL(model="m", model_kwargs={"gpu_memory_utilization": 0.3, "seed": 1})
+    assert legacy._engine_options()["gpu_memory_utilization"] == 0.3 and "seed" not in legacy._engine_options()
+
+
+def test_max_retries_is_taken_by_every_engine() -> None:
+    """LangChain's standard parameters (timeout, max_retries) on every engine: a server engine this model
+    builds retries itself; an in-process engine or a given one is retried by the model."""
     server = ChatQwenVL(model="m", base_url="http://h/v1", max_retries=5, timeout=30)
     assert server._engine_options()["max_retries"] == 5 and server._engine_options()["timeout"] == 30
-    local = ChatQwenVL(model="m", timeout=30, model_kwargs={"gpu_memory_utilization": 0.3, "seed": 1})
-    assert "timeout" not in local._engine_options() and "seed" not in local._engine_options()
+    assert server._retries == 0  # no second layer of retries over the engine's
+    local = ChatQwenVL(model="Qwen/Qwen2-VL-2B-Instruct", timeout=60, max_retries=2)
+    assert "max_retries" not in local._engine_options() and local._retries == 2
+    assert ChatQwenVL(engine=RecordingEngine(), max_retries=2)._retries == 2
+
+
+def test_max_retries_restarts_a_dead_engine_for_invoke_and_batch() -> None:
+    from qwenvl.errors import EngineDeadError
+
+    with pytest.raises(EngineDeadError):
+        ChatQwenVL(engine=DiesOnceEngine()).invoke("hi")  # no retries: the failure is the caller's
+    engine = DiesOnceEngine()
+    chat = ChatQwenVL(engine=engine, max_retries=1)
+    assert chat.invoke("hi").content == "ok" and engine.restarts == 1
+    engine = DiesOnceEngine()
+    chat = ChatQwenVL(engine=engine, max_retries=1)
+    assert [m.content for m in chat.batch(["a", "b", "c"])] == ["ok"] * 3 and engine.restarts == 1

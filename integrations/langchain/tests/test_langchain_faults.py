@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from langchain_qwenvl import ChatQwenVL
 from qwenvl.errors import QwenVLError
-from tests.reliability.faults import assert_answers, await_idle, cancel_stream_after
+from qwenvl_testkit.helpers import assert_answers, await_idle, cancel_stream_after
 
 pytestmark = pytest.mark.engine
 

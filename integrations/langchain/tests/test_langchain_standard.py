@@ -11,7 +11,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from langchain_qwenvl import ChatQwenVL
-from tests.helpers import make_image, png_bytes
+from qwenvl_testkit.helpers import make_image, png_bytes
 
 _SHARED: dict[str, Any] = {}
 
@@ -28,7 +28,7 @@ def qwen25_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An in-process vLLM engine on the tiny Qwen2.5-VL, for the suite's second run (this module only)."""
     from qwenvl import VLLMEngine
     from qwenvl.testing import build_tiny_model
-    from tests.helpers import EAGER, ENGINE_ARGS
+    from qwenvl_testkit.helpers import EAGER, ENGINE_ARGS
 
     model = build_tiny_model(tmp_path_factory.mktemp("tiny-qwen25vl"), family="qwen2_5_vl")
     engine = VLLMEngine(model, gpu_memory_utilization=0.2, engine_kwargs=EAGER, **ENGINE_ARGS)
@@ -53,15 +53,16 @@ def _offline_picture(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 class TestChatQwenVLUnit(ChatModelUnitTests):
+    """The unit suite as written (its standard parameters include timeout and max_retries), on the in-process
+    engine ChatQwenVL builds on first use (the suite never starts it)."""
+
     @property
     def chat_model_class(self) -> type[ChatQwenVL]:
         return ChatQwenVL
 
     @property
     def chat_model_params(self) -> dict:
-        # a server configuration: the standard timeout and max_retries configure a server engine (which starts
-        # on first use only); for the in-process engine ChatQwenVL refuses max_retries rather than ignore it
-        return {"model": "Qwen/Qwen2-VL-2B-Instruct", "base_url": "http://127.0.0.1:8000/v1"}
+        return {"model": "Qwen/Qwen2-VL-2B-Instruct"}
 
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:
@@ -84,6 +85,14 @@ class TestChatQwenVLUnit(ChatModelUnitTests):
         return True
 
 
+class TestChatQwenVLUnitServer(TestChatQwenVLUnit):
+    """The same suite on a server configuration (the server engine starts on first use only)."""
+
+    @property
+    def chat_model_params(self) -> dict:
+        return {"model": "Qwen/Qwen2-VL-2B-Instruct", "base_url": "http://127.0.0.1:8000/v1"}
+
+
 class TestChatQwenVLIntegration(ChatModelIntegrationTests):
     #: the fixture of the engine the suite runs on
     engine_fixture = "vllm_engine"
@@ -91,12 +100,6 @@ class TestChatQwenVLIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[ChatQwenVL]:
         return ChatQwenVL
-
-    @property
-    def standard_chat_model_params(self) -> dict:
-        # max_retries configures the engine ChatQwenVL builds; with engine= it raises rather than being ignored.
-        # timeout applies to every engine (a per-call deadline) and stays.
-        return {k: v for k, v in super().standard_chat_model_params.items() if k != "max_retries"}
 
     @property
     def chat_model_params(self) -> dict:
@@ -184,3 +187,21 @@ class TestChatQwenVLIntegrationQwen25(TestChatQwenVLIntegration):
         # took 965 to over 2000 tokens (seeds 7, 1, 2, 3), at 2.0 (the highest the OpenAI API takes) 164 to 412,
         # as on Qwen2-VL at 1.0 (170 to 425). So it samples at 2.0, with room to spare.
         return {**super().chat_model_params, "temperature": 2.0, "max_tokens": 1000}
+
+
+class TestChatQwenVLIntegrationServer(TestChatQwenVLIntegration):
+    """The same suite against the session's vLLM server, each chat model building its own server engine from
+    model= and base_url= (the standard timeout and max_retries then configure that engine's HTTP attempts)."""
+
+    engine_fixture = "vllm_server"
+
+    @property
+    def chat_model_params(self) -> dict:
+        server = _SHARED["engine"]
+        return {
+            "model": str(server.model),
+            "base_url": server.base_url,
+            "max_tokens": 400,
+            "temperature": 1.0,
+            "model_kwargs": {"seed": 7},
+        }

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENGINE_KINDS",
+    "adapter_retries",
     "check_engine_options",
     "create_engine",
     "engine_class",
@@ -65,7 +66,11 @@ def check_engine_options(kind: str, options: dict[str, Any], *, owner: str = "cr
     unknown = sorted(set(options) - engine_options(kind))
     if unknown:
         cls = ENGINE_KINDS[kind][1]
-        hint = " timeout and max_retries apply to a vLLM server: pass base_url=." if kind != "server" else ""
+        hint = (
+            " timeout and max_retries per HTTP attempt apply to a vLLM server: pass base_url=."
+            if kind != "server"
+            else ""
+        )
         raise RequestError(
             f"{owner}: {cls} does not take {', '.join(unknown)}; it takes "
             f"{', '.join(sorted(engine_options(kind)))}.{hint}"
@@ -154,10 +159,24 @@ def model_engine_options(
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """The options a chat model or LLM passes to the engine it builds: its own engine ``options``, its pixel
-    limits (as the engine's defaults), ``max_retries``, and for a server engine ``timeout`` per HTTP attempt (the
-    per-call deadline travels on each request). None keeps the engine's default."""
+    limits (as the engine's defaults), and for an engine that takes them (a server engine) ``max_retries`` and
+    ``timeout`` per HTTP attempt (the per-call deadline travels on each request; an in-process engine's retries
+    are the adapter's, `adapter_retries`). None keeps the engine's default."""
     out = dict(options)
-    out.update(min_pixels=min_pixels, max_pixels=max_pixels, max_retries=max_retries)
-    if engine_kind(model, base_url) == "server":
-        out["timeout"] = timeout
+    out.update(min_pixels=min_pixels, max_pixels=max_pixels)
+    takes = engine_options(engine_kind(model, base_url))
+    out.update({k: v for k, v in (("max_retries", max_retries), ("timeout", timeout)) if k in takes})
     return out
+
+
+def adapter_retries(engine: Any, model: str | None, base_url: str | list[str] | None, max_retries: int | None) -> int:
+    """How many times a chat model or LLM sends a transiently failed request again itself
+    (`qwenvl.engine.retry`): none when the engine it builds retries on its own (a server engine takes
+    ``max_retries``), else ``max_retries`` (None: none). With ``engine`` given, the adapter retries."""
+    if not max_retries:
+        return 0
+    if max_retries < 0:
+        raise RequestError(f"max_retries={max_retries!r}: give 0 or more.")
+    if engine is None and "max_retries" in engine_options(engine_kind(model, base_url)):
+        return 0
+    return max_retries

@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from qwenvl import budget, media
+from qwenvl import media
 from qwenvl._lazy import require as _require
-from qwenvl.errors import RequestError, StructuredOutputError
-from qwenvl.messages import ChatRequest, ChatResult, Video
-from qwenvl.models import QWEN2_VL, ModelProfile, load_profile
+from qwenvl.errors import ContextOverflowError, RequestError, StructuredOutputError
+from qwenvl.messages import ChatRequest, ChatResult, Image, Video
+from qwenvl.models import FRAME_FACTOR, MAX_RATIO, QWEN2_VL, ModelProfile, load_profile
 from qwenvl.prompt import (
     ChatTemplate,
     PromptRenderer,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
     import PIL.Image
 
-__all__ = ["EngineDefaults", "PreparedRequest", "RequestPreparer", "finalize"]
+__all__ = ["EngineDefaults", "PreparedRequest", "RequestPreparer", "finalize", "fit_to_context"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ _log = logging.getLogger(__name__)
 class EngineDefaults:
     """Per-engine defaults applied to requests that do not set their own (pixel defaults per model family)."""
 
-    min_pixels: int = budget.MIN_PIXELS
-    max_pixels: int = budget.DEFAULT_MAX_PIXELS
-    video_min_pixels: int = budget.VIDEO_MIN_PIXELS
-    video_max_pixels: int = budget.VIDEO_MAX_PIXELS
+    min_pixels: int = QWEN2_VL.min_pixels
+    max_pixels: int = QWEN2_VL.default_max_pixels
+    video_min_pixels: int = QWEN2_VL.video_min_pixels
+    video_max_pixels: int = QWEN2_VL.video_max_pixels
     limit_images: int = 4
     limit_videos: int = 1
     #: shrink images to fit the context rather than fail
@@ -79,9 +79,11 @@ class EngineDefaults:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreparedRequest:
     """A request ready for a backend: prompt text, media, the processor's size limits and the token counts.
+    Immutable: an engine that adds its own handle (a LoRA adapter) makes a copy (`dataclasses.replace`), and
+    what an engine keeps while a request is in flight is its own (`qwenvl.engine.server_images.SentImages`).
 
     Images are passed as loaded when one pair of pixel limits serves them all (the processor resizes them
     to exactly the size `smart_resize` predicts); otherwise each is resized here to its own limits and the
@@ -113,11 +115,6 @@ class PreparedRequest:
     #: per image, its file's bytes when ``images`` holds it as that file decodes (unresized): a server engine
     #: sends those bytes as they are (`qwenvl.media.load_image_encoded`)
     originals: list[media.EncodedImage | None] = field(default_factory=list, repr=False, compare=False)
-    #: a server engine sent images for the server to bring within its own limits (which size them as planned)
-    server_sized: bool = field(default=False, repr=False, compare=False)
-    #: a server engine's encodings of the images sent so far ((index, resized) -> (image, data URI)): a resend
-    #: reuses them
-    encoded: dict[Any, tuple[Any, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mm_data(self) -> dict[str, Any]:
@@ -237,7 +234,7 @@ class RequestPreparer:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         text_tokens = sum(1 for t in ids if t not in (self.image_token_id, self.video_token_id)) + stamp_tokens
         if d.fit_to_context:
-            request = budget.fit_to_context(
+            request = fit_to_context(
                 request,
                 self.max_model_len,
                 text_tokens=text_tokens,
@@ -247,7 +244,10 @@ class RequestPreparer:
                 profile=profile,
             )
         pil_images: list[PIL.Image.Image] = [img.source for img in request.images()]  # type: ignore[misc]
-        limits = [_limits(img.min_pixels, img.max_pixels, d.min_pixels, d.max_pixels) for img in request.images()]
+        limits = [
+            profile.image_limits(img.min_pixels, img.max_pixels, default_min=d.min_pixels, default_max=d.max_pixels)
+            for img in request.images()
+        ]
         pairs = list(zip(pil_images, limits, strict=True))
         sizes = [profile.smart_resize(im.height, im.width, lo, hi) for im, (lo, hi) in pairs]
         image_tokens = [profile.grid_tokens(h, w) for h, w in sizes]
@@ -288,7 +288,7 @@ class RequestPreparer:
         hi = video.max_pixels or d.video_max_pixels
         # As qwen-vl-utils: a total pixel budget spread over the frames, never below min_pixels.
         total = self.max_model_len // 2 * factor**2
-        hi = max(min(hi, total // len(frames) * budget.FRAME_FACTOR), min(int(lo * 1.05), hi))
+        hi = max(min(hi, total // len(frames) * FRAME_FACTOR), min(int(lo * 1.05), hi))
         lo = min(lo, hi)
         resized = [media.resize_image(f, lo, hi, factor=factor) for f in frames]
         return media.frames_to_array(resized), _video_metadata(info, len(frames))
@@ -300,14 +300,6 @@ class RequestPreparer:
             return 0
         stamps = video_timestamps(metadata, self.profile.temporal_patch_size)[: nframes // 2]
         return sum(len(self.tokenizer.encode(f"<{t:.1f} seconds>", add_special_tokens=False)) + 2 for t in stamps)
-
-
-def _limits(own_min: int | None, own_max: int | None, default_min: int, default_max: int) -> tuple[int, int]:
-    """An image's (min_pixels, max_pixels): its own, else the engine's; a default minimum above the image's own
-    maximum (Qwen3-VL's is 64 tokens) gives way to that maximum."""
-    hi = own_max or default_max
-    lo = own_min or (min(default_min, hi) if own_max else default_min)
-    return lo, hi
 
 
 def _video_metadata(sampled_fps: float, nframes: int) -> dict[str, Any]:
@@ -323,6 +315,80 @@ def video_timestamps(metadata: dict[str, Any], temporal_patch_size: int = 2) -> 
     if len(times) % temporal_patch_size:
         times += [times[-1]] * (temporal_patch_size - len(times) % temporal_patch_size)
     return [(times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)]
+
+
+def fit_to_context(
+    request: ChatRequest,
+    max_model_len: int,
+    *,
+    text_tokens: int,
+    video_tokens: int = 0,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    reserve: int | None = None,
+    profile: ModelProfile | None = None,
+) -> ChatRequest:
+    """Return ``request`` with per-image ``max_pixels`` lowered just enough that its prompt, plus the
+    answer's ``max_tokens`` (or ``reserve``), fits ``max_model_len``.
+
+    Images must be loaded (their `Image.size` known); ``min_pixels``/``max_pixels`` are the defaults for
+    images without their own limits; ``text_tokens`` and ``video_tokens`` count the rest of the prompt.
+    One pixel cap is searched for all images, so large images shrink first and small ones stay sharp.
+    ``profile`` is the model family (default Qwen2-VL); None limits are the engines' defaults for it
+    (`ModelProfile.image_limits`).
+    Raises `ContextOverflowError` saying by how many tokens the prompt overflows at the smallest size.
+    """
+    fam = profile or QWEN2_VL
+    unit = fam.factor**2
+    images = request.images()
+    room = max_model_len - (request.sampling.max_tokens if reserve is None else reserve)
+    fixed = text_tokens + video_tokens
+
+    def limits(img: Image) -> tuple[int, int]:
+        return fam.image_limits(img.min_pixels, img.max_pixels, default_min=min_pixels, default_max=max_pixels)
+
+    def cost(cap: int | None) -> int:
+        total = fixed
+        for img in images:
+            if img.size is None:
+                raise RequestError("fit_to_context needs loaded images (PIL sources); load them first")
+            lo, hi = limits(img)
+            if cap is not None:
+                hi, lo = min(hi, cap), min(lo, cap)
+            total += fam.image_tokens(img.size[0], img.size[1], lo, hi)
+        return total
+
+    needed = cost(None)
+    if needed <= room:
+        return request
+    floor = 4  # visual tokens: qwen-vl-utils' smallest image in every family
+    if not images or cost(floor * unit) > room:
+        smallest = cost(floor * unit) if images else needed
+        raise ContextOverflowError(
+            f"the prompt needs {needed} tokens ({smallest} with every image at its smallest) but only {room} fit "
+            f"(max_model_len {max_model_len} minus {max_model_len - room} kept for the answer): "
+            f"{smallest - room} tokens too many. Shorten the text, send fewer images or videos, lower max_tokens, "
+            "or raise max_model_len.",
+            prompt_tokens=smallest,
+            max_model_len=room,
+        )
+    top = max(limits(img)[1] for img in images) // unit
+    lo_cap, hi_cap = floor, top  # cost(lo_cap) fits, cost(hi_cap) does not
+    while hi_cap - lo_cap > 1:
+        mid = (lo_cap + hi_cap) // 2
+        if cost(mid * unit) <= room:
+            lo_cap = mid
+        else:
+            hi_cap = mid
+    cap = lo_cap * unit
+
+    def shrink(img: Image) -> Image:
+        lo, hi = limits(img)
+        if hi <= cap:
+            return img
+        return replace(img, min_pixels=min(lo, cap), max_pixels=cap)
+
+    return request.map_images(shrink)
 
 
 def _decoding_plan(request: ChatRequest) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -397,4 +463,4 @@ def _validate_arguments(name: str, arguments: dict[str, Any], prep: PreparedRequ
 def _extreme(image: PIL.Image.Image, factor: int) -> bool:
     """Shapes where the transformers processor's own resize differs from `smart_resize` (see budget)."""
     short, long = sorted(image.size)
-    return short < factor or long > short * (budget.MAX_RATIO * 3 // 4)
+    return short < factor or long > short * (MAX_RATIO * 3 // 4)

@@ -8,6 +8,7 @@ methods run the blocking model in a worker thread (transformers has no async eng
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import queue
@@ -227,7 +228,7 @@ class TransformersEngine(EngineBase):
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
         prep = self._preparer.prepare(request)
         if request.lora is not None:
-            prep.lora = resolve_lora(request.lora, self._lora_names)
+            prep = dataclasses.replace(prep, lora=resolve_lora(request.lora, self._lora_names))
         return prep
 
     def _activate(self, adapter: LoRAAdapter | None) -> None:

@@ -1,21 +1,22 @@
-"""`VLLMEngine`: Qwen2-VL on vLLM, in this process.
+"""`VLLMEngine`: a Qwen-VL model on vLLM, in this process: the engine's configuration and its public methods.
 
 One vLLM engine (`vllm.LLM`'s `LLMEngine`) serves every call path. A driver thread steps it and routes each
 output to whoever waits for it: `generate` adds a whole batch at once, so the scheduler sees it exactly as
 `LLM.generate` would; `stream`, `agenerate` and `astream` add their requests to the same engine, so sync and
 async calls share the model and the KV cache, never loading it twice. Callers of the async methods never
 block their event loop: adding requests (which runs the multimodal processor) happens in a worker thread.
+The driver and every access to vLLM's internals are `qwenvl.engine.vllm_driver`; the requests in flight,
+`qwenvl.engine.vllm_requests`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import queue
-import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -31,10 +32,23 @@ from qwenvl.engine.base import (
     cpu_kv_cache_fixed,
     cpu_memory_share,
     error_result,
-    finalize,
     resolve_lora,
 )
-from qwenvl.errors import EngineClosedError, EngineError, QwenVLError, RequestError, RequestTimeoutError
+from qwenvl.engine.vllm_driver import Driver, llm_max_model_len, shutdown_llm, start_llm
+from qwenvl.engine.vllm_requests import (
+    AsyncEvent,
+    Collector,
+    Handoff,
+    StreamState,
+    deadline_of,
+    poll_interval,
+    time_left,
+    vllm_error,
+)
+from qwenvl.errors import (
+    RequestError,
+    RequestTimeoutError,
+)
 from qwenvl.media import MediaPolicy
 from qwenvl.messages import ChatChunk, ChatRequest, ChatResult, SamplingOptions
 from qwenvl.models import load_profile
@@ -78,216 +92,6 @@ VLLM_ENGINE_KEYS = frozenset(
         "load_format",
     }
 )
-
-
-class _Driver:
-    """Steps one vLLM `LLMEngine` in a background thread and hands each output to its request's sink.
-
-    Requests added together in one `add` call reach the scheduler before its next step, as one batch.
-    A sink is called from the driver thread with each `RequestOutput`, or with an exception when the engine
-    dies; a sink that raises (its consumer is gone, its event loop closed) has its request aborted.
-
-    Every request that enters leaves exactly once: finished, aborted, refused, or failed with the engine.
-    A watchdog thread notices when vLLM's engine-core process dies or one step runs past ``stall_timeout``
-    seconds; then every pending request fails at once and later calls raise `EngineError`.
-    """
-
-    def __init__(self, engine: Any, *, stall_timeout: float = 300.0, watch_interval: float = 0.5) -> None:
-        self._engine = engine
-        self._engine_lock = threading.Lock()  # one call into vLLM at a time
-        self._state = threading.Condition()  # guards the fields below and wakes the driver
-        self._sinks: dict[str, Callable[[Any], None]] = {}
-        self._to_abort: list[str] = []
-        self._closed = False
-        self._dead: EngineError | None = None
-        self._step_since: float | None = None
-        self._stall_timeout = stall_timeout
-        self._watch_interval = watch_interval
-        self._thread = threading.Thread(target=self._run, name="qwenvl-vllm-driver", daemon=True)
-        self._thread.start()
-        self._watchdog = threading.Thread(target=self._watch, name="qwenvl-vllm-watchdog", daemon=True)
-        self._watchdog.start()
-
-    # ------------------------------------------------------------------ called by the engine's users
-
-    @property
-    def dead(self) -> EngineError | None:
-        """Why the engine died, or None while it works."""
-        return self._dead
-
-    def check(self) -> None:
-        """Raise `EngineClosedError` / `EngineError` when no request can run."""
-        if self._closed:
-            raise EngineClosedError("the vLLM engine was closed; create a new VLLMEngine.")
-        if self._dead is not None:
-            raise EngineError(f"{self._dead} Call engine.restart() or create a new VLLMEngine.")
-
-    def add(
-        self, items: Sequence[tuple[str, dict[str, Any], Any, Any, Callable[[Any], None]]]
-    ) -> list[Exception | None]:
-        """Add requests (id, inputs, sampling params, LoRA request, sink); returns, per item, the error vLLM
-        raised or None."""
-        errors: list[Exception | None] = []
-        with self._engine_lock:
-            self.check()
-            for request_id, inputs, params, lora, sink in items:
-                try:
-                    self._engine.add_request(request_id, inputs, params, lora_request=lora)
-                except Exception as exc:  # a request vLLM refuses fails alone ...
-                    errors.append(exc)
-                    self._forget(request_id)  # ... and leaves nothing half-added behind
-                    continue
-                with self._state:
-                    self._sinks[request_id] = sink
-                errors.append(None)
-        with self._state:
-            self._state.notify_all()
-        return errors
-
-    def abort(self, request_id: str) -> None:
-        """Stop a request; its sink gets nothing more. Never blocks: the driver aborts it in vLLM before its
-        next step."""
-        with self._state:
-            if self._sinks.pop(request_id, None) is not None and not self._closed and self._dead is None:
-                self._to_abort.append(request_id)
-                self._state.notify_all()
-
-    def unfinished(self) -> int:
-        """How many requests vLLM has not finished (after pending aborts are applied)."""
-        if self._dead is not None or self._closed:
-            return 0
-        with self._engine_lock:
-            self._apply_aborts()
-            return int(self._engine.get_num_unfinished_requests())
-
-    def close(self) -> None:
-        """Stop stepping; pending requests get an `EngineClosedError`."""
-        with self._state:
-            self._closed = True
-            sinks, self._sinks = list(self._sinks.values()), {}
-            self._state.notify_all()
-        for sink in sinks:
-            _deliver(sink, EngineClosedError("the engine was closed while this request ran."))
-        self._unblock(EngineClosedError("the engine was closed."))
-        self._thread.join(timeout=30)
-
-    # ------------------------------------------------------------------ the driver and the watchdog
-
-    def _forget(self, request_id: str) -> None:
-        """Drop whatever vLLM kept of a request it refused half-way (engine lock held)."""
-        try:
-            self._engine.abort_request([request_id])
-        except Exception:  # noqa: S110 - best effort on a request that may not exist
-            pass
-
-    def _apply_aborts(self) -> None:
-        with self._state:
-            ids, self._to_abort = self._to_abort, []
-        if ids:
-            self._engine.abort_request(ids)
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._state:
-                    while not self._closed and self._dead is None and not self._sinks and not self._to_abort:
-                        self._state.wait(timeout=1.0)
-                    if self._closed or self._dead is not None:
-                        return
-                outputs: list[Any] = []
-                with self._engine_lock:
-                    if self._dead is not None or self._closed:
-                        return
-                    self._apply_aborts()
-                    if self._engine.has_unfinished_requests():
-                        self._step_since = time.monotonic()
-                        try:
-                            outputs = self._engine.step()
-                        finally:
-                            self._step_since = None
-                    else:
-                        self._fail_orphans()
-                self._route(outputs)
-        except BaseException as exc:  # the engine (or this thread) died: nothing pending may hang
-            if not self._closed:
-                _log.error("vLLM engine step failed: %s: %s", type(exc).__name__, exc)
-            self._die(f"the vLLM engine failed: {type(exc).__name__}: {exc}")
-
-    def _route(self, outputs: Sequence[Any]) -> None:
-        ready: list[tuple[str, Callable[[Any], None], Any]] = []
-        with self._state:
-            for out in outputs:
-                sink = self._sinks.get(out.request_id)
-                if sink is not None:
-                    ready.append((out.request_id, sink, out))
-                    if out.finished:
-                        del self._sinks[out.request_id]
-        for request_id, sink, item in ready:
-            if not _deliver(sink, item) and not item.finished:
-                self.abort(request_id)  # nobody is listening any more
-
-    def _fail_orphans(self) -> None:
-        """Requests with a sink that vLLM no longer has would wait for ever: fail them (engine lock held)."""
-        with self._state:
-            orphans, self._sinks = list(self._sinks.values()), {}
-        for sink in orphans:
-            _deliver(sink, EngineError("vLLM dropped this request without an answer; send it again."))
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(self._watch_interval)
-            if self._closed or self._dead is not None:
-                return
-            reason = self._health()
-            if reason is not None:
-                _log.error("vLLM engine is not healthy: %s", reason)
-                self._die(reason)
-                return
-
-    def _health(self) -> str | None:
-        """Why the engine cannot answer any more, or None."""
-        if not self._thread.is_alive():
-            return "the vLLM driver thread stopped."
-        resources = getattr(getattr(self._engine, "engine_core", None), "resources", None)
-        if getattr(resources, "engine_dead", False):
-            return "vLLM's engine-core process died."
-        manager = getattr(resources, "engine_manager", None)
-        for proc in getattr(manager, "processes", None) or []:
-            if not proc.is_alive():
-                return f"vLLM's engine-core process {proc.name} exited (code {proc.exitcode})."
-        since = self._step_since
-        if since is not None and time.monotonic() - since > self._stall_timeout:
-            return f"one vLLM step has run for over {self._stall_timeout:.0f} s (stall_timeout): the engine is stuck."
-        return None
-
-    def _die(self, reason: str) -> None:
-        error = EngineError(reason)
-        with self._state:
-            if self._dead is not None or self._closed:
-                return
-            self._dead = error
-            sinks, self._sinks = list(self._sinks.values()), {}
-            self._to_abort = []
-            self._state.notify_all()
-        for sink in sinks:
-            _deliver(sink, error)
-        self._unblock(error)
-
-    def _unblock(self, error: Exception) -> None:
-        """Wake a step blocked on the engine core's output queue (it raises ``error``)."""
-        outputs = getattr(getattr(self._engine, "engine_core", None), "outputs_queue", None)
-        if outputs is not None and self._step_since is not None:
-            outputs.put_nowait(error)
-
-
-def _deliver(sink: Callable[[Any], None], item: Any) -> bool:
-    """Call a sink; False when it raised (its consumer is gone)."""
-    try:
-        sink(item)
-    except Exception as exc:
-        _log.debug("a request's consumer is gone (%s: %s)", type(exc).__name__, exc)
-        return False
-    return True
 
 
 class VLLMEngine(EngineBase):
@@ -395,17 +199,9 @@ class VLLMEngine(EngineBase):
     # ------------------------------------------------------------------ lifecycle
 
     def _start(self) -> None:
-        vllm = require("vllm", "vllm")
-        try:
-            self._llm = vllm.LLM(**self._args)
-        except Exception as exc:
-            raise EngineError(
-                f"vLLM could not start model {self._model!r}: {type(exc).__name__}: {str(exc)[:500]}. "
-                "Check the model id or folder (offline, pass a local folder or set HF_HUB_OFFLINE=1 with the "
-                "model in the cache) and that gpu_memory_utilization fits the free memory."
-            ) from exc
-        self._max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
-        self._driver = _Driver(self._llm.llm_engine, stall_timeout=self._stall_timeout)
+        self._llm = start_llm(self._args, self._model)
+        self._max_model_len = llm_max_model_len(self._llm)
+        self._driver = Driver(self._llm.llm_engine, stall_timeout=self._stall_timeout)
 
     def _make_preparer(self, args: dict[str, Any]) -> RequestPreparer:
         return RequestPreparer.from_pretrained(
@@ -444,27 +240,8 @@ class VLLMEngine(EngineBase):
         """Stop the driver and vLLM; a shutdown that does not return within ``timeout`` is left behind."""
         self._driver.close()
         llm = self.__dict__.pop("_llm", None)
-        if llm is None:
-            return
-
-        def shutdown() -> None:
-            engine = llm.llm_engine
-            renderer = getattr(engine, "renderer", None)
-            if renderer is not None:
-                renderer.shutdown()
-            engine.engine_core.shutdown()
-
-        if sys.is_finalizing():  # the interpreter is exiting (close() from __del__): no thread can start now
-            try:
-                shutdown()
-            except Exception as exc:  # noqa: BLE001 - nothing is left to report it to
-                _log.warning("vLLM shutdown at exit failed: %s", exc)
-            return
-        worker = threading.Thread(target=shutdown, name="qwenvl-vllm-shutdown", daemon=True)
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            _log.warning("vLLM did not shut down within %.0f s; leaving it behind", timeout)
+        if llm is not None:
+            shutdown_llm(llm, timeout)
 
     # ------------------------------------------------------------------ generation
 
@@ -479,38 +256,38 @@ class VLLMEngine(EngineBase):
         collectors = self._submit(prepared, threading.Event)
         try:
             for collector in collectors:
-                if isinstance(collector, _Collector):
+                if isinstance(collector, Collector):
                     self._wait(collector)
         except BaseException:
             self._abort_all(collectors)
             raise
-        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
+        return [c.result() if isinstance(c, Collector) else c for c in collectors]
 
     async def agenerate(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Async `generate`; preparation and submission run in a worker thread. Cancelling (or a ``wait_for``
         timeout) at any point aborts every request of the batch."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        handoff = _Handoff(self)
+        handoff = Handoff(lambda request_id: self._driver.abort(request_id))
 
-        def prepare_and_submit() -> list[_Collector | ChatResult] | None:
+        def prepare_and_submit() -> list[Collector | ChatResult] | None:
             prepared = [self._try_prepare(r) for r in requests]
             if handoff.cancelled:
                 return None
-            collectors = self._submit(prepared, lambda: _AsyncEvent(loop))
-            handoff.submitted([c.request_id for c in collectors if isinstance(c, _Collector)])
+            collectors = self._submit(prepared, lambda: AsyncEvent(loop))
+            handoff.submitted([c.request_id for c in collectors if isinstance(c, Collector)])
             return collectors
 
         try:
             collectors = await loop.run_in_executor(None, prepare_and_submit)
             assert collectors is not None
             for collector in collectors:
-                if isinstance(collector, _Collector):
+                if isinstance(collector, Collector):
                     await self._await(collector)
         except BaseException:
             handoff.cancel()
             raise
-        return [c.result() if isinstance(c, _Collector) else c for c in collectors]
+        return [c.result() if isinstance(c, Collector) else c for c in collectors]
 
     def stream(self, request: ChatRequest) -> Iterator[ChatChunk]:
         """Yield the answer as it is generated; the last chunk carries finish_reason and usage.
@@ -530,7 +307,7 @@ class VLLMEngine(EngineBase):
         self._check_open()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
-        handoff = _Handoff(self)
+        handoff = Handoff(lambda request_id: self._driver.abort(request_id))
 
         def put(item: Any) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
@@ -550,14 +327,14 @@ class VLLMEngine(EngineBase):
             raise
         assert added is not None
         prep, request_id = added
-        state = _StreamState(self, prep, request_id)
-        deadline = _deadline(prep.request)
+        state = StreamState(self, prep, request_id)
+        deadline = deadline_of(prep.request)
         try:
             while True:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that races
                 # with the item's arrival, and the stream would run on with nobody reading it
                 try:
-                    async with asyncio.timeout(_delay(deadline)):
+                    async with asyncio.timeout(time_left(deadline)):
                         event = await events.get()
                 except TimeoutError:
                     raise RequestTimeoutError.of(prep.request) from None
@@ -576,45 +353,45 @@ class VLLMEngine(EngineBase):
         super()._check_open()
         self._driver.check()
 
-    def _wait(self, collector: _Collector) -> None:
+    def _wait(self, collector: Collector) -> None:
         """Wait for a batched request; the driver always ends it (answer, abort or engine failure), and its
         deadline, when it has one, ends the wait."""
-        while not collector.done.wait(_poll(collector.deadline)):  # type: ignore[union-attr]
+        while not collector.done.wait(poll_interval(collector.deadline)):  # type: ignore[union-attr]
             if self._driver.dead is not None:
                 collector.settle(self._driver.dead)
-            elif _delay(collector.deadline) == 0:
+            elif time_left(collector.deadline) == 0:
                 self._driver.abort(collector.request_id)
                 collector.settle(RequestTimeoutError.of(collector.prep.request))
 
-    async def _await(self, collector: _Collector) -> None:
+    async def _await(self, collector: Collector) -> None:
         """`_wait` for the async path."""
         try:
-            async with asyncio.timeout(_delay(collector.deadline)):  # not wait_for: see astream
+            async with asyncio.timeout(time_left(collector.deadline)):  # not wait_for: see astream
                 await collector.done.wait()  # type: ignore[union-attr]
         except TimeoutError:
             self._driver.abort(collector.request_id)
             collector.settle(RequestTimeoutError.of(collector.prep.request))
 
     def _events(self, events: queue.Queue[Any], request: ChatRequest, request_id: str) -> Iterator[Any]:
-        deadline = _deadline(request)
+        deadline = deadline_of(request)
         while True:
             try:
-                yield events.get(timeout=_poll(deadline))
+                yield events.get(timeout=poll_interval(deadline))
             except queue.Empty:
                 if self._driver.dead is not None:
                     yield self._driver.dead
-                elif _delay(deadline) == 0:
+                elif time_left(deadline) == 0:
                     self._driver.abort(request_id)
                     yield RequestTimeoutError.of(request)
 
-    def _abort_all(self, collectors: Sequence[_Collector | ChatResult]) -> None:
+    def _abort_all(self, collectors: Sequence[Collector | ChatResult]) -> None:
         for collector in collectors:
-            if isinstance(collector, _Collector):
+            if isinstance(collector, Collector):
                 self._driver.abort(collector.request_id)
 
     def _prepare(self, request: ChatRequest) -> PreparedRequest:
         prep = self._preparer.prepare(request)
-        prep.lora = self._lora_request(request.lora)
+        prep = dataclasses.replace(prep, lora=self._lora_request(request.lora))
         return prep
 
     def _lora_request(self, spec: str | None) -> Any:
@@ -645,9 +422,9 @@ class VLLMEngine(EngineBase):
 
     def _submit(
         self, prepared: Sequence[PreparedRequest | ChatResult], make_event: Callable[[], Any]
-    ) -> list[_Collector | ChatResult]:
+    ) -> list[Collector | ChatResult]:
         """Add every prepared request to vLLM in one go; failed ones become error results."""
-        slots: list[_Collector | ChatResult] = []
+        slots: list[Collector | ChatResult] = []
         items = []
         for item in prepared:
             if isinstance(item, ChatResult):
@@ -656,16 +433,16 @@ class VLLMEngine(EngineBase):
             try:
                 params = self._sampling_params(item, stream=False)
             except Exception as exc:
-                slots.append(error_result(item.request, _vllm_error(item.request, exc)))
+                slots.append(error_result(item.request, vllm_error(item.request, exc)))
                 continue
-            collector = _Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
+            collector = Collector(self, item, f"{item.request.request_id}-{uuid.uuid4().hex[:8]}", make_event())
             slots.append(collector)
             items.append((collector.request_id, self._inputs(item), params, item.lora, collector.put))
         errors = iter(self._driver.add(items))
-        out: list[_Collector | ChatResult] = []
+        out: list[Collector | ChatResult] = []
         for slot in slots:
-            error = next(errors) if isinstance(slot, _Collector) else None
-            out.append(error_result(slot.prep.request, _vllm_error(slot.prep.request, error)) if error else slot)  # type: ignore[union-attr]
+            error = next(errors) if isinstance(slot, Collector) else None
+            out.append(error_result(slot.prep.request, vllm_error(slot.prep.request, error)) if error else slot)  # type: ignore[union-attr]
         return out
 
     def _add_stream(self, prep: PreparedRequest, sink: Callable[[Any], None]) -> str:
@@ -673,14 +450,14 @@ class VLLMEngine(EngineBase):
         try:
             params = self._sampling_params(prep, stream=True)
         except Exception as exc:
-            raise _vllm_error(prep.request, exc) from exc
+            raise vllm_error(prep.request, exc) from exc
         [error] = self._driver.add([(request_id, self._inputs(prep), params, prep.lora, sink)])
         if error is not None:
-            raise _vllm_error(prep.request, error) from error
+            raise vllm_error(prep.request, error) from error
         return request_id
 
     def _chunks(self, prep: PreparedRequest, request_id: str, events: Iterator[Any]) -> Iterator[ChatChunk]:
-        state = _StreamState(self, prep, request_id)
+        state = StreamState(self, prep, request_id)
         try:
             for event in events:
                 chunk = state.feed(event)
@@ -713,147 +490,3 @@ class VLLMEngine(EngineBase):
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
             structured_outputs=structured,
         )
-
-
-class _Handoff:
-    """The hand-off of requests from a worker thread to the driver, for a caller that may be cancelled
-    meanwhile: whichever side comes second aborts what was submitted, so nothing runs unwatched."""
-
-    def __init__(self, engine: VLLMEngine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self._ids: list[str] | None = None
-        self.cancelled = False
-
-    def submitted(self, request_ids: list[str]) -> None:
-        with self._lock:
-            self._ids = request_ids
-            cancelled = self.cancelled
-        if cancelled:
-            self._abort(request_ids)
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            ids = self._ids or []
-        self._abort(ids)
-
-    def _abort(self, request_ids: list[str]) -> None:
-        for request_id in request_ids:
-            self._engine._driver.abort(request_id)
-
-
-class _AsyncEvent:
-    """An event set from another thread that an event loop can await."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._event = asyncio.Event()
-
-    def set(self) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)  # raises when the loop is closed: the driver copes
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-
-class _Collector:
-    """Receives the final output of one batched request."""
-
-    def __init__(self, engine: VLLMEngine, prep: PreparedRequest, request_id: str, done: Any) -> None:
-        self.engine = engine
-        self.prep = prep
-        self.request_id = request_id
-        self.done = done
-        self.output: Any = None
-        self.deadline = _deadline(prep.request)
-        self._lock = threading.Lock()
-
-    def put(self, output: Any) -> None:
-        if isinstance(output, BaseException) or output.finished:
-            self.settle(output)
-
-    def settle(self, output: Any) -> None:
-        """Record the request's outcome; the first one wins (an answer racing a deadline or a failure)."""
-        with self._lock:
-            if self.output is not None:
-                return
-            self.output = output
-        self.done.set()
-
-    def result(self) -> ChatResult:
-        request = self.prep.request
-        out = self.output
-        if isinstance(out, BaseException):
-            return error_result(request, out)
-        piece = out.outputs[0]
-        prompt_ids = list(out.prompt_token_ids or [])
-        result = ChatResult(
-            text=piece.text,
-            finish_reason=piece.finish_reason or "stop",
-            usage=self.engine._usage_of(prompt_ids, len(piece.token_ids)),
-            request_id=request.request_id,
-            prompt_token_ids=prompt_ids,
-            token_ids=list(piece.token_ids),
-        )
-        return finalize(result, self.prep)
-
-
-class _StreamState:
-    """Turns the delta outputs of one streamed request into `ChatChunk`s."""
-
-    def __init__(self, engine: VLLMEngine, prep: PreparedRequest, request_id: str) -> None:
-        self.engine = engine
-        self.prep = prep
-        self.request_id = request_id
-        self.prompt_ids: list[int] | None = None
-        self.completion = 0
-        self.finished = False
-        self.text: list[str] = []
-
-    def feed(self, event: Any) -> ChatChunk | None:
-        if isinstance(event, BaseException):
-            self.finished = True
-            raise event if isinstance(event, QwenVLError) else _vllm_error(self.prep.request, event)
-        if self.prompt_ids is None and event.prompt_token_ids is not None:
-            self.prompt_ids = list(event.prompt_token_ids)
-        piece = event.outputs[0]
-        self.completion += len(piece.token_ids)
-        self.text.append(piece.text)
-        chunk = ChatChunk(text=piece.text, token_ids=list(piece.token_ids), request_id=self.prep.request.request_id)
-        if event.finished:
-            self.finished = True
-            chunk.usage = self.engine._usage_of(self.prompt_ids or [], self.completion)
-            whole = ChatResult(text="".join(self.text), finish_reason=piece.finish_reason or "stop", usage=chunk.usage)
-            finalize(whole, self.prep)
-            chunk.finish_reason = whole.finish_reason
-            chunk.tool_calls = whole.tool_calls
-            chunk.parsed = whole.parsed
-            chunk.error = whole.error
-        return chunk
-
-
-def _deadline(request: ChatRequest) -> float | None:
-    """The monotonic time a request must end by (None: it has no timeout)."""
-    return None if request.timeout is None else time.monotonic() + request.timeout
-
-
-def _delay(deadline: float | None) -> float | None:
-    """Seconds left to ``deadline``, never negative (None: no deadline)."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _poll(deadline: float | None) -> float:
-    """How long a blocking wait may last before it checks the engine's health and the deadline again."""
-    left = _delay(deadline)
-    return 1.0 if left is None else min(1.0, left)
-
-
-def _vllm_error(request: ChatRequest, exc: BaseException) -> QwenVLError:
-    if isinstance(exc, QwenVLError):
-        return exc
-    cause = exc.__cause__ or exc
-    message = f"vLLM refused or failed request {request.request_id}: {type(cause).__name__}: {cause}"
-    if isinstance(cause, ValueError | TypeError):
-        return RequestError(message)
-    return EngineError(message)

@@ -1,128 +1,58 @@
-"""Exports of a parsed document: Markdown, and JSON lines of blocks with flat metadata."""
+"""Exports of a parsed document: JSON lines and Parquet of blocks with flat metadata, and page records (the
+Markdown form, `to_markdown`, is the model's own and is re-exported here)."""
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
 
 from qwenvl._lazy import require
 from qwenvl.errors import DocumentError
-from qwenvl.layout.model import Block, BlockType, Page, ParsedDocument
+from qwenvl.layout.model import (
+    Block,
+    Page,
+    ParsedDocument,
+    block_markdown,
+    html_table_rows,
+    rows_to_html,
+    to_markdown,
+)
 
 _log = logging.getLogger(__name__)
 
 __all__ = [
+    "LOCATION_KEYS",
+    "PAGE_REPORT_KEYS",
     "PARQUET_COLUMNS",
     "PageRecord",
+    "block_markdown",
     "block_metadata",
     "html_table_rows",
     "iter_block_records",
     "page_records",
     "readable_documents",
+    "rows_to_html",
     "stable_id",
     "to_markdown",
     "write_blocks_parquet",
 ]
 
 
-class _TableParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def _close_cell(self) -> None:
-        if self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "tr":
-            self._close_cell()
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._close_cell()
-            if not self.rows:
-                self.rows.append([])
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th", "tr", "table"):
-            self._close_cell()
-
-    def close(self) -> None:
-        super().close()
-        self._close_cell()
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def html_table_rows(table_html: str) -> list[list[str]]:
-    """The cell texts of an HTML table, row by row (tolerates unclosed tags)."""
-    parser = _TableParser()
-    parser.feed(table_html)
-    parser.close()
-    return [row for row in parser.rows if row]
-
-
-def rows_to_html(rows: list[list[str]]) -> str:
-    """An HTML table of ``rows``; the first row as the header."""
-    out = ["<table>"]
-    for i, row in enumerate(rows):
-        tag = "th" if i == 0 else "td"
-        out.append("<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-def _markdown_table(rows: list[list[str]]) -> str:
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(rows[0]), "|" + " --- |" * width] + [line(r) for r in rows[1:]])
-
-
-def block_markdown(block: Block) -> str:
-    """One block as Markdown."""
-    text = block.text.strip()
-    if block.type is BlockType.TITLE:
-        return f"# {text}"
-    if block.type is BlockType.SECTION_HEADER:
-        return "#" * min(6, max(2, block.level or 2)) + f" {text}"
-    if block.type is BlockType.TABLE:
-        rows = html_table_rows(block.html) if block.html else []
-        return _markdown_table(rows) if rows else text
-    if block.type is BlockType.LIST_ITEM:
-        return "- " + re.sub(r"^[\u2022\-*\u00b7\u25aa\u25cf]\s*", "", text)
-    if block.type is BlockType.FIGURE:
-        return f"![figure]({block.id})" + (f"\n\n{text}" if text else "")
-    if block.type is BlockType.FORMULA:
-        return f"$$\n{text}\n$$"
-    return text
-
-
-def to_markdown(document: ParsedDocument, *, page_breaks: bool = True) -> str:
-    """The document as Markdown, page by page; page headers, footers and numbers are left out."""
-    parts: list[str] = []
-    for page in document.pages:
-        if page_breaks:
-            parts.append(f"<!-- page {page.number} ({page.status}) -->")
-        parts.extend(block_markdown(b) for b in page.blocks if not b.type.is_furniture and (b.text or b.html))
-    return "\n\n".join(p for p in parts if p) + "\n"
+#: the metadata keys (of `block_metadata`, `page_records` and chunks) that locate a block or page or say how it
+#: was read, and mean nothing to an embedding model or an LLM: the loaders keep them out of both
+LOCATION_KEYS = (
+    "x0", "y0", "x1", "y1", "page_width", "page_height", "dpi", "block_id", "block_types", "reading_order",
+    "origin", "page_status", "confidence", "backend", "heading_level",
+)  # fmt: skip
+#: page metadata about the reading itself (a failed page's error, how many blocks it has): kept out of a page's
+#: embedding and prompt as well
+PAGE_REPORT_KEYS = ("page_error", "block_count", "text_layer_rejected")
 
 
 def block_metadata(source: str, page: Page, block: Block) -> dict[str, str | int | float]:

@@ -1,11 +1,14 @@
-"""The layout model: a parsed document is pages of typed, boxed blocks in reading order."""
+"""The layout model: a parsed document is pages of typed, boxed blocks in reading order, and its Markdown form."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from enum import StrEnum
+from html.parser import HTMLParser
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -23,6 +26,10 @@ __all__ = [
     "PageStatus",
     "PageUsage",
     "ParsedDocument",
+    "block_markdown",
+    "html_table_rows",
+    "rows_to_html",
+    "to_markdown",
 ]
 
 #: Written into every exported document; bumped when the JSON shape changes incompatibly.
@@ -167,7 +174,99 @@ class ParsedDocument(BaseModel):
             raise LayoutError(f"not a valid document: {exc}") from None
 
     def to_markdown(self) -> str:
-        """The document as Markdown (see `qwenvl.layout.export.to_markdown`)."""
-        from qwenvl.layout.export import to_markdown
-
+        """The document as Markdown (see `to_markdown`)."""
         return to_markdown(self)
+
+
+# ---- Markdown ----------------------------------------------------------------------------------------------
+
+
+class _TableParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def _close_cell(self) -> None:
+        if self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self._close_cell()
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._close_cell()
+            if not self.rows:
+                self.rows.append([])
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th", "tr", "table"):
+            self._close_cell()
+
+    def close(self) -> None:
+        super().close()
+        self._close_cell()
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_table_rows(table_html: str) -> list[list[str]]:
+    """The cell texts of an HTML table, row by row (tolerates unclosed tags)."""
+    parser = _TableParser()
+    parser.feed(table_html)
+    parser.close()
+    return [row for row in parser.rows if row]
+
+
+def rows_to_html(rows: list[list[str]]) -> str:
+    """An HTML table of ``rows``; the first row as the header."""
+    out = ["<table>"]
+    for i, row in enumerate(rows):
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(rows[0]), "|" + " --- |" * width] + [line(r) for r in rows[1:]])
+
+
+def block_markdown(block: Block) -> str:
+    """One block as Markdown."""
+    text = block.text.strip()
+    if block.type is BlockType.TITLE:
+        return f"# {text}"
+    if block.type is BlockType.SECTION_HEADER:
+        return "#" * min(6, max(2, block.level or 2)) + f" {text}"
+    if block.type is BlockType.TABLE:
+        rows = html_table_rows(block.html) if block.html else []
+        return _markdown_table(rows) if rows else text
+    if block.type is BlockType.LIST_ITEM:
+        return "- " + re.sub(r"^[\u2022\-*\u00b7\u25aa\u25cf]\s*", "", text)
+    if block.type is BlockType.FIGURE:
+        return f"![figure]({block.id})" + (f"\n\n{text}" if text else "")
+    if block.type is BlockType.FORMULA:
+        return f"$$\n{text}\n$$"
+    return text
+
+
+def to_markdown(document: ParsedDocument, *, page_breaks: bool = True) -> str:
+    """The document as Markdown, page by page; page headers, footers and numbers are left out."""
+    parts: list[str] = []
+    for page in document.pages:
+        if page_breaks:
+            parts.append(f"<!-- page {page.number} ({page.status}) -->")
+        parts.extend(block_markdown(b) for b in page.blocks if not b.type.is_furniture and (b.text or b.html))
+    return "\n\n".join(p for p in parts if p) + "\n"

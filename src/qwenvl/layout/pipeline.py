@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
-from qwenvl.budget import DEFAULT_MAX_PIXELS
 from qwenvl.errors import LayoutError, PageLimitError, QwenVLError
 from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
 from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
@@ -225,15 +224,20 @@ class DocumentParser:
             raise LayoutError("backend='vlm' needs an engine: DocumentParser(engine=VLLMEngine(...), backend='vlm')")
         if options.run.batch_size < 1:
             raise LayoutError(f"batch_size={options.run.batch_size}: use 1 or more")
-        if options.vlm.max_pixels is None:  # the engine's default budget, else the project's
-            budget = getattr(getattr(engine, "defaults", None), "max_pixels", None) or DEFAULT_MAX_PIXELS
-            options = replace(options, vlm=replace(options.vlm, max_pixels=budget))
         profile = getattr(engine, "profile", None) or QWEN2_VL  # the engine's family (a stand-in: Qwen2-VL)
+        # Pages are sized by the family's one pixel rule under the engine's own defaults, resolved here once,
+        # so the engine resizes the page to exactly the size its boxes are mapped back from.
+        defaults = getattr(engine, "defaults", None)
+        lo, hi = profile.image_limits(
+            options.vlm.min_pixels,
+            options.vlm.max_pixels,
+            default_min=getattr(defaults, "min_pixels", None),
+            default_max=getattr(defaults, "max_pixels", None),
+        )
+        options = replace(options, vlm=replace(options.vlm, min_pixels=lo, max_pixels=hi, family=profile.family))
         if options.vlm.coords == "auto":  # boxes the way the family was trained to write them
             coords = "pixels" if profile.box_convention == "pixels" else "grid"
             options = replace(options, vlm=replace(options.vlm, coords=coords))
-        if options.vlm.factor is None:
-            options = replace(options, vlm=replace(options.vlm, factor=profile.factor))
         #: the options (frozen: the page-cache key is derived from them, so they cannot drift from it)
         self.options = options
         self.engine = engine
@@ -439,7 +443,7 @@ class DocumentParser:
         """The resolution ``page`` is rendered at for the VLM: the one that fills the pixel budget (images keep
         their own pixels)."""
         size = page.size_pt
-        return dpi_for_budget(*size, self.vlm.max_pixels or DEFAULT_MAX_PIXELS) if size else self.dpi
+        return dpi_for_budget(*size, self.vlm.profile.image_limits(None, self.vlm.max_pixels)[1]) if size else self.dpi
 
     def prepare_page(self, page: PageSource) -> Page | tuple[PIL.Image.Image, float] | None:
         """The first, CPU-only step of a page on the VLM path, for running it apart from the engine (Ray): the

@@ -6,12 +6,15 @@ import html as html_lib
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from qwenvl.errors import LayoutError
 from qwenvl.grounding import box_scale
+from qwenvl.layout.choices import cache_fingerprint, refuse_unknown_choices
 from qwenvl.layout.export import html_table_rows
 from qwenvl.layout.model import BBox, Block, BlockType
 from qwenvl.messages import ChatRequest, ChatResult, Image, Message, SamplingOptions, Text
+from qwenvl.models import PROFILES, QWEN2_VL, ModelProfile
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -63,17 +66,21 @@ class VLMLayoutConfig:
     afterwards: elements with ``data-bbox`` become blocks, a page with none falls back).
     ``coords``: "grid" for boxes on a 0-1000 grid (how Qwen2-VL and Qwen3-VL were trained to point), "pixels"
     for absolute boxes on the image the model sees (Qwen2.5-VL's training); "auto" (the parser resolves it)
-    takes the engine's family convention. ``factor`` is the family's token side in pixels (28 or 32; None:
-    from the engine), needed to map "pixels" boxes back. ``min_blocks`` / ``max_blocks`` / ``max_text_chars`` bound the
+    takes the engine's family convention. ``family`` is the model family's ``model_type`` (a key of
+    `qwenvl.models.PROFILES`; None: from the engine, else Qwen2-VL), whose pixel rules size the page as the model
+    sees it, which "pixels" boxes are mapped back from. ``min_blocks`` / ``max_blocks`` / ``max_text_chars`` bound the
     schema (None: unbounded). ``max_tile_depth``: how many
     times a page whose answer is cut off by ``max_tokens`` is halved into tiles before it falls back.
     """
+
+    #: the prompts' version, part of the page-cache key (a class attribute, not an option)
+    prompt_version: ClassVar[str] = PROMPT_VERSION
 
     min_pixels: int | None = None
     max_pixels: int | None = None
     max_tokens: int = 4096
     coords: Literal["auto", "grid", "pixels"] = "auto"
-    factor: int | None = None
+    family: str | None = None
     format: Literal["json", "html"] = "json"
     min_blocks: int = 0
     max_blocks: int | None = None
@@ -84,14 +91,21 @@ class VLMLayoutConfig:
     lora: str | None = None
 
     def __post_init__(self) -> None:
-        from qwenvl.layout.options import refuse_unknown_choices
-
         refuse_unknown_choices(self)  # format="HTML" or "olmocr" is refused, not read as "json"
+        self.profile  # noqa: B018 - an unknown family is refused here, not at the first page
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The family whose pixel rules apply (Qwen2-VL when ``family`` is None)."""
+        if self.family is None:
+            return QWEN2_VL
+        try:
+            return PROFILES[self.family]
+        except KeyError:
+            raise LayoutError(f"family={self.family!r}: use one of {', '.join(sorted(PROFILES))}") from None
 
     def fingerprint(self) -> dict[str, Any]:
         """What the page cache key takes from these options (every field, and the prompt's version)."""
-        from qwenvl.layout.options import cache_fingerprint
-
         return cache_fingerprint(self)  # type: ignore[no-any-return]
 
 
@@ -178,12 +192,7 @@ def layout_request(image: PIL.Image.Image, config: VLMLayoutConfig) -> ChatReque
     prompt = layout_prompt(config)
     max_coord = None
     if config.coords == "pixels":  # a box lies inside the image the model sees
-        from qwenvl.budget import smart_resize
-
-        factor = config.factor or 28
-        hi = config.max_pixels
-        lo = config.min_pixels or (min(4 * factor**2, hi) if hi else None)
-        max_coord = max(smart_resize(image.height, image.width, lo, hi, factor=factor))
+        max_coord = max(config.profile.planned_size(image.width, image.height, config.min_pixels, config.max_pixels))
     return ChatRequest(
         messages=[
             Message("user", [Image(image, min_pixels=config.min_pixels, max_pixels=config.max_pixels), Text(prompt)])
@@ -220,7 +229,7 @@ def blocks_from_result(
     size = (tile.x1 - tile.x0, tile.y1 - tile.y0)
     convention = "pixels" if config.coords == "pixels" else "grid"
     sx, sy = box_scale(
-        convention, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels, factor=config.factor or 28
+        convention, size, min_pixels=config.min_pixels, max_pixels=config.max_pixels, profile=config.profile
     )
     items = parse_qwenvl_html(result.text) if config.format == "html" else (result.parsed or {}).get("blocks", [])
     blocks: list[Block] = []

@@ -1,4 +1,4 @@
-"""QwenVL's engine settings: pixel limits and timeout apply per request whatever the engine, as in ChatQwenVL;
+"""QwenVL's engine settings, as ChatQwenVL's: pixel limits, timeout and max_retries apply whatever the engine;
 settings that configure a new engine raise with engine= or when the engine it would build does not take them."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 
 from llama_index.llms.qwenvl import QwenVL
 from qwenvl.errors import RequestError
-from tests.helpers import RecordingEngine, make_image, png_bytes
+from qwenvl_testkit.helpers import DiesOnceEngine, RecordingEngine, make_image, png_bytes
 
 
 def test_pixel_limits_and_timeout_apply_per_request_with_a_given_engine() -> None:
@@ -23,7 +23,7 @@ def test_pixel_limits_and_timeout_apply_per_request_with_a_given_engine() -> Non
 
 @pytest.mark.parametrize(
     ("kwargs", "words"),
-    [({"max_retries": 3}, "max_retries"), ({"engine_kwargs": {"dtype": "float32"}}, "dtype")],
+    [({"base_url": "http://127.0.0.1:1/v1"}, "base_url"), ({"engine_kwargs": {"dtype": "float32"}}, "dtype")],
 )
 def test_engine_settings_with_a_given_engine_raise(kwargs: dict, words: str) -> None:
     with pytest.raises(RequestError, match=words):
@@ -31,8 +31,29 @@ def test_engine_settings_with_a_given_engine_raise(kwargs: dict, words: str) -> 
 
 
 def test_settings_the_built_engine_does_not_take_raise() -> None:
-    with pytest.raises(RequestError, match="max_retries"):
-        QwenVL(model="Qwen/Qwen2-VL-2B-Instruct", max_retries=3)
     with pytest.raises(RequestError, match="nonsense"):
         QwenVL(model="Qwen/Qwen2-VL-2B-Instruct", engine_kwargs={"nonsense": 1})
-    assert QwenVL(model="m", base_url="http://h/v1", max_retries=5)._engine_options()["max_retries"] == 5
+    server = QwenVL(model="m", base_url="http://h/v1", max_retries=5)
+    assert server._engine_options()["max_retries"] == 5 and server._retries == 0  # the server engine retries
+    assert QwenVL(model="Qwen/Qwen2-VL-2B-Instruct", max_retries=3)._retries == 3  # in-process: retried here
+    assert QwenVL(engine=RecordingEngine(), max_retries=2)._retries == 2
+
+
+def test_base_url_and_model_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWENVL_MODEL", "Qwen/Qwen2-VL-7B-Instruct")
+    monkeypatch.setenv("QWENVL_BASE_URL", "http://127.0.0.1:8000/v1")
+    llm = QwenVL()
+    assert (llm.model, llm.base_url) == ("Qwen/Qwen2-VL-7B-Instruct", "http://127.0.0.1:8000/v1")
+    assert "max_retries" in llm._engine_options()  # a server engine's options
+
+
+def test_max_retries_restarts_a_dead_engine() -> None:
+    from qwenvl.errors import EngineDeadError
+
+    message = [ChatMessage(role="user", content="hi")]
+    with pytest.raises(EngineDeadError):
+        QwenVL(engine=DiesOnceEngine()).chat(message)
+    engine = DiesOnceEngine()
+    response = QwenVL(engine=engine, max_retries=1).chat(message)
+    assert response.message.content == "ok" and engine.restarts == 1
+    assert response.additional_kwargs["prompt_tokens"] == 1 and response.additional_kwargs["total_tokens"] == 2

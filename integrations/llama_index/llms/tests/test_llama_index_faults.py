@@ -10,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, TextBlock, ToolCallBlo
 
 from llama_index.llms.qwenvl import QwenVL
 from qwenvl.errors import RequestError
-from tests.reliability.faults import assert_answers, await_idle
+from qwenvl_testkit.helpers import assert_answers, await_idle
 
 pytestmark = pytest.mark.engine
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from llama_index.llms.qwenvl import QwenVL
 from qwenvl import ChatRequest
 from qwenvl.messages import ChatResult
-from tests.helpers import make_image, png_bytes
+from qwenvl_testkit.helpers import make_image, png_bytes
 
 pytestmark = pytest.mark.engine
 

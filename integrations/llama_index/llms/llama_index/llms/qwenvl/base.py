@@ -28,8 +28,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
 
-from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Video, create_engine
-from qwenvl.engine.factory import model_engine_options, plan_engine
+from qwenvl import ChatRequest, Engine, Image, Message, SamplingOptions, Text, ToolCall, Usage, Video, create_engine
+from qwenvl.engine.factory import adapter_retries, model_engine_options, plan_engine
+from qwenvl.engine.retry import agenerate_retrying, astream_retrying, generate_retrying, stream_retrying
 from qwenvl.errors import RequestError
 from qwenvl.messages import ChatChunk, ChatResult, Part
 
@@ -53,27 +54,36 @@ class QwenVL(FunctionCallingLLM):
     ``ChatMessage.blocks`` may hold `TextBlock`, `ImageBlock` (url, path, bytes or base64) and `VideoBlock`
     (path or url); any other block raises.
 
-    ``min_pixels``/``max_pixels`` and ``timeout`` (a deadline per call) apply to every engine, per request;
-    ``max_retries`` and ``engine_kwargs`` configure the engine this LLM builds and raise with ``engine=``, as do
+    ``model`` and ``base_url`` default to $QWENVL_MODEL and $QWENVL_BASE_URL. ``min_pixels``/``max_pixels`` and
+    ``timeout`` (a deadline per call) apply to every engine, per request. ``max_retries`` retries a call whose
+    failure is transient, on every engine: a server engine this LLM builds retries itself (per HTTP attempt); an
+    in-process engine, or an ``engine=`` given, is retried here after a server error or after the engine died,
+    which is then restarted (`qwenvl.engine.retry`); a stream only before its first piece. ``engine_kwargs``
+    configure the engine this LLM builds (the same option as `ChatQwenVL`'s) and raise with ``engine=``, as do
     keys that engine does not take.
     """
 
     model: str | None = Field(default_factory=lambda: os.environ.get("QWENVL_MODEL"), description="hub id or folder")
-    base_url: str | list[str] | None = Field(default=None, description="vLLM server URL(s), e.g. http://h:8000/v1")
+    base_url: str | list[str] | None = Field(
+        default_factory=lambda: os.environ.get("QWENVL_BASE_URL") or None,
+        description="vLLM server URL(s), e.g. http://h:8000/v1",
+    )
     temperature: float = Field(default=0.0, description="0 is greedy decoding")
     max_tokens: int = Field(default=512, description="the most tokens an answer may have")
     min_pixels: int | None = Field(default=None, description="default per-image minimum pixels")
     max_pixels: int | None = Field(default=None, description="default per-image maximum pixels")
     lora: str | None = Field(default=None, description="a LoRA adapter (engine-known name or PEFT folder)")
     timeout: float | None = Field(default=None, description="a deadline per call in seconds (every engine)")
-    max_retries: int | None = Field(default=None, description="retries of a server engine this LLM builds")
+    max_retries: int | None = Field(default=None, description="retries of a call that failed transiently")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="further engine arguments")
 
     _engine: Any = PrivateAttr(default=None)
+    #: how many times this LLM sends a transiently failed request again itself (`qwenvl.engine.retry`)
+    _retries: int = PrivateAttr(default=0)
 
     def __init__(self, engine: Engine | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        explicit: set[str] = {k for k in ("base_url", "max_retries") if k in self.model_fields_set and getattr(self, k)}
+        explicit: set[str] = {"base_url"} if "base_url" in self.model_fields_set and self.base_url else set()
         plan_engine(
             "QwenVL",
             engine=engine,
@@ -83,6 +93,7 @@ class QwenVL(FunctionCallingLLM):
             explicit=explicit | set(self.engine_kwargs),
         )
         self._engine = engine
+        self._retries = adapter_retries(engine, self.model, self.base_url, self.max_retries)
 
     @classmethod
     def class_name(cls) -> str:
@@ -151,7 +162,7 @@ class QwenVL(FunctionCallingLLM):
         if result.parsed is not None:
             message.additional_kwargs["parsed"] = result.parsed
         return ChatResponse(message=message, raw={"usage": result.usage, "finish_reason": result.finish_reason},
-                            additional_kwargs=_usage_kwargs(result))  # fmt: skip
+                            additional_kwargs=usage_kwargs(result.usage))  # fmt: skip
 
     def _chunk_response(self, chunk: ChatChunk, text: str) -> ChatResponse:
         if chunk.error is not None:
@@ -160,18 +171,11 @@ class QwenVL(FunctionCallingLLM):
         blocks += [
             ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in chunk.tool_calls
         ]
-        usage = {}
-        if chunk.usage is not None:
-            usage = {
-                "prompt_tokens": chunk.usage.prompt_tokens,
-                "completion_tokens": chunk.usage.completion_tokens,
-                "image_tokens": chunk.usage.image_tokens,
-            }
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks),
             delta=chunk.text,
             raw={"finish_reason": chunk.finish_reason, "usage": chunk.usage},
-            additional_kwargs=usage,
+            additional_kwargs=usage_kwargs(chunk.usage),
         )
 
     # ------------------------------------------------------------------ chat
@@ -179,13 +183,13 @@ class QwenVL(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """One answer."""
-        [result] = self.qwen_engine.generate([self._request(messages, **kwargs)])
+        [result] = generate_retrying(self.qwen_engine, [self._request(messages, **kwargs)], self._retries)
         return self._response(result)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """One answer, through the engine's async path."""
-        [result] = await self.qwen_engine.agenerate([self._request(messages, **kwargs)])
+        [result] = await agenerate_retrying(self.qwen_engine, [self._request(messages, **kwargs)], self._retries)
         return self._response(result)
 
     @llm_chat_callback()
@@ -195,7 +199,7 @@ class QwenVL(FunctionCallingLLM):
 
         def gen() -> ChatResponseGen:
             text = ""
-            for chunk in self.qwen_engine.stream(request):
+            for chunk in stream_retrying(self.qwen_engine, request, self._retries):
                 text += chunk.text
                 yield self._chunk_response(chunk, text)
 
@@ -208,7 +212,7 @@ class QwenVL(FunctionCallingLLM):
 
         async def gen() -> ChatResponseAsyncGen:
             text = ""
-            async for chunk in self.qwen_engine.astream(request):
+            async for chunk in astream_retrying(self.qwen_engine, request, self._retries):
                 text += chunk.text
                 yield self._chunk_response(chunk, text)
 
@@ -296,17 +300,20 @@ class QwenVL(FunctionCallingLLM):
             if isinstance(b, ToolCallBlock)
         ]
         if not calls and error_on_no_tool_call:
-            raise ValueError(f"expected at least one tool call, got: {response.message.content!r}")
+            raise RequestError(f"expected at least one tool call, got: {response.message.content!r}")
         return calls
 
 
-def _usage_kwargs(result: ChatResult) -> dict[str, Any]:
+def usage_kwargs(usage: Usage | None) -> dict[str, Any]:
+    """The token counts every response carries in ``additional_kwargs`` (a stream's only on its last chunk)."""
+    if usage is None:
+        return {}
     return {
-        "prompt_tokens": result.usage.prompt_tokens,
-        "completion_tokens": result.usage.completion_tokens,
-        "total_tokens": result.usage.total_tokens,
-        "image_tokens": result.usage.image_tokens,
-        "video_tokens": result.usage.video_tokens,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "image_tokens": usage.image_tokens,
+        "video_tokens": usage.video_tokens,
     }
 
 
@@ -329,12 +336,12 @@ def _user_turn(prompt: str, images: Sequence[Any] | None) -> ChatMessage:
 
 
 def to_qwen_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """Convert LlamaIndex chat messages; raises ValueError on a role or block qwenvl cannot carry."""
+    """Convert LlamaIndex chat messages; raises RequestError on a role or block qwenvl cannot carry."""
     out = []
     for msg in messages:
         role = _ROLES.get(msg.role)
         if role is None:
-            raise ValueError(f"QwenVL cannot send a message with role {msg.role!r}.")
+            raise RequestError(f"QwenVL cannot send a message with role {msg.role!r}.")
         parts: list[Part] = []
         calls: list[ToolCall] = []
         for block in msg.blocks:
@@ -345,13 +352,13 @@ def to_qwen_messages(messages: Sequence[ChatMessage]) -> list[Message]:
             elif isinstance(block, VideoBlock):
                 source = str(block.path) if block.path else str(block.url) if block.url else None
                 if source is None:
-                    raise ValueError("QwenVL reads videos from a path or file URL; save the video bytes first.")
+                    raise RequestError("QwenVL reads videos from a path or file URL; save the video bytes first.")
                 parts.append(Video(source, fps=block.fps))
             elif isinstance(block, ToolCallBlock):
                 kwargs = _tool_arguments(block.tool_name, block.tool_kwargs)
                 calls.append(ToolCall(name=block.tool_name, arguments=kwargs, id=block.tool_call_id or ""))
             else:
-                raise ValueError(
+                raise RequestError(
                     f"QwenVL cannot read {type(block).__name__} blocks; it takes TextBlock, ImageBlock, VideoBlock "
                     "and ToolCallBlock."
                 )
@@ -380,7 +387,7 @@ def _image_source(block: ImageBlock) -> Any:
         return str(block.path)
     if block.url is not None:
         return str(block.url)
-    raise ValueError("an ImageBlock needs image bytes, a path or a url.")
+    raise RequestError("an ImageBlock needs image bytes, a path or a url.")
 
 
 def _tool_arguments(name: str, value: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from llama_index.core.node_parser import NodeParser
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import BaseNode, Document, ImageNode, NodeRelationship, TextNode
 
-from qwenvl.layout import DocumentParser, Page, ParsedDocument, crop, render_page
+from qwenvl.layout import DocumentParser, Page, ParsedDocument, crop, export, render_page
 from qwenvl.layout.chunking import chunk_page, word_count
 from qwenvl.layout.export import page_records, readable_documents
 
@@ -26,24 +26,7 @@ _log = logging.getLogger(__name__)
 #: The metadata key holding a page's layout (its blocks as JSON); kept out of embeddings and LLM prompts.
 LAYOUT_KEY = "layout_json"
 #: Metadata that locates a node but means nothing to an embedding model or an LLM.
-LOCATION_KEYS = [
-    LAYOUT_KEY,
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "page_width",
-    "page_height",
-    "dpi",
-    "block_id",
-    "block_types",
-    "reading_order",
-    "origin",
-    "page_status",
-    "confidence",
-    "backend",
-    "heading_level",
-]
+LOCATION_KEYS = [LAYOUT_KEY, *export.LOCATION_KEYS]
 
 
 class QwenVLReader(BaseReader):
@@ -91,8 +74,8 @@ def page_documents(parsed: ParsedDocument, extra_info: dict[str, Any] | None = N
             id_=record.id,
             text=record.text,
             metadata=metadata,
-            excluded_embed_metadata_keys=[*LOCATION_KEYS, "page_error", "block_count"],
-            excluded_llm_metadata_keys=[*LOCATION_KEYS, "page_error", "block_count"],
+            excluded_embed_metadata_keys=[*LOCATION_KEYS, *export.PAGE_REPORT_KEYS],
+            excluded_llm_metadata_keys=[*LOCATION_KEYS, *export.PAGE_REPORT_KEYS],
         )
 
 
