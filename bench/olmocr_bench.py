@@ -13,7 +13,12 @@ Systems:
 
 - ``qwenvl-auto``: ``DocumentParser(backend="auto")``: the page's text layer, else OCR (no model);
 - ``qwenvl-ocr``: ``DocumentParser(backend="ocr")``: OCR of the rendered page;
-- ``plain-text``: the baseline, pypdfium2's text of the page, as it is.
+- ``plain-text``: the baseline, pypdfium2's text of the page, as it is;
+- ``olmocr-answers``: the hand-written olmOCR-2 answers of tests/data/olmocr_replay (12 pages), their markdown as
+  olmOCR's own pipeline keeps it (the text after the front matter);
+- ``olmocr-replay``: the same answers replayed by a scripted engine through
+  ``DocumentParser(layout_format="olmocr")``: blocks, boxes and back to markdown. Its score equals the answers'
+  own when nothing is lost in the plumbing. Either system alone runs on the replayed pages only.
 
 qwenvl's markdown is ``to_markdown(doc, page_breaks=False)``: the ``<!-- page 1 (ok) -->`` marker that
 ``ParsedDocument.to_markdown()`` (and so ``qwenvl parse``) puts first is not page content, and its letters alone
@@ -67,7 +72,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SET = ROOT / "bench" / "olmocr_dev"
-SYSTEMS = ("qwenvl-auto", "qwenvl-ocr", "plain-text")
+SYSTEMS = ("qwenvl-auto", "qwenvl-ocr", "plain-text", "olmocr-answers", "olmocr-replay")
+#: hand-written olmOCR-2 answers of dev-set pages, ``<group>__<name>.md`` (the replay systems' input)
+REPLAY = ROOT / "tests" / "data" / "olmocr_replay"
+REPLAY_SYSTEMS = ("olmocr-answers", "olmocr-replay")
 #: the groups' order in the tables (others, if a dev set has them, follow by name)
 TYPES = ("present", "absent", "order", "table", "math", "baseline")
 
@@ -109,6 +117,44 @@ def plain_text_producer() -> Producer:
     return produce
 
 
+def _replay_page(pdf: Path) -> str:
+    """The replay answers' name of a dev-set PDF (``<group>__<name>``); `FileNotFoundError` when it has none."""
+    page = f"{pdf.parent.name}__{pdf.stem}"
+    if not (REPLAY / f"{page}.md").is_file():
+        raise FileNotFoundError(f"no olmOCR-2 answer for {pdf.name} in {REPLAY}")
+    return page
+
+
+def olmocr_answers_producer() -> Producer:
+    """The answers' own markdown: the text after the front matter (what olmOCR's pipeline keeps)."""
+    from qwenvl.layout.olmocr import parse_answer
+    from qwenvl_testkit.helpers import olmocr_replay_answers
+
+    def produce(pdf: Path) -> tuple[str, dict[str, Any]]:
+        _, body = parse_answer(olmocr_replay_answers(_replay_page(pdf), REPLAY)[-1])
+        return body + "\n", {"pages": [{"number": 1, "status": "ok", "backend": "olmocr", "error": None}]}
+
+    return produce
+
+
+def olmocr_replay_producer() -> Producer:
+    """The answers through ``DocumentParser(layout_format="olmocr")`` on a scripted engine, as markdown."""
+    from qwenvl.layout import DocumentParser
+    from qwenvl.layout.export import to_markdown
+    from qwenvl_testkit.helpers import ReplayEngine, olmocr_replay_answers
+
+    def produce(pdf: Path) -> tuple[str, dict[str, Any]]:
+        engine = ReplayEngine(*olmocr_replay_answers(_replay_page(pdf), REPLAY))
+        parser = DocumentParser(engine=engine, backend="vlm", layout_format="olmocr", progress=False)  # type: ignore[arg-type]
+        doc = parser.parse(pdf)
+        pages = [{"number": p.number, "status": p.status, "backend": p.backend, "error": p.error} for p in doc.pages]
+        boxed = sum(b.bbox is not None for p in doc.pages for b in p.blocks)
+        blocks = sum(len(p.blocks) for p in doc.pages)
+        return to_markdown(doc, page_breaks=False), {"pages": pages, "blocks": blocks, "boxed": boxed}
+
+    return produce
+
+
 def make_producer(system: str) -> Producer:
     """The producer of ``system`` (one of `SYSTEMS`)."""
     if system == "qwenvl-auto":
@@ -117,6 +163,10 @@ def make_producer(system: str) -> Producer:
         return qwenvl_producer("ocr")
     if system == "plain-text":
         return plain_text_producer()
+    if system == "olmocr-answers":
+        return olmocr_answers_producer()
+    if system == "olmocr-replay":
+        return olmocr_replay_producer()
     raise ValueError(f"unknown system {system!r}: choose from {', '.join(SYSTEMS)}")
 
 
@@ -381,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     dev_set = args.dev_set.resolve()
     pdf_root = dev_set / "pdfs"
     pdfs = select_pdfs(pdf_root, args.only)
+    if systems and all(s in REPLAY_SYSTEMS for s in systems):  # the replayed pages only
+        pdfs = [p for p in pdfs if (REPLAY / f"{p.replace('/', '__')[:-4]}.md").is_file()]
     if not pdfs:
         ap.error(f"no PDF under {pdf_root} matches {args.only}")
     missing = sorted(

@@ -44,7 +44,8 @@ class Citation:
     @property
     def label(self) -> str:
         """'[n] source p.N (x0, y0, x1, y1) type' for printing."""
-        box = ", ".join(f"{v:.0f}" for v in self.chunk.bbox.xyxy)
+        bbox = self.chunk.bbox
+        box = ", ".join(f"{v:.0f}" for v in bbox.xyxy) if bbox is not None else "no box"
         kind = self.chunk.metadata()["block_type"]
         return f"[{self.number}] {self.chunk.source} p.{self.chunk.page.number} ({box}) {kind}"
 
@@ -124,7 +125,7 @@ def answer_request(
     for c in citations:
         text = c.chunk.text if len(c.chunk.text) <= max_chars else c.chunk.text[:max_chars] + " ..."
         parts.append(Text(f"[{c.number}] ({c.chunk.source}, page {c.chunk.page.number}):\n{text}\n"))
-        if c.number <= max_images:
+        if c.number <= max_images and c.chunk.bbox is not None:
             parts.append(Image(crop(_page_image(c.chunk, pages), c.chunk.bbox), max_pixels=image_max_pixels))
     parts.append(Text(f"Question: {question}"))
     return ChatRequest(
@@ -160,7 +161,10 @@ def citation_image(
     panels = []
     for group in by_page.values():
         image = _page_image(group[0].chunk, pages)
-        marked = highlight(image, [c.chunk.bbox for c in group], labels=[f"[{c.number}]" for c in group])
+        boxed = [c for c in group if c.chunk.bbox is not None]
+        marked = highlight(
+            image, [c.chunk.bbox for c in boxed if c.chunk.bbox], labels=[f"[{c.number}]" for c in boxed]
+        )
         scale = height / marked.height
         panels.append(marked.resize((max(1, round(marked.width * scale)), height)))
     if not panels:

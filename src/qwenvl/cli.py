@@ -243,8 +243,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
                     (
                         p.number,
                         p.dpi,
-                        [b.bbox for b in p.blocks],
-                        [f"{b.reading_order} {b.type.value}" for b in p.blocks],
+                        [b.bbox for b in p.blocks if b.bbox is not None],
+                        [f"{b.reading_order} {b.type.value}" for b in p.blocks if b.bbox is not None],
                     )
                     for p in doc.pages
                     if p.width  # a page that could not even be rendered has nothing to draw on

@@ -19,12 +19,14 @@ __all__ = [
     "LONG_SCHEMA",
     "DiesOnceEngine",
     "RecordingEngine",
+    "ReplayEngine",
     "assert_answers",
     "await_idle",
     "cancel_stream_after",
     "good_request",
     "long_request",
     "make_image",
+    "olmocr_replay_answers",
     "png_bytes",
     "wait_idle",
 ]
@@ -95,6 +97,56 @@ class DiesOnceEngine(RecordingEngine):
 
     async def agenerate(self, requests: list[Any]) -> list[Any]:
         return self.generate(requests)
+
+
+class ReplayEngine:
+    """A scripted engine that answers each request with the next of ``answers`` (the last one again once they
+    run out), as a model behind vLLM would: the family and defaults of ``profile`` (default Qwen2.5-VL, e.g.
+    olmOCR-2), a context of ``max_model_len``; it keeps the requests."""
+
+    model_name = "replayed"
+
+    def __init__(
+        self, *answers: str, finish_reason: str = "stop", profile: Any = None, max_model_len: int = 16384
+    ) -> None:
+        from qwenvl.engine.prepare import EngineDefaults
+        from qwenvl.models import QWEN2_5_VL
+
+        self.profile = profile or QWEN2_5_VL
+        self.defaults = EngineDefaults.create(profile=self.profile)
+        self.max_model_len = max_model_len
+        self.answers = list(answers)
+        self.finish_reason = finish_reason
+        self.requests: list[Any] = []
+
+    def generate(self, requests: list[Any]) -> list[Any]:
+        from qwenvl import ChatResult, Usage
+
+        out = []
+        for request in requests:
+            self.requests.append(request)
+            text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            usage = Usage(prompt_tokens=1700, image_tokens=1600, completion_tokens=len(text) // 4)
+            out.append(ChatResult(text=text, finish_reason=self.finish_reason, usage=usage))
+        return out
+
+
+def olmocr_replay_answers(page: str, folder: Any) -> list[str]:
+    """The hand-written olmOCR-2 answers of ``page`` (``folder/<page>.md``), as olmOCR-2 gives them: a page whose
+    answer says it is turned is answered twice, first turned (and by how much), then, asked on the turned page,
+    upright."""
+    import re
+    from pathlib import Path
+
+    from qwenvl.layout.olmocr import parse_answer
+
+    text = (Path(folder) / f"{page}.md").read_text(encoding="utf-8")
+    front, _ = parse_answer(text)
+    if front.is_rotation_valid:
+        return [text]
+    upright = re.sub(r"is_rotation_valid: \w+", "is_rotation_valid: True", text, count=1)
+    upright = re.sub(r"rotation_correction: \d+", "rotation_correction: 0", upright, count=1)
+    return [text, upright]
 
 
 #: an answer of at least 3000 tokens whatever the random model writes: 1500 digits in a JSON array

@@ -238,7 +238,7 @@ def test_document_parser_vlm_blocks_inside_the_page(family: str, family_vllm: An
         max_text_chars=24,
     )
     assert parser.options.vlm.coords == ("pixels" if profile.box_convention == "pixels" else "grid")
-    assert parser.options.vlm.factor == profile.factor
+    assert parser.options.vlm.family == family
     [doc] = parser.parse_many([pdf])
     assert len(doc.pages) == 2
     for page in doc.pages:
@@ -301,3 +301,33 @@ def test_html_layout_format_through_the_engine(family: str, family_vllm: Any, tm
     assert page.status == "failed" and page.error and not page.blocks
     assert "no blocks" in page.error or "cut off" in page.error
     assert family_vllm.unfinished_requests() == 0
+
+
+def test_olmocr_requests_are_the_same_in_process_and_over_http(
+    family: str, family_vllm: Any, family_server: Any, tmp_path: Path
+) -> None:
+    """olmOCR-2's request (its prompt before the page, the page at 1288 px on its longest side, temperature 0.1)
+    costs the same prompt tokens in-process and over HTTP, and runs on both; through DocumentParser a random
+    model's answer (no front matter) ends the page in OCR's fallback with the reason, on both engines."""
+    from qwenvl.layout import DocumentParser
+    from qwenvl.layout.olmocr import LONGEST_SIDE, olmocr_request, sized_for_olmocr
+    from qwenvl_testkit.synthetic_pages import make_page, write_pdf
+
+    if family != "qwen2_5_vl":
+        pytest.skip("olmOCR-2 is a Qwen2.5-VL fine-tune: its request is checked on the tiny Qwen2.5-VL")
+    page = make_page("article", seed=4)
+    image = sized_for_olmocr(page.image)
+    assert max(image.size) == LONGEST_SIDE
+    request = olmocr_request(image, max_tokens=8)
+    local, remote = family_vllm.count_tokens(request), family_server.count_tokens(request)
+    assert local == remote and local.image_tokens > 1000  # the page at olmOCR's size, not the 1280-token default
+    [a] = family_vllm.generate([request])
+    [b] = family_server.generate([request])
+    assert a.ok and b.ok, (a.error, b.error)
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens == local.prompt_tokens
+    pdf = write_pdf([page.image], tmp_path / "page.pdf")
+    for engine in (family_vllm, family_server):
+        [doc] = DocumentParser(engine=engine, backend="vlm", layout_format="olmocr").parse_many([pdf])
+        [result] = doc.pages
+        assert result.status == "fallback" and "olmOCR answer" in (result.error or ""), result.error
+        assert result.usage.requests == 1 and result.usage.image_tokens == local.image_tokens

@@ -79,7 +79,9 @@ def test_page_sorts_blocks_and_json_round_trips() -> None:
     doc = _doc()
     assert [b.reading_order for b in doc.pages[0].blocks] == [0, 1, 2, 3, 4]
     data = doc.to_json()
-    assert json.loads(data)["schema_version"] == "qwenvl.layout/1"
+    assert json.loads(data)["schema_version"] == "qwenvl.layout/2"
+    old = json.loads(data) | {"schema_version": "qwenvl.layout/1"}  # version 1 documents still read
+    assert ParsedDocument.from_json(json.dumps(old)).schema_version == "qwenvl.layout/2"
     again = ParsedDocument.from_json(data)
     assert again == doc
     bad = json.loads(data)
@@ -476,7 +478,7 @@ def test_a_json_list_is_a_typed_error_not_an_attribute_error() -> None:
 
 @pytest.mark.parametrize(
     ("keyword", "value"),
-    [("layout_format", "olmocr"), ("layout_format", "HTML"), ("coords", "points"), ("backend", "pdf")],
+    [("layout_format", "markdown"), ("layout_format", "HTML"), ("coords", "points"), ("backend", "pdf")],
 )
 def test_an_option_value_outside_its_set_is_refused_naming_the_valid_ones(keyword: str, value: str) -> None:
     from qwenvl.errors import LayoutError

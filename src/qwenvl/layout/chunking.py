@@ -38,11 +38,14 @@ class Chunk:
         return "\n\n".join(b.text for b in self.blocks if b.text)
 
     @property
-    def bbox(self) -> BBox:
-        """The union of the blocks' boxes."""
-        box = self.blocks[0].bbox
-        for block in self.blocks[1:]:
-            box = box.union(block.bbox)
+    def bbox(self) -> BBox | None:
+        """The union of the blocks' boxes (None when none of them has one)."""
+        boxes = [b.bbox for b in self.blocks if b.bbox is not None]
+        if not boxes:
+            return None
+        box = boxes[0]
+        for other in boxes[1:]:
+            box = box.union(other)
         return box
 
     def metadata(self) -> dict[str, str | int | float]:
@@ -50,7 +53,9 @@ class Chunk:
         first = self.blocks[0]
         meta = block_metadata(self.source, self.page, first)
         box = self.bbox
-        meta.update({"x0": round(box.x0, 2), "y0": round(box.y0, 2), "x1": round(box.x1, 2), "y1": round(box.y1, 2)})
+        if box is not None:
+            meta.update({k: round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), box.xyxy, strict=True)})
+            meta.pop("boxed", None)
         meta["headings"] = " > ".join(self.headings)
         if len(self.blocks) > 1:
             meta["block_type"] = "mixed" if len({b.type for b in self.blocks}) > 1 else first.type.value
@@ -64,13 +69,16 @@ def _continues(current: list[Block], block: Block) -> bool:
     """Whether ``block`` reads on below the chunk's last block in the same column, and the chunk's box stays
     mostly its blocks' own area (a citation box should not cover a neighbouring column)."""
     a, b = current[-1].bbox, block.bbox
+    if a is None or b is None or any(other.bbox is None for other in current):  # no box: no place to judge by
+        return False
     overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     if b.y0 < a.y0 or overlap < 0.5 * min(a.width, b.width):
         return False
     box = b
     for other in current:
-        box = box.union(other.bbox)
-    return box.area <= 1.6 * (b.area + sum(other.bbox.area for other in current))
+        if other.bbox is not None:
+            box = box.union(other.bbox)
+    return box.area <= 1.6 * (b.area + sum(other.bbox.area for other in current if other.bbox is not None))
 
 
 def _update_headings(path: list[tuple[int, str]], block: Block) -> list[tuple[int, str]]:

@@ -47,8 +47,8 @@ __all__ = [
 #: the metadata keys (of `block_metadata`, `page_records` and chunks) that locate a block or page or say how it
 #: was read, and mean nothing to an embedding model or an LLM: the loaders keep them out of both
 LOCATION_KEYS = (
-    "x0", "y0", "x1", "y1", "page_width", "page_height", "dpi", "block_id", "block_types", "reading_order",
-    "origin", "page_status", "confidence", "backend", "heading_level",
+    "x0", "y0", "x1", "y1", "boxed", "page_width", "page_height", "dpi", "block_id", "block_types",
+    "reading_order", "origin", "page_status", "confidence", "backend", "heading_level",
 )  # fmt: skip
 #: page metadata about the reading itself (a failed page's error, how many blocks it has): kept out of a page's
 #: embedding and prompt as well
@@ -63,16 +63,16 @@ def block_metadata(source: str, page: Page, block: Block) -> dict[str, str | int
         "block_id": block.id,
         "block_type": block.type.value,
         "reading_order": block.reading_order,
-        "x0": round(block.bbox.x0, 2),
-        "y0": round(block.bbox.y0, 2),
-        "x1": round(block.bbox.x1, 2),
-        "y1": round(block.bbox.y1, 2),
         "page_width": page.width,
         "page_height": page.height,
         "dpi": page.dpi,
         "origin": block.origin,
         "page_status": page.status,
     }
+    if block.bbox is not None:
+        meta.update({k: round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), block.bbox.xyxy, strict=True)})
+    else:  # the backend could not place the block on the page: no box, and a flag saying so
+        meta["boxed"] = 0
     if block.confidence is not None:
         meta["confidence"] = round(block.confidence, 4)
     if block.level is not None:

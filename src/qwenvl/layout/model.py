@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 #: Written into every exported document; bumped when the JSON shape changes incompatibly.
-SCHEMA_VERSION = "qwenvl.layout/1"
+SCHEMA_VERSION = "qwenvl.layout/2"
+#: older versions `ParsedDocument.from_json` still reads (version 2 added blocks without a box)
+READABLE_VERSIONS = frozenset({"qwenvl.layout/1", SCHEMA_VERSION})
 
 PageStatus = Literal["ok", "fallback", "failed"]
 Origin = Literal["vlm", "ocr", "pdf_text"]
@@ -80,7 +82,10 @@ class Block(BaseModel):
 
     id: str = Field(description="Unique within the document: 'p{page}-b{index}'")
     type: BlockType = Field(description="What the block is")
-    bbox: BBox = Field(description="Where it is, in page pixels")
+    bbox: BBox | None = Field(
+        description="Where it is, in page pixels; None when the backend could not place the block's text on the "
+        "page (olmOCR answers: the text was not found among the page's words), never a made-up box"
+    )
     text: str = Field(default="", description="The text; a table's is a line per row, cells split by tabs")
     html: str | None = Field(default=None, description="Tables only: the table as HTML")
     reading_order: int = Field(description="Position in the page's reading order, from 0")
@@ -166,8 +171,9 @@ class ParsedDocument(BaseModel):
                 "(a JSON list of documents is read with [ParsedDocument.model_validate(d) for d in ...])"
             )
         version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise LayoutError(f"schema_version {version!r} is not {SCHEMA_VERSION!r}: re-parse the document")
+        raw["schema_version"] = SCHEMA_VERSION
         try:
             return cls.model_validate(raw)
         except ValueError as exc:  # pydantic's ValidationError
@@ -243,6 +249,10 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join([line(rows[0]), "|" + " --- |" * width] + [line(r) for r in rows[1:]])
 
 
+#: a cell spanning more than one column or row
+_MERGED_CELLS = re.compile(r"""(?:col|row)span\s*=\s*["']?\s*(?:[2-9]|[1-9]\d+)""", re.IGNORECASE)
+
+
 def block_markdown(block: Block) -> str:
     """One block as Markdown."""
     text = block.text.strip()
@@ -251,6 +261,8 @@ def block_markdown(block: Block) -> str:
     if block.type is BlockType.SECTION_HEADER:
         return "#" * min(6, max(2, block.level or 2)) + f" {text}"
     if block.type is BlockType.TABLE:
+        if block.html and _MERGED_CELLS.search(block.html):  # a Markdown table cannot merge cells: HTML it stays
+            return block.html.strip()
         rows = html_table_rows(block.html) if block.html else []
         return _markdown_table(rows) if rows else text
     if block.type is BlockType.LIST_ITEM:

@@ -248,6 +248,8 @@ def _upright_score(raw: RawLayout) -> float:
 def _turn_back(block: Block, turn: int, width: int, height: int) -> Block:
     """``block`` read on the page turned ``turn`` degrees counter-clockwise, boxed on the page as it was."""
     b = block.bbox
+    if b is None:
+        return block
     if turn == 90:  # a point (x, y) of the page went to (y, width - x)
         box = BBox.of(width - b.y1, b.x0, width - b.y0, b.x1)
     elif turn == 180:

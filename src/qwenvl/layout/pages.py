@@ -147,6 +147,16 @@ class PageSource:
                 (layer, self.damage), _ = self._pdf("text_layer", dpi, min_chars, again, grids)
         return layer  # type: ignore[no-any-return]
 
+    def words(
+        self, dpi: float, checks: TextLayerOptions | None = None
+    ) -> tuple[list[tuple[str, tuple[float, float, float, float]]], bool] | None:
+        """The text layer's words in reading order, as (text, box in pixels at ``dpi``), and whether the layer
+        passes its checks (``checks``: default `TextLayerOptions()`); None for a page without a text layer."""
+        if self.document.kind != "pdf":
+            return None
+        (found, self.damage), _ = self._pdf("words", dpi, checks or TextLayerOptions())
+        return found  # type: ignore[no-any-return]
+
     def _tables(self, dpi: float, checks: TextLayerOptions) -> list[TableGrid] | None:
         """camelot's tables on this page, found in the table worker under ``checks.table_timeout`` and the
         document's memory limit; None, with a warning, where camelot is not installed, fails or goes past

@@ -90,6 +90,21 @@ class _Reader:
         self.pending = (doc, index, dpi, read) if read is not None and read[0].tables_wanted else None
         return (read[0] if read is not None else None), damage
 
+    def words(self, doc: int, index: int, dpi: float, checks: Any) -> tuple[Any, str | None]:
+        """The page's text-layer words in reading order as (text, box in pixels at ``dpi``), and whether the
+        layer passes its checks (trusted); None when the page has no text layer."""
+        import dataclasses
+
+        from qwenvl.layout.text_layer import read_text_layer
+
+        page, damage = self.page(doc, index)
+        read = read_text_layer(page, index + 1, dpi, 1, dataclasses.replace(checks, tables="rules"), None)
+        if read is None:
+            return None, damage
+        layer, raw = read
+        words = [(w.text, tuple(w.bbox)) for region in raw.regions for line in region.lines for w in line.words]
+        return (words, layer.rejected is None and not layer.verify), damage
+
     def finish_text_layer(self, doc: int, index: int, dpi: float, grids: Any) -> tuple[Any, str | None]:
         """The text layer `text_layer` kept, assembled with the table finder's ``grids``."""
         from qwenvl.layout.text_layer import finish_text_layer

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from tqdm.auto import tqdm
 
 from qwenvl.errors import LayoutError, PageLimitError, QwenVLError
-from qwenvl.layout.model import SCHEMA_VERSION, Block, Page, PageUsage, ParsedDocument
+from qwenvl.layout import olmocr
+from qwenvl.layout.model import SCHEMA_VERSION, Block, BlockType, Page, PageUsage, ParsedDocument
 from qwenvl.layout.ocr import OCREngine, ocr_engine_for, ocr_layout
 from qwenvl.layout.options import (
     Backend,
@@ -152,7 +154,8 @@ class DocumentParser:
     domain-tuned model). The VLM's boxes follow its family's convention (``coords="auto"``: pixels for
     Qwen2.5-VL, a 0-1000 grid for Qwen2-VL and Qwen3-VL, from ``engine.profile``); ``layout_format="html"``
     asks for the "QwenVL HTML" Qwen2.5-VL was trained on instead of schema-constrained JSON (the default: every
-    answer parses).
+    answer parses); ``layout_format="olmocr"`` reads pages with olmOCR-2 (its prompt, image size and sampling;
+    its markdown becomes typed blocks boxed by the page's words: `qwenvl.layout.olmocr`).
     """
 
     def __init__(
@@ -171,7 +174,7 @@ class DocumentParser:
         max_pixels: int | None = None,
         max_tokens: int = 4096,
         coords: Literal["auto", "grid", "pixels"] = "auto",
-        layout_format: Literal["json", "html"] = "json",
+        layout_format: Literal["json", "html", "olmocr"] = "json",
         min_blocks: int = 0,
         max_blocks: int | None = None,
         max_text_chars: int | None = None,
@@ -249,6 +252,9 @@ class DocumentParser:
         self.ocr_workers = options.ocr.workers or min(8, os.cpu_count() or 1)
         #: engine calls made (each a batch), for inspection
         self.engine_calls = 0
+        #: pages OCR read only to box olmOCR-2's blocks, and the seconds it took (the cost of boxes on scans)
+        self.ocr_pages = 0
+        self.ocr_seconds = 0.0
 
     # the options the pipeline reads, by their short names (read-only views of ``options``)
     backend = property(lambda self: self.options.backend)
@@ -441,8 +447,10 @@ class DocumentParser:
 
     def vlm_dpi(self, page: PageSource) -> float:
         """The resolution ``page`` is rendered at for the VLM: the one that fills the pixel budget (images keep
-        their own pixels)."""
+        their own pixels); for olmOCR-2, the one that gives the longest side olmOCR renders."""
         size = page.size_pt
+        if size and self.vlm.format == "olmocr":
+            return olmocr.LONGEST_SIDE / max(size) * 72.0
         return dpi_for_budget(*size, self.vlm.profile.image_limits(None, self.vlm.max_pixels)[1]) if size else self.dpi
 
     def prepare_page(self, page: PageSource) -> Page | tuple[PIL.Image.Image, float] | None:
@@ -530,6 +538,9 @@ class DocumentParser:
         """Pages through the engine: one call per round; answers cut off by max_tokens are retried as tiles and
         errors retried ``retries`` times. Yields each page with its Page, or with the reason it failed."""
         assert self.engine is not None
+        if self.vlm.format == "olmocr":
+            yield from self._run_olmocr(jobs)
+            return
         tiles: dict[int, list[tuple[tuple[int, ...], list[Block]]]] = {}
         failed: dict[int, str] = {}
         todo: list[tuple[int, Tile, tuple[int, ...], int]] = []
@@ -605,6 +616,100 @@ class DocumentParser:
                     usage=job.usage,
                 ),
             )
+
+    def _run_olmocr(self, jobs: list[_Job]) -> Iterator[tuple[_Job, Page | str]]:
+        """Pages through olmOCR-2 (`qwenvl.layout.olmocr.read_pages`: one engine call per round, turned pages
+        asked again), their markdown into blocks boxed by the page's words. Yields each page with its Page, or
+        with the reason it failed (then it falls back to OCR)."""
+        rendered: list[tuple[int, _Job]] = []
+        for i, job in enumerate(jobs):
+            try:
+                if job.image is None:
+                    self._render(job, self.vlm_dpi(job.page))
+                rendered.append((i, job))
+            except Exception as exc:  # noqa: BLE001 - one unrenderable page fails alone
+                yield job, f"the page could not be rendered: {type(exc).__name__}: {exc}"
+
+        def count(k: int, result: Any) -> None:
+            usage = rendered[k][1].usage
+            usage.requests += 1
+            usage.prompt_tokens += result.usage.prompt_tokens
+            usage.image_tokens += result.usage.image_tokens
+            usage.completion_tokens += result.usage.completion_tokens
+
+        images = [job.image for _, job in rendered]
+        self.engine_calls += 1
+        readings = olmocr.read_pages(self.engine, images, retries=self.retries, lora=self.vlm.lora, on_result=count)  # type: ignore[arg-type]
+        for (_, job), reading in zip(rendered, readings, strict=True):
+            if reading.blocks is None:
+                yield job, reading.error or "olmOCR gave no answer"
+                continue
+            if not reading.blocks:
+                yield job, "olmOCR's answer holds no text"
+                continue
+            yield job, self._olmocr_page(job, reading)
+
+    def _olmocr_page(self, job: _Job, reading: olmocr.Reading) -> Page:
+        """The page of an olmOCR answer: its blocks in the answer's order, each boxed by the page's words (the
+        text layer's where it can be trusted, else OCR of the same render), a figure by the answer's own box."""
+        assert job.image is not None and reading.blocks is not None
+        words = self._page_words(job, reading.rotation)
+        aligned = olmocr.align_blocks(reading.blocks, words)
+        boxes = olmocr.formula_boxes(reading.blocks, [box for box, _ in aligned], job.image.size)
+        scale = (job.image.width / reading.image.width, job.image.height / reading.image.height)
+        blocks = []
+        for k, (block, box) in enumerate(zip(reading.blocks, boxes, strict=True)):
+            if block.type is BlockType.FIGURE:
+                box = olmocr.figure_box(block, scale, reading.rotation, reading.image.size)
+            if box is not None:
+                box = box.clip(*job.image.size)
+            blocks.append(
+                Block(
+                    id=f"p{job.page.number}-b{k}",
+                    type=block.type,
+                    bbox=box,
+                    text=block.text,
+                    html=block.html,
+                    reading_order=k,
+                    level=block.level,
+                    origin="vlm",
+                )
+            )
+        unboxed = sum(1 for b in blocks if b.bbox is None)
+        if unboxed:
+            _log.info("%s page %d: %d of %d blocks not found among the page's words", job.state.name,
+                      job.page.number, unboxed, len(blocks))  # fmt: skip
+        return Page(
+            number=job.page.number,
+            width=job.image.width,
+            height=job.image.height,
+            dpi=job.dpi,
+            blocks=blocks,
+            backend="vlm",
+            usage=job.usage,
+        )
+
+    def _page_words(self, job: _Job, rotation: int = 0) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """The page's words in pixels of its render: the text layer's where it passes its checks, else OCR of the
+        render turned by ``rotation`` as the model read it, mapped back onto the page as given (counted in
+        `ocr_pages` and `ocr_seconds`: OCR runs only on pages that need it)."""
+        try:
+            found = job.page.words(job.dpi, self.options.text_layer)
+        except Exception as exc:  # noqa: BLE001 - an unreadable text layer: OCR reads the words
+            _log.info("%s page %d: text-layer words unreadable (%s)", job.state.name, job.page.number, exc)
+            found = None
+        if found is not None and found[1] and found[0]:
+            return found[0]
+        assert job.image is not None
+        start = time.perf_counter()
+        try:
+            layout = self._ocr_engine().read(olmocr.rotate(job.image, rotation))
+        except (QwenVLError, FileNotFoundError) as exc:
+            _log.warning("%s page %d: no words to box olmOCR's blocks by (%s)", job.state.name, job.page.number, exc)
+            return []
+        self.ocr_pages += 1
+        self.ocr_seconds += time.perf_counter() - start
+        return [(text, olmocr.unrotate_box(box, rotation, job.image.size)) for text, box in olmocr.words_of(layout)]
 
     def _run_ocr(self, jobs: list[tuple[_Job, str | None]], bar: Any) -> None:
         try:

@@ -63,7 +63,9 @@ class VLMLayoutConfig:
 
     ``format``: "json" asks for blocks under a JSON schema (decoding is constrained, so every answer parses);
     "html" asks for the "QwenVL HTML" Qwen2.5-VL was trained to write for documents (free text, parsed
-    afterwards: elements with ``data-bbox`` become blocks, a page with none falls back).
+    afterwards: elements with ``data-bbox`` become blocks, a page with none falls back); "olmocr" asks olmOCR-2
+    (``allenai/olmOCR-2-7B-1025``) its own way and boxes its markdown by the page's words
+    (`qwenvl.layout.olmocr`).
     ``coords``: "grid" for boxes on a 0-1000 grid (how Qwen2-VL and Qwen3-VL were trained to point), "pixels"
     for absolute boxes on the image the model sees (Qwen2.5-VL's training); "auto" (the parser resolves it)
     takes the engine's family convention. ``family`` is the model family's ``model_type`` (a key of
@@ -81,7 +83,7 @@ class VLMLayoutConfig:
     max_tokens: int = 4096
     coords: Literal["auto", "grid", "pixels"] = "auto"
     family: str | None = None
-    format: Literal["json", "html"] = "json"
+    format: Literal["json", "html", "olmocr"] = "json"
     min_blocks: int = 0
     max_blocks: int | None = None
     max_text_chars: int | None = None

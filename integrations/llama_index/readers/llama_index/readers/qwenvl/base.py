@@ -126,7 +126,7 @@ class LayoutNodeParser(NodeParser):
             for chunk in chunks:
                 metadata = chunk.metadata()
                 figure = len(chunk.blocks) == 1 and chunk.blocks[0].type.value == "figure"
-                if figure and self.include_figures:
+                if figure and self.include_figures and chunk.bbox is not None:
                     if page_image is None:
                         page_image = render_page(source, page.number, page.dpi)
                     buf = io.BytesIO()
