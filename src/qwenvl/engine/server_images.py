@@ -65,7 +65,11 @@ def image_uris(
             uris.append(hit[1])
             continue
         try:
-            if as_is:
+            if as_is and original is None and not lossless and media.photo_like(image):
+                # a photo in memory goes as a JPEG of its planned size: the server's processor keeps that size,
+                # and the client encodes (and sends) a fraction of the pixels
+                uri = media.jpeg_data_uri(media.resize_image(image, lo, hi, factor=profile.factor))
+            elif as_is:
                 uri = original.data_uri() if original is not None else media.image_data_uri(image, lossless=lossless)
             elif original is not None and original.mime == "image/jpeg" and not lossless:
                 uri = media.jpeg_data_uri(media.load_jpeg_at(original.data, (width, height)))

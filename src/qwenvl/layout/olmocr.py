@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,19 +38,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LONGEST_SIDE",
+    "MAX_ROTATIONS",
     "MAX_TOKENS",
+    "MIN_MATCH",
     "PROMPT",
     "ROTATIONS",
     "TEMPERATURE",
     "AnswerError",
     "FrontMatter",
     "MarkdownBlock",
+    "Reading",
     "align_blocks",
+    "figure_box",
+    "formula_boxes",
     "markdown_blocks",
     "olmocr_request",
     "parse_answer",
+    "read_pages",
     "rotate",
+    "sized_for_olmocr",
     "unrotate_box",
+    "words_of",
 ]
 
 #: olmOCR's v4 YAML prompt, word for word (``build_no_anchoring_v4_yaml_prompt``, olmocr 0.4.27)
@@ -334,8 +343,8 @@ MIN_MATCH = 0.6
 
 def _key(text: str) -> str:
     """Text as it is compared: letters and digits only, lower case (markup, spacing and punctuation differ
-    between an answer and a page's words)."""
-    return "".join(ch for ch in text.lower() if ch.isalnum())
+    between an answer and a page's words; compatibility forms are unfolded: "¼" is "1⁄4")."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
 def align_blocks(
@@ -362,6 +371,10 @@ def align_blocks(
         if not key or not page:
             out.append((None, 0.0))
             continue
+        if block.type is BlockType.TABLE:  # cells are read in another order than the page's words run
+            cells = [_key(cell) for row in block.text.split("\n") for cell in row.split("\t")]
+            out.append(_pieces_box(cells, page, owner, words, fuzz))
+            continue
         best = None
         for start in (cursor, 0) if cursor else (0,):
             window = page[start:]
@@ -377,18 +390,62 @@ def align_blocks(
             continue
         found, start = best
         share = found.score / 100 * min(1.0, (found.dest_end - found.dest_start) / max(1, len(key)))
+        if share < MIN_MATCH and len(key) >= 2 * _PIECE:
+            # the page's words may run through the block in another order (a figure's labels, a raised fraction,
+            # the rest of a column in between): found piece by piece, boxed by the pieces that lie together
+            pieces = [key[i : i + _PIECE] for i in range(0, len(key), _PIECE)]
+            out.append(_pieces_box(pieces, page, owner, words, fuzz))
+            continue
         if share < MIN_MATCH:
             out.append((None, share))
             continue
         first, last = start + found.dest_start, start + found.dest_end - 1
         chosen = range(owner[first], owner[last] + 1)
-        boxes = [words[k][1] for k in chosen]
-        box = BBox.of(
-            min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
-        )
-        out.append((box, share))
+        out.append((BBox.of(*_union([words[k][1] for k in chosen])), share))
         cursor = last + 1
     return out
+
+
+#: the length (letters and digits) of the pieces a block is looked for in when it is not found whole
+_PIECE = 48
+
+
+def _pieces_box(
+    pieces: Sequence[str], page: str, owner: list[int], words: Sequence[tuple[str, Any]], fuzz: Any
+) -> tuple[BBox | None, float]:
+    """A box from a block's pieces (a table's cells, or stretches of a long block) found each on its own among
+    the page's words (three letters or digits at least, matched at 85% or more): the union of the finds in the
+    largest run of them that lie close together down the page (a piece met elsewhere on the page stays out);
+    and the share of the pieces' characters found. (None, share) under half of `MIN_MATCH`."""
+    total = sum(len(p) for p in pieces) or 1
+    hits: list[tuple[float, float, float, float]] = []
+    found_chars = 0
+    for piece in pieces:
+        if len(piece) < 3 or len(piece) > len(page):
+            continue
+        found = fuzz.partial_ratio_alignment(piece, page)
+        if found.score < 85:
+            continue
+        found_chars += len(piece)
+        boxes = [words[k][1] for k in range(owner[found.dest_start], owner[found.dest_end - 1] + 1)]
+        hits.append(_union(boxes))
+    share = found_chars / total
+    if not hits or share < MIN_MATCH / 2:
+        return None, share
+    hits.sort(key=lambda b: b[1])
+    height = sorted(b[3] - b[1] for b in hits)[len(hits) // 2]
+    runs: list[list[tuple[float, float, float, float]]] = [[hits[0]]]
+    for box in hits[1:]:  # a new run where the next find starts well below everything found so far
+        if box[1] - max(b[3] for b in runs[-1]) > 4 * max(height, 1.0):
+            runs.append([])
+        runs[-1].append(box)
+    run = max(runs, key=len)
+    return BBox.of(*_union(run)), share
+
+
+def _union(boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    """The smallest (x0, y0, x1, y1) holding all of ``boxes``."""
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
 
 
 def formula_boxes(
@@ -446,12 +503,6 @@ class Reading:
     front: FrontMatter | None = None
     blocks: list[MarkdownBlock] | None = None
     error: str | None = None
-
-    @property
-    def sent_size(self) -> tuple[int, int]:
-        """The size of the image as sent (turned)."""
-        w, h = self.image.size
-        return (h, w) if self.rotation in (90, 270) else (w, h)
 
 
 def sized_for_olmocr(image: PIL.Image.Image) -> PIL.Image.Image:

@@ -603,19 +603,7 @@ class DocumentParser:
                 b.model_copy(update={"reading_order": k, "id": f"p{job.page.number}-b{k}"})
                 for k, b in enumerate(ordered)
             ]
-            assert job.image is not None
-            yield (
-                job,
-                Page(
-                    number=job.page.number,
-                    width=job.image.width,
-                    height=job.image.height,
-                    dpi=job.dpi,
-                    blocks=ordered,
-                    backend="vlm",
-                    usage=job.usage,
-                ),
-            )
+            yield job, self._vlm_page(job, ordered)
 
     def _run_olmocr(self, jobs: list[_Job]) -> Iterator[tuple[_Job, Page | str]]:
         """Pages through olmOCR-2 (`qwenvl.layout.olmocr.read_pages`: one engine call per round, turned pages
@@ -679,6 +667,12 @@ class DocumentParser:
         if unboxed:
             _log.info("%s page %d: %d of %d blocks not found among the page's words", job.state.name,
                       job.page.number, unboxed, len(blocks))  # fmt: skip
+        return self._vlm_page(job, blocks)
+
+    @staticmethod
+    def _vlm_page(job: _Job, blocks: list[Block]) -> Page:
+        """The page the VLM read, with ``blocks``, at the size of its render."""
+        assert job.image is not None
         return Page(
             number=job.page.number,
             width=job.image.width,
