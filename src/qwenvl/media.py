@@ -302,12 +302,18 @@ def pixel_limit_error(
     )
 
 
-def resize_image(image: PIL.Image.Image, min_pixels: int, max_pixels: int, *, factor: int = 28) -> PIL.Image.Image:
-    """Resize an RGB image to the model's size for these pixel limits (see `qwenvl.budget.smart_resize`);
-    ``factor`` is the family's token side in pixels (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)."""
+def resize_image(
+    image: PIL.Image.Image, min_pixels: int, max_pixels: int, *, factor: int = 28, fast: bool = False
+) -> PIL.Image.Image:
+    """Resize an RGB image to the model's size for these pixel limits (see `qwenvl.models.smart_resize`);
+    ``factor`` is the family's token side in pixels (28 for Qwen2/2.5-VL, 32 for Qwen3-VL). Bicubic, as the
+    processors resize; ``fast``: shrink by whole factors, then bilinear (1.75x less CPU on photos, for an image
+    that is sent lossy anyway)."""
     h, w = smart_resize(image.height, image.width, min_pixels, max_pixels, factor=factor)
     if (w, h) == image.size:
         return image
+    if fast:
+        return image.resize((w, h), resample=PIL.Image.Resampling.BILINEAR, reducing_gap=1.0)
     return image.resize((w, h), resample=PIL.Image.Resampling.BICUBIC)
 
 

@@ -5,9 +5,10 @@ An image sent at the size it was read goes as its file's bytes, unchanged, where
 WebP file (the server decodes the same pixels). An image the server cannot be trusted to resize (it takes no
 processor limits) is brought to its planned size here first, unless the server's own limits size it the same
 (then the file goes as it is). A JPEG photo brought down here goes as a JPEG again, decoded at the smallest
-scale that still covers its planned size. Everything else is encoded by what it holds
-(`qwenvl.media.image_data_uri`): text, line art and screenshots lossless; photo-like images as high-quality
-JPEG, or lossless where the engine is asked to send every image lossless.
+scale that still covers its planned size. A photo-like image in memory goes as a high-quality JPEG of its
+planned size (the server's processor keeps that size), whatever the server. Everything else is encoded by what
+it holds (`qwenvl.media.image_data_uri`): text, line art and screenshots lossless. Where the engine is asked to
+send every image lossless, nothing is encoded lossy here.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def image_uris(
             uris.append(hit[1])
             continue
         try:
-            if as_is and original is None and not lossless and media.photo_like(image):
+            if original is None and not lossless and media.photo_like(image):
                 # a photo in memory goes as a JPEG of its planned size: the server's processor keeps that size,
                 # and the client encodes (and sends) a fraction of the pixels
-                uri = media.jpeg_data_uri(media.resize_image(image, lo, hi, factor=profile.factor))
+                small = media.resize_image(image, lo, hi, factor=profile.factor, fast=True)
+                uri = media.jpeg_data_uri(small)
             elif as_is:
                 uri = original.data_uri() if original is not None else media.image_data_uri(image, lossless=lossless)
             elif original is not None and original.mime == "image/jpeg" and not lossless:
