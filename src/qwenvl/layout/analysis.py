@@ -133,6 +133,10 @@ class RawLayout:
     #: finder's to judge)
     grids: list[TableGrid] | None = None
 
+    def words(self) -> list[Word]:
+        """Every word, region by region and line by line (the backend's reading order)."""
+        return [w for region in self.regions for line in region.lines for w in line.words]
+
 
 def group_lines(lines: Sequence[Line]) -> list[Region]:
     """Paragraph regions from loose lines: a line joins the region above it when it is close below, overlaps it
@@ -728,7 +732,7 @@ def assemble(raw: RawLayout, *, page_number: int, origin: Origin) -> list[Block]
     # finder drew; then, where no finder ran, other ruling-line grids (frames), areas the backend marked, and
     # regions with aligned columns
     drawn = rule_grids(raw.rules)
-    all_words = [w for r in raw.regions for line in r.lines for w in line.words]
+    all_words = raw.words()
     ruled = [a for a in drawn if fully_ruled(a, raw.rules, [w.bbox for w in all_words if _inside(_center(w.bbox), a)])]
     found = [
         g

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from enum import StrEnum
 from html.parser import HTMLParser
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -101,6 +101,13 @@ class PageUsage(BaseModel):
     image_tokens: int = 0
     completion_tokens: int = 0
     requests: int = Field(default=0, description="Engine requests made for the page, tiles and retries included")
+
+    def add(self, usage: Any) -> None:
+        """Count one more engine request and its tokens (a `qwenvl.Usage`)."""
+        self.requests += 1
+        self.prompt_tokens += usage.prompt_tokens
+        self.image_tokens += usage.image_tokens
+        self.completion_tokens += usage.completion_tokens
 
 
 class Page(BaseModel):

@@ -237,7 +237,7 @@ def ocr_engine_for(lang: str = "eng", engine: str = "auto") -> OCREngine:
 def _upright_score(raw: RawLayout) -> float:
     """How much a reading looks like upright text: the mean word confidence times the share of words (of three
     characters or more) wider than tall. A page scanned sideways reads as tall words; upside down, as noise."""
-    words = [w for r in raw.regions for line in r.lines for w in line.words if len(w.text) >= 3]
+    words = [w for w in raw.words() if len(w.text) >= 3]
     if not words:
         return 0.0
     wide = [w for w in words if w.bbox[2] - w.bbox[0] >= w.bbox[3] - w.bbox[1]]

@@ -58,7 +58,6 @@ __all__ = [
     "rotate",
     "sized_for_olmocr",
     "unrotate_box",
-    "words_of",
 ]
 
 #: olmOCR's v4 YAML prompt, word for word (``build_no_anchoring_v4_yaml_prompt``, olmocr 0.4.27)
@@ -478,11 +477,6 @@ def figure_box(block: MarkdownBlock, scale: tuple[float, float], degrees: int, s
     x0, y0, x1, y1 = unrotate_box(block.figure_box, degrees, size)
     sx, sy = scale
     return BBox.of(x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-
-
-def words_of(layout: Any) -> list[tuple[str, tuple[float, float, float, float]]]:
-    """The words of a `qwenvl.layout.analysis.RawLayout` (OCR or a text layer), region by region, line by line."""
-    return [(w.text, tuple(w.bbox)) for region in layout.regions for line in region.lines for w in line.words]
 
 
 # ---- pages through the engine ---------------------------------------------------------------------------------

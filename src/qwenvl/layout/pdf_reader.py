@@ -102,7 +102,7 @@ class _Reader:
         if read is None:
             return None, damage
         layer, raw = read
-        words = [(w.text, tuple(w.bbox)) for region in raw.regions for line in region.lines for w in line.words]
+        words = [(w.text, tuple(w.bbox)) for w in raw.words()]
         return (words, layer.rejected is None and not layer.verify), damage
 
     def finish_text_layer(self, doc: int, index: int, dpi: float, grids: Any) -> tuple[Any, str | None]:

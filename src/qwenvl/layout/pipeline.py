@@ -564,10 +564,7 @@ class DocumentParser:
             next_todo: list[tuple[int, Tile, tuple[int, ...], int]] = []
             for (i, tile, path, attempt), result in zip(todo, results, strict=True):
                 job = jobs[i]
-                job.usage.requests += 1
-                job.usage.prompt_tokens += result.usage.prompt_tokens
-                job.usage.image_tokens += result.usage.image_tokens
-                job.usage.completion_tokens += result.usage.completion_tokens
+                job.usage.add(result.usage)
                 if i in failed:
                     continue
                 if result.finish_reason == "length":
@@ -619,11 +616,7 @@ class DocumentParser:
                 yield job, f"the page could not be rendered: {type(exc).__name__}: {exc}"
 
         def count(k: int, result: Any) -> None:
-            usage = rendered[k][1].usage
-            usage.requests += 1
-            usage.prompt_tokens += result.usage.prompt_tokens
-            usage.image_tokens += result.usage.image_tokens
-            usage.completion_tokens += result.usage.completion_tokens
+            rendered[k][1].usage.add(result.usage)
 
         images = [job.image for _, job in rendered]
         self.engine_calls += 1
@@ -703,7 +696,7 @@ class DocumentParser:
             return []
         self.ocr_pages += 1
         self.ocr_seconds += time.perf_counter() - start
-        return [(text, olmocr.unrotate_box(box, rotation, job.image.size)) for text, box in olmocr.words_of(layout)]
+        return [(w.text, olmocr.unrotate_box(w.bbox, rotation, job.image.size)) for w in layout.words()]
 
     def _run_ocr(self, jobs: list[tuple[_Job, str | None]], bar: Any) -> None:
         try:
